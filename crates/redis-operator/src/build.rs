@@ -1,0 +1,270 @@
+//! The children a RedisCluster should have: pure functions of the RedisCluster alone.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use rediscluster_crd::RedisCluster;
+
+use crate::MANAGER;
+use crate::error::{Error, Result};
+
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of `app.kubernetes.io/name` on everything the operator creates.
+pub const APP_NAME: &str = "redis";
+
+pub const REDIS_CONTAINER: &str = "redis";
+pub const REDIS_PORT: i32 = 6379;
+pub const REDIS_PORT_NAME: &str = "redis";
+/// The uid and gid of the `redis` user in the official image.
+const REDIS_UID: i64 = 999;
+const DATA_VOLUME: &str = "data";
+const DATA_PATH: &str = "/data";
+
+/// Label selector (as a string) for everything this operator manages, used to scope the watches.
+pub fn managed_by_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGER}")
+}
+
+/// The labels that select one cluster's pods. The StatefulSet selector is immutable, so it holds
+/// only labels that can never change for a cluster.
+pub fn selector_labels(cluster_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_owned(), APP_NAME.to_owned()),
+        (INSTANCE_LABEL.to_owned(), cluster_name.to_owned()),
+    ])
+}
+
+/// `selector_labels` as a label selector string, the form the scale subresource wants.
+pub fn selector_string(cluster_name: &str) -> String {
+    selector_labels(cluster_name)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Labels on every object the operator creates for a cluster.
+pub fn labels(cluster_name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cluster_name);
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
+    labels
+}
+
+/// Metadata of a child: same name and namespace as the cluster, our labels, and a controller
+/// owner reference so that deleting the cluster deletes the child.
+fn child_meta(cluster: &RedisCluster) -> Result<ObjectMeta> {
+    let name = cluster.name_any();
+    Ok(ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(
+            cluster
+                .namespace()
+                .ok_or(Error::MissingObjectKey("namespace"))?,
+        ),
+        labels: Some(labels(&name)),
+        owner_references: Some(vec![owner_reference(cluster)?]),
+        ..ObjectMeta::default()
+    })
+}
+
+fn owner_reference(cluster: &RedisCluster) -> Result<OwnerReference> {
+    cluster
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("uid"))
+}
+
+/// Whether `child` is controlled by the RedisCluster with this uid.
+pub fn is_controlled_by<K: Resource>(child: &K, owner_uid: &str) -> bool {
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true) && owner.uid == owner_uid)
+}
+
+/// The headless Service that gives each Redis pod a stable DNS name.
+pub fn service(cluster: &RedisCluster) -> Result<Service> {
+    Ok(Service {
+        metadata: child_meta(cluster)?,
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector_labels(&cluster.name_any())),
+            // Peers must find each other before they are ready, for replication to start.
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![ServicePort {
+                name: Some(REDIS_PORT_NAME.to_owned()),
+                port: REDIS_PORT,
+                target_port: Some(IntOrString::String(REDIS_PORT_NAME.to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// The StatefulSet that runs `spec.replicas` Redis pods of `spec.image`.
+pub fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
+    let name = cluster.name_any();
+    Ok(StatefulSet {
+        metadata: child_meta(cluster)?,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(cluster.spec.replicas),
+            service_name: Some(name.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            },
+            // Redis pods do not depend on each other's start order, so scale them all at once.
+            pod_management_policy: Some("Parallel".to_owned()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..RollingUpdateStatefulSetStrategy::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&name)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(&cluster.spec.image)),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}
+
+fn pod_spec(image: &str) -> PodSpec {
+    PodSpec {
+        // Passes the Pod Security "restricted" level with the official image's redis user.
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(REDIS_UID),
+            run_as_group: Some(REDIS_UID),
+            fs_group: Some(REDIS_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        // Redis needs no Kubernetes API access and no service environment variables.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        containers: vec![redis_container(image)],
+        volumes: Some(vec![Volume {
+            name: DATA_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
+        ..PodSpec::default()
+    }
+}
+
+fn redis_container(image: &str) -> Container {
+    Container {
+        name: REDIS_CONTAINER.to_owned(),
+        image: Some(image.to_owned()),
+        ports: Some(vec![ContainerPort {
+            name: Some(REDIS_PORT_NAME.to_owned()),
+            container_port: REDIS_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        // Ready only once Redis answers a command, not merely when the port is open.
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(
+                    ["sh", "-c", "redis-cli -p 6379 ping | grep -q PONG"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+            }),
+            initial_delay_seconds: Some(2),
+            period_seconds: Some(5),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        // Restart only a Redis that stopped listening: a slow command must not kill it.
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String(REDIS_PORT_NAME.to_owned()),
+                ..TCPSocketAction::default()
+            }),
+            initial_delay_seconds: Some(15),
+            period_seconds: Some(10),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("100m".to_owned())),
+                ("memory".to_owned(), Quantity("128Mi".to_owned())),
+            ])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.to_owned(),
+            mount_path: DATA_PATH.to_owned(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}
+
+/// The image of the Redis container in a StatefulSet, if it has one.
+pub fn redis_image(statefulset: &StatefulSet) -> Option<&str> {
+    statefulset
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|container| container.name == REDIS_CONTAINER)?
+        .image
+        .as_deref()
+}
+
+/// The replicas a StatefulSet asks for (Kubernetes defaults a missing value to 1).
+pub fn desired_replicas(statefulset: &StatefulSet) -> i32 {
+    statefulset
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.replicas)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! What a reconcile needs, shared by all of them.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use rediscluster_crd::RedisCluster;
+
+use crate::MANAGER;
+use crate::backoff::Backoff;
+
+/// Tunables of the reconcile loop, from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a pod may sit in ImagePullBackOff and the like before the cluster is `Failed`.
+    pub failure_grace: Duration,
+    /// How often every cluster is looked at again even when nothing changed.
+    pub resync_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            failure_grace: Duration::from_secs(120),
+            resync_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Read-only caches of the children, filled by the controller's watches.
+#[derive(Clone)]
+pub struct Stores {
+    pub statefulsets: Store<StatefulSet>,
+    pub services: Store<Service>,
+    pub pods: Store<Pod>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    /// One recorder for every event, so that repeats are folded into series.
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub backoff: Backoff<ObjectRef<RedisCluster>>,
+}
+
+impl Context {
+    pub fn new(client: Client, stores: Stores, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            stores,
+            settings,
+            backoff: Backoff::standard(),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! One reconcile: observe (caches), build (pure), apply (only what drifted), assess (pure),
+//! write status (only when it changed). The error policy sits beside it.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::MANAGER;
+use crate::build;
+use crate::context::Context;
+use crate::drift;
+use crate::error::{Error, Result};
+use crate::status::{self, Blocker, Observed};
+
+/// Reconciles one RedisCluster and logs the outcome: one line per reconcile.
+pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let key = ObjectRef::from_obj(&*cluster);
+    let result = reconcile_cluster(&cluster, &ctx).await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &result {
+        Ok((_, phase)) => {
+            ctx.backoff.reset(&key);
+            info!(cluster = %key, result = "ok", %phase, duration_ms, "reconciled");
+        }
+        Err(error) => {
+            warn!(cluster = %key, result = "error", kind = error.kind(), %error, duration_ms, "reconcile failed");
+        }
+    }
+    result.map(|(action, _)| action)
+}
+
+/// Transient errors back off per object (about 1 s doubling to 5 min); permanent ones wait for
+/// the next resync or a change of the object instead of retrying hot.
+pub fn error_policy(cluster: Arc<RedisCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_transient() {
+        Action::requeue(ctx.backoff.next_delay(ObjectRef::from_obj(&*cluster)))
+    } else {
+        Action::requeue(ctx.settings.resync_interval)
+    }
+}
+
+async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Action, Phase)> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    let uid = cluster.uid().ok_or(Error::MissingObjectKey("uid"))?;
+    let name = cluster.name_any();
+    let desired_service = build::service(cluster)?;
+    let desired_statefulset = build::statefulset(cluster)?;
+
+    let observed_service = ctx
+        .stores
+        .services
+        .get(&ObjectRef::new(&name).within(&namespace));
+    let observed_statefulset = ctx
+        .stores
+        .statefulsets
+        .get(&ObjectRef::new(&name).within(&namespace));
+
+    let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
+    let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
+    let service_outcome = ensure_child(
+        &services,
+        observed_service.as_deref(),
+        &desired_service,
+        &uid,
+    )
+    .await?;
+    let statefulset_outcome = ensure_child(
+        &statefulsets,
+        observed_statefulset.as_deref(),
+        &desired_statefulset,
+        &uid,
+    )
+    .await?;
+
+    let mut events = Vec::new();
+    events.extend(service_outcome.event::<Service>(&name));
+    events.extend(statefulset_outcome.event::<StatefulSet>(&name));
+    if let (ChildOutcome::Updated, Some(observed)) = (&statefulset_outcome, &observed_statefulset) {
+        events.extend(statefulset_changes(observed, &desired_statefulset));
+    }
+
+    let blocker = service_outcome
+        .blocker()
+        .or_else(|| statefulset_outcome.blocker());
+    // A StatefulSet that is not ours says nothing about this cluster.
+    let ours = observed_statefulset
+        .as_deref()
+        .filter(|sts| build::is_controlled_by(*sts, &uid));
+    let pods = cluster_pods(ctx, &namespace, &name, cluster.spec.replicas, ours);
+    let pod_refs: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
+    let assessment = status::assess(
+        cluster,
+        &Observed {
+            statefulset: ours,
+            pods: &pod_refs,
+            statefulset_in_sync: matches!(statefulset_outcome, ChildOutcome::Unchanged),
+            blocker,
+            now: Timestamp::from_second(Timestamp::now().as_second())
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+            failure_grace: ctx.settings.failure_grace,
+        },
+    );
+
+    let previous_phase = cluster.status.as_ref().map(|s| s.phase);
+    let phase = assessment.status.phase;
+    if phase == Phase::Failed && previous_phase != Some(Phase::Failed) {
+        events.push(failure_event(&assessment.status));
+    }
+    if cluster.status.as_ref() != Some(&assessment.status) {
+        write_status(ctx, &namespace, &name, &assessment.status).await?;
+    }
+    publish(ctx, cluster, &events).await;
+
+    let requeue = assessment
+        .recheck_after
+        .map_or(ctx.settings.resync_interval, |after| {
+            // A moment past the grace period, so the next look sees it expired.
+            (after + Duration::from_secs(1)).min(ctx.settings.resync_interval)
+        });
+    Ok((Action::requeue(requeue), phase))
+}
+
+/// What happened to one child in this reconcile.
+#[derive(Debug, PartialEq)]
+enum ChildOutcome {
+    /// The cached object already says everything we would apply: nothing was sent.
+    Unchanged,
+    Created,
+    Updated,
+    Blocked(Blocker),
+}
+
+impl ChildOutcome {
+    fn blocker(&self) -> Option<&Blocker> {
+        match self {
+            ChildOutcome::Blocked(blocker) => Some(blocker),
+            _ => None,
+        }
+    }
+
+    fn event<K: Resource<DynamicType = ()>>(&self, name: &str) -> Option<Event> {
+        let kind = K::kind(&());
+        match self {
+            ChildOutcome::Created => Some(Event {
+                type_: EventType::Normal,
+                reason: "Created".to_owned(),
+                note: Some(format!("created {kind} {name}")),
+                action: format!("Create{kind}"),
+                secondary: None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Brings one child in line with `desired`, touching only an object this cluster controls.
+async fn ensure_child<K>(
+    api: &Api<K>,
+    observed: Option<&K>,
+    desired: &K,
+    owner_uid: &str,
+) -> Result<ChildOutcome>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let kind = K::kind(&()).into_owned();
+    let name = desired.name_any();
+    let not_owned = || {
+        ChildOutcome::Blocked(Blocker::NotOwned {
+            kind: kind.clone(),
+            name: name.clone(),
+        })
+    };
+    match observed {
+        Some(existing) if !build::is_controlled_by(existing, owner_uid) => return Ok(not_owned()),
+        Some(existing) if drift::is_applied(desired, existing) => {
+            return Ok(ChildOutcome::Unchanged);
+        }
+        Some(_) => return apply(api, desired).await,
+        None => {}
+    }
+    // Not in our cache. A create, unlike an apply, can never modify an object that exists.
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.create(&params, desired).await {
+        Ok(_) => Ok(ChildOutcome::Created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Something has the name: not labelled as ours, or the cache is behind our own create.
+            let existing = api.get(&name).await?;
+            if !build::is_controlled_by(&existing, owner_uid) {
+                Ok(not_owned())
+            } else if drift::is_applied(desired, &existing) {
+                Ok(ChildOutcome::Unchanged)
+            } else {
+                apply(api, desired).await
+            }
+        }
+        Err(error) => rejected_or(error, &kind),
+    }
+}
+
+/// Server-side apply, forced: fields we own that someone else changed are taken back.
+async fn apply<K>(api: &Api<K>, desired: &K) -> Result<ChildOutcome>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let params = PatchParams::apply(MANAGER).force();
+    match api
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
+        .await
+    {
+        Ok(_) => Ok(ChildOutcome::Updated),
+        Err(error) => rejected_or(error, &K::kind(&())),
+    }
+}
+
+/// An object the API server refuses as invalid is the user's to fix, not ours to retry.
+fn rejected_or(error: kube::Error, kind: &str) -> Result<ChildOutcome> {
+    match error {
+        kube::Error::Api(status) if matches!(status.code, 400 | 422) => {
+            Ok(ChildOutcome::Blocked(Blocker::Rejected {
+                kind: kind.to_owned(),
+                message: status.message,
+            }))
+        }
+        error => Err(error.into()),
+    }
+}
+
+/// Events for a StatefulSet we are about to change: a scale and an image roll.
+fn statefulset_changes(observed: &StatefulSet, desired: &StatefulSet) -> Vec<Event> {
+    let mut events = Vec::new();
+    let (from, to) = (
+        build::desired_replicas(observed),
+        build::desired_replicas(desired),
+    );
+    if from != to {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "Scaling".to_owned(),
+            note: Some(format!("scaling from {from} to {to} replicas")),
+            action: "Scale".to_owned(),
+            secondary: None,
+        });
+    }
+    let (from, to) = (build::redis_image(observed), build::redis_image(desired));
+    if from != to {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "ImageChanged".to_owned(),
+            note: Some(format!(
+                "rolling pods from image {} to {}",
+                from.unwrap_or("(none)"),
+                to.unwrap_or("(none)")
+            )),
+            action: "RollImage".to_owned(),
+            secondary: None,
+        });
+    }
+    events
+}
+
+fn failure_event(status: &RedisClusterStatus) -> Event {
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::DEGRADED);
+    Event {
+        type_: EventType::Warning,
+        reason: degraded.map_or("Failed", |c| c.reason.as_str()).to_owned(),
+        note: degraded.map(|c| c.message.clone()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    }
+}
+
+/// The cluster's pods from the cache, only while some replica is not ready: that is when a stuck
+/// pod can matter, and skipping the scan keeps steady-state reconciles cheap.
+fn cluster_pods(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    desired: i32,
+    statefulset: Option<&StatefulSet>,
+) -> Vec<Arc<Pod>> {
+    let ready = statefulset
+        .and_then(|sts| sts.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    if statefulset.is_none() || ready >= desired {
+        return Vec::new();
+    }
+    ctx.stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|pod| {
+            pod.namespace().as_deref() == Some(namespace)
+                && pod.labels().get(build::INSTANCE_LABEL).map(String::as_str) == Some(name)
+        })
+        .collect()
+}
+
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &RedisClusterStatus,
+) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": RedisCluster::api_version(&()),
+        "kind": RedisCluster::kind(&()),
+        "status": status,
+    });
+    Api::<RedisCluster>::namespaced(ctx.client.clone(), namespace)
+        .patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Events are for people; failing to record one must not fail the reconcile.
+async fn publish(ctx: &Context, cluster: &RedisCluster, events: &[Event]) {
+    let reference = cluster.object_ref(&());
+    for event in events {
+        if let Err(error) = ctx.recorder.publish(event, &reference).await {
+            warn!(cluster = %ObjectRef::from_obj(cluster), reason = %event.reason, %error, "could not publish event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! Status, phase and conditions from what was observed: a pure function, so every phase
+//! transition is a table row in the tests.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
+
+use crate::build;
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Container waiting reasons that mean a pod will not start without someone fixing something.
+pub const STUCK_REASONS: [&str; 5] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+];
+
+/// Why the operator cannot make progress with a cluster's children.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocker {
+    /// An object with a child's name exists and is not controlled by this RedisCluster.
+    NotOwned { kind: String, name: String },
+    /// The API server refused the child we applied.
+    Rejected { kind: String, message: String },
+}
+
+impl Blocker {
+    fn reason(&self) -> &'static str {
+        match self {
+            Blocker::NotOwned { .. } => "ChildNotOwned",
+            Blocker::Rejected { .. } => "ChildRejected",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Blocker::NotOwned { kind, name } => format!(
+                "{kind} {name} exists and is not owned by this RedisCluster; \
+                 delete or rename it, or rename the RedisCluster"
+            ),
+            Blocker::Rejected { kind, message } => {
+                format!("the API server rejected the {kind}: {message}")
+            }
+        }
+    }
+}
+
+/// Everything the status is computed from, read from caches by the caller.
+pub struct Observed<'a> {
+    pub statefulset: Option<&'a StatefulSet>,
+    /// The cluster's pods (only needed while not every replica is ready).
+    pub pods: &'a [&'a Pod],
+    /// Whether the observed StatefulSet already says everything we would apply.
+    pub statefulset_in_sync: bool,
+    pub blocker: Option<&'a Blocker>,
+    pub now: Timestamp,
+    pub failure_grace: Duration,
+}
+
+/// The status to write, and when to look again if time alone can change it.
+#[derive(Debug, PartialEq)]
+pub struct Assessment {
+    pub status: RedisClusterStatus,
+    /// Set while a pod is stuck but still inside the grace period.
+    pub recheck_after: Option<Duration>,
+}
+
+struct Verdict {
+    phase: Phase,
+    reason: &'static str,
+    message: String,
+}
+
+pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let desired = cluster.spec.replicas;
+    let sts_status = observed.statefulset.and_then(|sts| sts.status.as_ref());
+    let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let replicas = sts_status.map_or(0, |s| s.replicas);
+
+    let stuck = if ready < desired {
+        stuck_pod(observed.pods, observed.now)
+    } else {
+        None
+    };
+    let mut recheck_after = None;
+
+    let verdict = if let Some(blocker) = observed.blocker {
+        Verdict {
+            phase: Phase::Failed,
+            reason: blocker.reason(),
+            message: blocker.message(),
+        }
+    } else if let Some(stuck) = stuck.as_ref().filter(|s| s.for_ >= observed.failure_grace) {
+        Verdict {
+            phase: Phase::Failed,
+            reason: stuck.reason,
+            message: format!(
+                "pod {} has been in {} for {}s: {}",
+                stuck.pod,
+                stuck.reason,
+                stuck.for_.as_secs(),
+                stuck.message
+            ),
+        }
+    } else {
+        if let Some(stuck) = &stuck {
+            recheck_after = Some(observed.failure_grace.saturating_sub(stuck.for_));
+        }
+        match observed.statefulset {
+            None => Verdict {
+                phase: Phase::Pending,
+                reason: "Creating",
+                message: "the StatefulSet does not exist yet".to_owned(),
+            },
+            Some(sts) if observed.statefulset_in_sync && is_rolled_out(sts, desired) => Verdict {
+                phase: Phase::Running,
+                reason: "AllReplicasReady",
+                message: format!("{ready}/{desired} Redis pods are ready"),
+            },
+            Some(_) if ready == 0 && !matches!(previous.phase, Phase::Running | Phase::Scaling) => {
+                Verdict {
+                    phase: Phase::Pending,
+                    reason: "WaitingForFirstPod",
+                    message: format!("0/{desired} Redis pods are ready"),
+                }
+            }
+            Some(sts) => Verdict {
+                phase: Phase::Scaling,
+                reason: scaling_reason(sts, desired, observed.statefulset_in_sync),
+                message: format!(
+                    "{ready}/{desired} Redis pods are ready, {replicas} exist, {} run the current spec",
+                    sts_status.and_then(|s| s.updated_replicas).unwrap_or(0)
+                ),
+            },
+        }
+    };
+
+    let generation = cluster.meta().generation;
+    let condition = |type_: &str, status: bool, reason: &str, message: &str| {
+        condition(
+            &previous.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            observed.now,
+        )
+    };
+    let conditions = match verdict.phase {
+        Phase::Running => vec![
+            condition(READY, true, verdict.reason, &verdict.message),
+            condition(
+                PROGRESSING,
+                false,
+                "Complete",
+                "the StatefulSet is fully rolled out",
+            ),
+            condition(DEGRADED, false, "AsExpected", "no problem found"),
+        ],
+        Phase::Pending | Phase::Scaling => vec![
+            condition(READY, false, verdict.reason, &verdict.message),
+            condition(PROGRESSING, true, verdict.reason, &verdict.message),
+            condition(DEGRADED, false, "AsExpected", "no problem found"),
+        ],
+        Phase::Failed => vec![
+            condition(READY, false, verdict.reason, &verdict.message),
+            condition(PROGRESSING, false, verdict.reason, &verdict.message),
+            condition(DEGRADED, true, verdict.reason, &verdict.message),
+        ],
+    };
+
+    Assessment {
+        status: RedisClusterStatus {
+            phase: verdict.phase,
+            ready_replicas: ready,
+            replicas,
+            selector: Some(build::selector_string(&cluster.name_any())),
+            observed_generation: generation,
+            conditions,
+        },
+        recheck_after,
+    }
+}
+
+/// The StatefulSet controller has caught up with its spec, every pod runs the current revision
+/// and is ready, and the spec asks for `desired` replicas.
+fn is_rolled_out(sts: &StatefulSet, desired: i32) -> bool {
+    let Some(status) = sts.status.as_ref() else {
+        return false;
+    };
+    let caught_up = match (sts.metadata.generation, status.observed_generation) {
+        (Some(generation), Some(observed)) => observed >= generation,
+        _ => false,
+    };
+    let same_revision =
+        status.update_revision.is_none() || status.current_revision == status.update_revision;
+    caught_up
+        && same_revision
+        && build::desired_replicas(sts) == desired
+        && status.replicas == desired
+        && status.updated_replicas == Some(desired)
+        && status.ready_replicas == Some(desired)
+}
+
+fn scaling_reason(sts: &StatefulSet, desired: i32, in_sync: bool) -> &'static str {
+    let status = sts.status.as_ref();
+    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let current = status.map_or(0, |s| s.replicas);
+    if !in_sync {
+        "Applying"
+    } else if current != desired || build::desired_replicas(sts) != desired {
+        "ScalingReplicas"
+    } else if updated < current {
+        "RollingUpdate"
+    } else {
+        "WaitingForReadiness"
+    }
+}
+
+struct StuckPod {
+    pod: String,
+    reason: &'static str,
+    message: String,
+    for_: Duration,
+}
+
+/// The pod that has been stuck longest in one of `STUCK_REASONS`, and for how long: since its
+/// containers last stopped being ready, or since it was created.
+fn stuck_pod(pods: &[&Pod], now: Timestamp) -> Option<StuckPod> {
+    pods.iter()
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            let (reason, message) = status
+                .init_container_statuses
+                .iter()
+                .flatten()
+                .chain(status.container_statuses.iter().flatten())
+                .find_map(|container| {
+                    let waiting = container.state.as_ref()?.waiting.as_ref()?;
+                    let reason = STUCK_REASONS
+                        .into_iter()
+                        .find(|r| waiting.reason.as_deref() == Some(*r))?;
+                    Some((reason, waiting.message.clone().unwrap_or_default()))
+                })?;
+            let since = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "ContainersReady" && c.status == "False")
+                .and_then(|c| c.last_transition_time.as_ref())
+                .or(pod.metadata.creation_timestamp.as_ref())?;
+            let for_ = now
+                .duration_since(since.0)
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            Some(StuckPod {
+                pod: pod.name_any(),
+                reason,
+                message,
+                for_,
+            })
+        })
+        .max_by_key(|stuck| stuck.for_)
+}
+
+/// A condition, keeping the previous lastTransitionTime unless its status changed.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests;

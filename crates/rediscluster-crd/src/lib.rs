@@ -1,0 +1,156 @@
+//! The `RedisCluster` custom resource (`cache.example.com/v1alpha1`).
+//!
+//! The Rust types here are the single source of truth for the API: the CRD checked in under
+//! `crds/` is generated from them (`redis-operator generate-crd`), and a test fails when the two
+//! drift apart.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use kube::core::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The least and most Redis pods one cluster may ask for.
+pub const MIN_REPLICAS: i32 = 1;
+pub const MAX_REPLICAS: i32 = 20;
+
+/// Where `crd_yaml()` is checked in, relative to the workspace root.
+pub const CRD_PATH: &str = "crds/redisclusters.cache.example.com.yaml";
+
+/// Desired state of a Redis cluster: which image to run and how many pods.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "cache.example.com",
+    version = "v1alpha1",
+    kind = "RedisCluster",
+    plural = "redisclusters",
+    singular = "rediscluster",
+    shortname = "redis",
+    category = "all",
+    namespaced,
+    status = "RedisClusterStatus",
+    derive = "PartialEq",
+    doc = "A Redis cluster: a StatefulSet of Redis pods behind a headless Service, managed by redis-operator.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.image",
+        description = "Redis container image"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Requested Redis pods"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Redis pods ready to serve"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Lifecycle phase of the cluster"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisClusterSpec {
+    /// Container image that runs Redis, for example `redis:7.0`. Changing it rolls the pods one by one.
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// Number of Redis pods, from 1 to 20. Changing it scales the StatefulSet.
+    #[schemars(range(min = MIN_REPLICAS, max = MAX_REPLICAS))]
+    pub replicas: i32,
+}
+
+/// Observed state of a Redis cluster, written by the operator only.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisClusterStatus {
+    /// Lifecycle phase: Pending, Running, Scaling or Failed.
+    #[serde(default)]
+    pub phase: Phase,
+
+    /// Redis pods that pass their readiness probe.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Redis pods that currently exist (the scale subresource's status replicas).
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Label selector of the cluster's pods, as a string (the scale subresource's selector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// The metadata.generation of the RedisCluster that this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Standard Kubernetes conditions: Ready, Progressing and Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Lifecycle phase of a Redis cluster.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// No StatefulSet yet, or no pod has become ready since the cluster was created.
+    #[default]
+    Pending,
+    /// Every desired pod is ready and runs the current spec.
+    Running,
+    /// The operator is adding, removing, rolling or recovering pods.
+    Scaling,
+    /// The operator cannot make progress; the conditions say why.
+    Failed,
+}
+
+impl Phase {
+    /// Every phase, in declaration order.
+    pub const ALL: [Phase; 4] = [
+        Phase::Pending,
+        Phase::Running,
+        Phase::Scaling,
+        Phase::Failed,
+    ];
+
+    /// The phase as it is spelled in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Scaling => "Scaling",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The CRD as YAML, exactly as checked in at [`CRD_PATH`].
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    serde_norway::to_string(&RedisCluster::crd())
+}
+
+#[cfg(test)]
+mod tests;
