@@ -12,6 +12,8 @@ pub mod context;
 pub mod controller;
 pub mod drift;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod reconcile;
 pub mod status;
 pub mod telemetry;

@@ -105,11 +105,12 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
         Verdict {
             phase: Phase::Failed,
             reason: stuck.reason,
+            // No elapsed time in the message: it would change, and be written, on every look.
             message: format!(
-                "pod {} has been in {} for {}s: {}",
+                "pod {} is stuck in {} for longer than the {}s grace period: {}",
                 stuck.pod,
                 stuck.reason,
-                stuck.for_.as_secs(),
+                observed.failure_grace.as_secs(),
                 stuck.message
             ),
         }
@@ -200,18 +201,20 @@ fn is_rolled_out(sts: &StatefulSet, desired: i32) -> bool {
     let Some(status) = sts.status.as_ref() else {
         return false;
     };
-    let caught_up = match (sts.metadata.generation, status.observed_generation) {
-        (Some(generation), Some(observed)) => observed >= generation,
-        _ => false,
-    };
-    let same_revision =
-        status.update_revision.is_none() || status.current_revision == status.update_revision;
-    caught_up
+    let same_revision = status.update_revision.is_none()
+        || status.current_revision == status.update_revision;
+    is_caught_up(sts)
         && same_revision
         && build::desired_replicas(sts) == desired
         && status.replicas == desired
         && status.updated_replicas == Some(desired)
         && status.ready_replicas == Some(desired)
+}
+
+/// The StatefulSet controller has acted on the StatefulSet's latest spec.
+fn is_caught_up(sts: &StatefulSet) -> bool {
+    let observed = sts.status.as_ref().and_then(|s| s.observed_generation);
+    matches!((sts.metadata.generation, observed), (Some(generation), Some(observed)) if observed >= generation)
 }
 
 fn scaling_reason(sts: &StatefulSet, desired: i32, in_sync: bool) -> &'static str {
@@ -220,6 +223,8 @@ fn scaling_reason(sts: &StatefulSet, desired: i32, in_sync: bool) -> &'static st
     let current = status.map_or(0, |s| s.replicas);
     if !in_sync {
         "Applying"
+    } else if !is_caught_up(sts) {
+        "WaitingForStatefulSetController"
     } else if current != desired || build::desired_replicas(sts) != desired {
         "ScalingReplicas"
     } else if updated < current {

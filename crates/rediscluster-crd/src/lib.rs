@@ -4,6 +4,7 @@
 //! `crds/` is generated from them (`redis-operator generate-crd`), and a test fails when the two
 //! drift apart.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
@@ -147,9 +148,16 @@ impl std::fmt::Display for Phase {
     }
 }
 
+/// The CustomResourceDefinition, with `listKind` spelled out rather than left to the server.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = RedisCluster::crd();
+    crd.spec.names.list_kind = Some(format!("{}List", crd.spec.names.kind));
+    crd
+}
+
 /// The CRD as YAML, exactly as checked in at [`CRD_PATH`].
 pub fn crd_yaml() -> Result<String, serde_norway::Error> {
-    serde_norway::to_string(&RedisCluster::crd())
+    serde_norway::to_string(&crd())
 }
 
 #[cfg(test)]

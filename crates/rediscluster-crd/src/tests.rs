@@ -1,1 +1,223 @@
+use std::path::Path;
 
+use serde_json::{Value, json};
+
+use super::*;
+
+fn crd_json() -> Value {
+    serde_json::to_value(crd()).unwrap()
+}
+
+fn version() -> Value {
+    let crd = crd_json();
+    let versions = crd["spec"]["versions"].as_array().unwrap().clone();
+    assert_eq!(versions.len(), 1, "exactly one version");
+    versions[0].clone()
+}
+
+fn schema() -> Value {
+    version()["schema"]["openAPIV3Schema"].clone()
+}
+
+fn workspace_file(relative: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn checked_in_crd_matches_the_types() {
+    let generated = crd_yaml().unwrap();
+    let checked_in = workspace_file(CRD_PATH);
+    assert!(
+        generated == checked_in,
+        "{CRD_PATH} is out of date with the Rust types; regenerate it with `make crd` \
+         (redis-operator generate-crd --output {CRD_PATH}) and commit the result"
+    );
+}
+
+#[test]
+fn names_scope_and_version() {
+    let crd = crd_json();
+    assert_eq!(crd["metadata"]["name"], "redisclusters.cache.example.com");
+    let spec = &crd["spec"];
+    assert_eq!(spec["group"], "cache.example.com");
+    assert_eq!(spec["scope"], "Namespaced");
+    assert_eq!(
+        spec["names"],
+        json!({
+            "kind": "RedisCluster",
+            "listKind": "RedisClusterList",
+            "plural": "redisclusters",
+            "singular": "rediscluster",
+            "shortNames": ["redis"],
+            "categories": ["all"],
+        })
+    );
+    let version = version();
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["served"], true);
+    assert_eq!(version["storage"], true);
+}
+
+#[test]
+fn spec_fields_are_required_and_bounded() {
+    let spec = &schema()["properties"]["spec"];
+    assert_eq!(spec["required"], json!(["image", "replicas"]));
+    let image = &spec["properties"]["image"];
+    assert_eq!(image["type"], "string");
+    assert_eq!(image["minLength"], 1);
+    let replicas = &spec["properties"]["replicas"];
+    assert_eq!(replicas["type"], "integer");
+    assert_eq!(replicas["minimum"].as_f64(), Some(f64::from(MIN_REPLICAS)));
+    assert_eq!(replicas["maximum"].as_f64(), Some(f64::from(MAX_REPLICAS)));
+    assert_eq!(schema()["required"], json!(["spec"]));
+}
+
+#[test]
+fn every_field_has_a_description() {
+    fn check(path: &str, schema: &Value) {
+        if let Some(properties) = schema["properties"].as_object() {
+            for (name, property) in properties {
+                let path = format!("{path}.{name}");
+                assert!(property["description"].is_string(), "{path} has no description");
+                check(&path, property);
+                check(&format!("{path}[]"), &property["items"]);
+            }
+        }
+    }
+    let schema = schema();
+    check("spec", &schema["properties"]["spec"]);
+    check("status", &schema["properties"]["status"]);
+}
+
+#[test]
+fn status_fields_and_phase_enum() {
+    let status = &schema()["properties"]["status"]["properties"];
+    assert_eq!(status["readyReplicas"]["type"], "integer");
+    assert_eq!(status["replicas"]["type"], "integer");
+    assert_eq!(status["observedGeneration"]["type"], "integer");
+    assert_eq!(status["selector"]["type"], "string");
+    assert_eq!(status["phase"]["type"], "string");
+    assert_eq!(
+        status["phase"]["enum"],
+        json!(["Pending", "Running", "Scaling", "Failed"])
+    );
+    let api_names: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+    assert_eq!(json!(api_names), status["phase"]["enum"]);
+}
+
+#[test]
+fn conditions_have_the_standard_shape_keyed_by_type() {
+    let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["type"], "array");
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+    let item = &conditions["items"];
+    for field in ["type", "status", "reason", "message", "lastTransitionTime"] {
+        assert!(
+            item["required"].as_array().unwrap().contains(&json!(field)),
+            "{field} must be required"
+        );
+    }
+    assert_eq!(item["properties"]["observedGeneration"]["type"], "integer");
+    assert_eq!(item["properties"]["lastTransitionTime"]["format"], "date-time");
+}
+
+#[test]
+fn status_and_scale_subresources() {
+    let subresources = &version()["subresources"];
+    assert_eq!(subresources["status"], json!({}));
+    assert_eq!(
+        subresources["scale"],
+        json!({
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        })
+    );
+}
+
+#[test]
+fn printer_columns() {
+    let columns: Vec<(String, String, String)> = version()["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["type"].as_str().unwrap().to_owned(),
+                c["jsonPath"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("Image", "string", ".spec.image"),
+        ("Desired", "integer", ".spec.replicas"),
+        ("Ready", "integer", ".status.readyReplicas"),
+        ("Phase", "string", ".status.phase"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ]
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    assert_eq!(columns, expected);
+}
+
+#[test]
+fn sample_round_trips() {
+    let sample: RedisCluster =
+        serde_norway::from_str(&workspace_file("config/samples/cache_v1alpha1_rediscluster.yaml"))
+            .unwrap();
+    assert_eq!(sample.metadata.name.as_deref(), Some("test-redis"));
+    assert_eq!(
+        sample.spec,
+        RedisClusterSpec {
+            image: "redis:7.0".to_owned(),
+            replicas: 3
+        }
+    );
+    assert_eq!(sample.status, None);
+    let again: RedisCluster =
+        serde_json::from_value(serde_json::to_value(&sample).unwrap()).unwrap();
+    assert_eq!(again, sample);
+}
+
+#[test]
+fn status_round_trips_and_omits_what_is_unset() {
+    let status = RedisClusterStatus {
+        phase: Phase::Scaling,
+        ready_replicas: 2,
+        replicas: 3,
+        selector: Some("app.kubernetes.io/instance=a".to_owned()),
+        observed_generation: Some(4),
+        conditions: Vec::new(),
+    };
+    let value = serde_json::to_value(&status).unwrap();
+    assert_eq!(
+        value,
+        json!({"phase": "Scaling", "readyReplicas": 2, "replicas": 3,
+               "selector": "app.kubernetes.io/instance=a", "observedGeneration": 4})
+    );
+    assert_eq!(serde_json::from_value::<RedisClusterStatus>(value).unwrap(), status);
+    assert_eq!(
+        serde_json::from_value::<RedisClusterStatus>(json!({})).unwrap(),
+        RedisClusterStatus::default()
+    );
+}
+
+#[test]
+fn malformed_specs_fail_with_readable_errors() {
+    let cases = [
+        (json!({"replicas": 3}), "missing field `image`"),
+        (json!({"image": "redis:7.0"}), "missing field `replicas`"),
+        (json!({"image": "redis:7.0", "replicas": "3"}), "invalid type: string \"3\", expected i32"),
+        (json!({"image": 7, "replicas": 3}), "invalid type: integer `7`, expected a string"),
+    ];
+    for (spec, expected) in cases {
+        let error = serde_json::from_value::<RedisClusterSpec>(spec.clone()).unwrap_err();
+        assert!(error.to_string().contains(expected), "{spec}: {error}");
+    }
+    let error = serde_json::from_value::<RedisClusterStatus>(json!({"phase": "Exploded"}))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown variant `Exploded`"), "{error}");
+}

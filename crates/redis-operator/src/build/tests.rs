@@ -1,1 +1,119 @@
+use super::*;
+use crate::fixtures::{NAME, NAMESPACE, UID, cluster};
 
+#[test]
+fn children_carry_name_namespace_labels_and_controller_reference() {
+    let cluster = cluster(3, "redis:7.0");
+    let service = service(&cluster).unwrap();
+    let statefulset = statefulset(&cluster).unwrap();
+    for meta in [&service.metadata, &statefulset.metadata] {
+        assert_eq!(meta.name.as_deref(), Some(NAME));
+        assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE));
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels[NAME_LABEL], "redis");
+        assert_eq!(labels[INSTANCE_LABEL], NAME);
+        assert_eq!(labels[MANAGED_BY_LABEL], "redis-operator");
+        let owners = meta.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "RedisCluster");
+        assert_eq!(owners[0].api_version, "cache.example.com/v1alpha1");
+        assert_eq!(owners[0].uid, UID);
+        assert_eq!(owners[0].controller, Some(true));
+    }
+    assert!(is_controlled_by(&service, UID));
+    assert!(!is_controlled_by(&service, "someone-else"));
+}
+
+#[test]
+fn objects_not_read_from_the_server_are_refused() {
+    let mut no_uid = cluster(3, "redis:7.0");
+    no_uid.metadata.uid = None;
+    assert!(matches!(statefulset(&no_uid), Err(Error::MissingObjectKey("uid"))));
+    let mut no_namespace = cluster(3, "redis:7.0");
+    no_namespace.metadata.namespace = None;
+    assert!(matches!(service(&no_namespace), Err(Error::MissingObjectKey("namespace"))));
+}
+
+#[test]
+fn service_is_headless_and_publishes_unready_pods() {
+    let spec = service(&cluster(3, "redis:7.0")).unwrap().spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    assert_eq!(spec.selector, Some(selector_labels(NAME)));
+    let ports = spec.ports.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name.as_deref(), Some("redis"));
+    assert_eq!(ports[0].port, 6379);
+}
+
+#[test]
+fn statefulset_follows_the_spec() {
+    for (replicas, image) in [(1, "redis:7.0"), (3, "redis:7.2"), (20, "registry.local/redis@sha256:abc")] {
+        let sts = statefulset(&cluster(replicas, image)).unwrap();
+        assert_eq!(desired_replicas(&sts), replicas);
+        assert_eq!(redis_image(&sts), Some(image));
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.service_name.as_deref(), Some(NAME));
+        assert_eq!(
+            spec.update_strategy.unwrap().type_.as_deref(),
+            Some("RollingUpdate")
+        );
+    }
+}
+
+#[test]
+fn selector_is_an_immutable_subset_of_the_pod_labels() {
+    let sts = statefulset(&cluster(3, "redis:7.0")).unwrap();
+    let spec = sts.spec.unwrap();
+    let selector = spec.selector.match_labels.unwrap();
+    let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    // managed-by may change hands one day; the selector can never change.
+    assert!(!selector.contains_key(MANAGED_BY_LABEL));
+    assert_eq!(
+        selector_string(NAME),
+        format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/name=redis")
+    );
+}
+
+#[test]
+fn pod_is_restricted_and_probed() {
+    let sts = statefulset(&cluster(3, "redis:7.0")).unwrap();
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let pod_security = pod.security_context.unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.run_as_user, Some(999));
+    assert_eq!(pod_security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    assert_eq!(pod.containers.len(), 1);
+    let redis = &pod.containers[0];
+    assert_eq!(redis.name, "redis");
+    let security = redis.security_context.as_ref().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().drop,
+        Some(vec!["ALL".to_owned()])
+    );
+    let readiness = redis.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
+    assert!(readiness.command.as_ref().unwrap().join(" ").contains("ping"));
+    assert!(redis.liveness_probe.as_ref().unwrap().tcp_socket.is_some());
+    assert_eq!(redis.ports.as_ref().unwrap()[0].container_port, 6379);
+    let requests = redis.resources.as_ref().unwrap().requests.as_ref().unwrap();
+    assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+    let mount = &redis.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(mount.mount_path, "/data");
+    let volume = &pod.volumes.unwrap()[0];
+    assert_eq!(volume.name, mount.name);
+    assert!(volume.empty_dir.is_some());
+}
+
+#[test]
+fn serialized_children_name_their_kind_for_server_side_apply() {
+    let sts = serde_json::to_value(statefulset(&cluster(3, "redis:7.0")).unwrap()).unwrap();
+    assert_eq!(sts["apiVersion"], "apps/v1");
+    assert_eq!(sts["kind"], "StatefulSet");
+    assert!(sts.get("status").is_none());
+    let svc = serde_json::to_value(service(&cluster(3, "redis:7.0")).unwrap()).unwrap();
+    assert_eq!(svc["apiVersion"], "v1");
+    assert_eq!(svc["kind"], "Service");
+}

@@ -1,1 +1,424 @@
+use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSetStatus;
+
+use super::*;
+use crate::fixtures::{at, cluster, statefulset, sts_status, waiting_pod, with_status};
+
+const GRACE: Duration = Duration::from_secs(120);
+
+fn previous(phase: Phase) -> RedisClusterStatus {
+    RedisClusterStatus {
+        phase,
+        ..RedisClusterStatus::default()
+    }
+}
+
+struct Case {
+    name: &'static str,
+    desired: i32,
+    previous: Option<Phase>,
+    statefulset: Option<StatefulSetStatus>,
+    /// Bumps the StatefulSet's generation past what its controller has observed.
+    generation_lag: bool,
+    in_sync: bool,
+    blocker: Option<Blocker>,
+    phase: Phase,
+    reason: &'static str,
+}
+
+impl Default for Case {
+    fn default() -> Self {
+        Case {
+            name: "",
+            desired: 3,
+            previous: None,
+            statefulset: Some(sts_status(3, 3)),
+            generation_lag: false,
+            in_sync: true,
+            blocker: None,
+            phase: Phase::Running,
+            reason: "AllReplicasReady",
+        }
+    }
+}
+
+fn run(case: &Case) -> Assessment {
+    let base = cluster(case.desired, "redis:7.0");
+    let cluster = match case.previous {
+        Some(phase) => with_status(base, previous(phase)),
+        None => base,
+    };
+    let sts = case.statefulset.clone().map(|status| {
+        let mut sts = statefulset(&cluster, status);
+        if case.generation_lag {
+            sts.metadata.generation = Some(2);
+        }
+        sts
+    });
+    assess(
+        &cluster,
+        &Observed {
+            statefulset: sts.as_ref(),
+            pods: &[],
+            statefulset_in_sync: case.in_sync,
+            blocker: case.blocker.as_ref(),
+            now: at(0),
+            failure_grace: GRACE,
+        },
+    )
+}
+
+fn ready_reason(status: &RedisClusterStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .unwrap()
+        .reason
+        .clone()
+}
+
+#[test]
+fn phase_table() {
+    let partial = |replicas, ready, updated| StatefulSetStatus {
+        updated_replicas: Some(updated),
+        ..sts_status(replicas, ready)
+    };
+    let cases = [
+        Case {
+            name: "no StatefulSet yet",
+            statefulset: None,
+            phase: Phase::Pending,
+            reason: "Creating",
+            ..Case::default()
+        },
+        Case {
+            name: "StatefulSet without any status",
+            statefulset: Some(StatefulSetStatus::default()),
+            phase: Phase::Pending,
+            reason: "WaitingForFirstPod",
+            ..Case::default()
+        },
+        Case {
+            name: "pods exist, none ready yet",
+            previous: Some(Phase::Pending),
+            statefulset: Some(sts_status(3, 0)),
+            phase: Phase::Pending,
+            reason: "WaitingForFirstPod",
+            ..Case::default()
+        },
+        Case {
+            name: "first pod ready",
+            previous: Some(Phase::Pending),
+            statefulset: Some(sts_status(3, 1)),
+            phase: Phase::Scaling,
+            reason: "WaitingForReadiness",
+            ..Case::default()
+        },
+        Case {
+            name: "all ready and rolled out",
+            previous: Some(Phase::Scaling),
+            ..Case::default()
+        },
+        Case {
+            name: "all ready, but we just changed the StatefulSet",
+            previous: Some(Phase::Running),
+            in_sync: false,
+            phase: Phase::Scaling,
+            reason: "Applying",
+            ..Case::default()
+        },
+        Case {
+            name: "StatefulSet controller has not seen the latest generation",
+            previous: Some(Phase::Running),
+            generation_lag: true,
+            phase: Phase::Scaling,
+            reason: "WaitingForStatefulSetController",
+            ..Case::default()
+        },
+        Case {
+            name: "scaling up: 3 of 5 exist",
+            desired: 5,
+            previous: Some(Phase::Running),
+            statefulset: Some(sts_status(3, 3)),
+            phase: Phase::Scaling,
+            reason: "ScalingReplicas",
+            ..Case::default()
+        },
+        Case {
+            name: "scaling down: 5 still exist for 2 desired",
+            desired: 2,
+            previous: Some(Phase::Running),
+            statefulset: Some(sts_status(5, 5)),
+            phase: Phase::Scaling,
+            reason: "ScalingReplicas",
+            ..Case::default()
+        },
+        Case {
+            name: "rolling update: 1 of 3 on the new revision",
+            previous: Some(Phase::Running),
+            statefulset: Some(StatefulSetStatus {
+                update_revision: Some("rev-2".to_owned()),
+                ..partial(3, 3, 1)
+            }),
+            phase: Phase::Scaling,
+            reason: "RollingUpdate",
+            ..Case::default()
+        },
+        Case {
+            name: "every pod lost readiness after running",
+            previous: Some(Phase::Running),
+            statefulset: Some(sts_status(3, 0)),
+            phase: Phase::Scaling,
+            reason: "WaitingForReadiness",
+            ..Case::default()
+        },
+        Case {
+            name: "recovered from Failed",
+            previous: Some(Phase::Failed),
+            ..Case::default()
+        },
+        Case {
+            name: "a child is not ours",
+            blocker: Some(Blocker::NotOwned {
+                kind: "StatefulSet".to_owned(),
+                name: "cache".to_owned(),
+            }),
+            phase: Phase::Failed,
+            reason: "ChildNotOwned",
+            ..Case::default()
+        },
+        Case {
+            name: "the API server rejected a child",
+            blocker: Some(Blocker::Rejected {
+                kind: "StatefulSet".to_owned(),
+                message: "spec.template: Invalid value".to_owned(),
+            }),
+            phase: Phase::Failed,
+            reason: "ChildRejected",
+            ..Case::default()
+        },
+    ];
+    for case in &cases {
+        let assessment = run(case);
+        assert_eq!(assessment.status.phase, case.phase, "{}", case.name);
+        assert_eq!(ready_reason(&assessment.status), case.reason, "{}", case.name);
+        assert_eq!(assessment.recheck_after, None, "{}", case.name);
+    }
+}
+
+#[test]
+fn counts_selector_and_generation_are_reported() {
+    let assessment = run(&Case {
+        desired: 5,
+        statefulset: Some(StatefulSetStatus {
+            ready_replicas: None,
+            ..sts_status(4, 0)
+        }),
+        previous: Some(Phase::Scaling),
+        ..Case::default()
+    });
+    let status = assessment.status;
+    assert_eq!(status.ready_replicas, 0, "absent readyReplicas counts as 0");
+    assert_eq!(status.replicas, 4);
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(
+        status.selector.as_deref(),
+        Some("app.kubernetes.io/instance=cache,app.kubernetes.io/name=redis")
+    );
+    let none = run(&Case {
+        statefulset: None,
+        ..Case::default()
+    });
+    assert_eq!((none.status.ready_replicas, none.status.replicas), (0, 0));
+}
+
+#[test]
+fn conditions_follow_the_phase() {
+    let expected = [
+        (Phase::Running, ["True", "False", "False"]),
+        (Phase::Scaling, ["False", "True", "False"]),
+        (Phase::Pending, ["False", "True", "False"]),
+        (Phase::Failed, ["False", "False", "True"]),
+    ];
+    let cases = [
+        Case::default(),
+        Case {
+            previous: Some(Phase::Running),
+            in_sync: false,
+            ..Case::default()
+        },
+        Case {
+            statefulset: None,
+            ..Case::default()
+        },
+        Case {
+            blocker: Some(Blocker::NotOwned {
+                kind: "Service".to_owned(),
+                name: "cache".to_owned(),
+            }),
+            ..Case::default()
+        },
+    ];
+    for ((phase, statuses), case) in expected.iter().zip(&cases) {
+        let status = run(case).status;
+        assert_eq!(status.phase, *phase);
+        let got: Vec<(&str, &str)> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(READY, statuses[0]), (PROGRESSING, statuses[1]), (DEGRADED, statuses[2])],
+            "{phase}"
+        );
+        for condition in &status.conditions {
+            assert!(!condition.reason.is_empty() && !condition.reason.contains(' '));
+            assert!(!condition.message.is_empty());
+            assert_eq!(condition.observed_generation, Some(1));
+        }
+    }
+}
+
+#[test]
+fn not_owned_message_names_the_object() {
+    let status = run(&Case {
+        blocker: Some(Blocker::NotOwned {
+            kind: "StatefulSet".to_owned(),
+            name: "cache".to_owned(),
+        }),
+        ..Case::default()
+    })
+    .status;
+    let degraded = status.conditions.iter().find(|c| c.type_ == DEGRADED).unwrap();
+    assert!(degraded.message.contains("StatefulSet cache"), "{}", degraded.message);
+}
+
+#[test]
+fn last_transition_time_moves_only_when_the_status_flips() {
+    let first = cluster(3, "redis:7.0");
+    let sts = statefulset(&first, sts_status(3, 3));
+    let observe = |cluster: &RedisCluster, now| {
+        assess(
+            cluster,
+            &Observed {
+                statefulset: Some(&sts),
+                pods: &[],
+                statefulset_in_sync: true,
+                blocker: None,
+                now,
+                failure_grace: GRACE,
+            },
+        )
+        .status
+    };
+    let running = observe(&first, at(0));
+    let ready_at = |status: &RedisClusterStatus| {
+        status.conditions.iter().find(|c| c.type_ == READY).unwrap().last_transition_time.clone()
+    };
+    assert_eq!(ready_at(&running), Time(at(0)));
+
+    // Same verdict later: nothing moves, so the status is equal and nothing is written.
+    let again = observe(&with_status(first.clone(), running.clone()), at(60));
+    assert_eq!(again, running);
+
+    // Ready flips to False: only that condition's time moves.
+    let blocker = Blocker::NotOwned {
+        kind: "Service".to_owned(),
+        name: "cache".to_owned(),
+    };
+    let failed = assess(
+        &with_status(first.clone(), running.clone()),
+        &Observed {
+            statefulset: Some(&sts),
+            pods: &[],
+            statefulset_in_sync: true,
+            blocker: Some(&blocker),
+            now: at(120),
+            failure_grace: GRACE,
+        },
+    )
+    .status;
+    assert_eq!(ready_at(&failed), Time(at(120)));
+    let progressing = |s: &RedisClusterStatus| {
+        s.conditions.iter().find(|c| c.type_ == PROGRESSING).unwrap().last_transition_time.clone()
+    };
+    assert_eq!(progressing(&failed), Time(at(0)), "Progressing stayed False");
+}
+
+#[test]
+fn stuck_pods_fail_the_cluster_only_after_the_grace_period() {
+    let cluster = with_status(cluster(3, "redis:7.0"), previous(Phase::Scaling));
+    let sts = statefulset(&cluster, sts_status(3, 2));
+    for reason in STUCK_REASONS {
+        let pod = waiting_pod(2, reason, at(0));
+        let pods = [&pod];
+        let observe = |cluster: &RedisCluster, now| {
+            assess(
+                cluster,
+                &Observed {
+                    statefulset: Some(&sts),
+                    pods: &pods,
+                    statefulset_in_sync: true,
+                    blocker: None,
+                    now,
+                    failure_grace: GRACE,
+                },
+            )
+        };
+        let early = observe(&cluster, at(30));
+        assert_eq!(early.status.phase, Phase::Scaling, "{reason} inside the grace period");
+        assert_eq!(early.recheck_after, Some(Duration::from_secs(90)), "{reason}");
+
+        let late = observe(&cluster, at(120));
+        assert_eq!(late.status.phase, Phase::Failed, "{reason} after the grace period");
+        assert_eq!(ready_reason(&late.status), reason);
+        assert_eq!(late.recheck_after, None);
+        let message = &late.status.conditions[0].message;
+        assert!(message.contains("cache-2") && message.contains(reason), "{message}");
+        // The message must not change from one look to the next, or it would be rewritten.
+        let later = observe(&with_status(cluster.clone(), late.status.clone()), at(500));
+        assert_eq!(later.status, late.status, "{reason}");
+    }
+}
+
+#[test]
+fn waiting_for_other_reasons_is_not_stuck() {
+    let cluster = with_status(cluster(3, "redis:7.0"), previous(Phase::Scaling));
+    let sts = statefulset(&cluster, sts_status(3, 2));
+    let pod = waiting_pod(2, "ContainerCreating", at(0));
+    let assessment = assess(
+        &cluster,
+        &Observed {
+            statefulset: Some(&sts),
+            pods: &[&pod],
+            statefulset_in_sync: true,
+            blocker: None,
+            now: at(3600),
+            failure_grace: GRACE,
+        },
+    );
+    assert_eq!(assessment.status.phase, Phase::Scaling);
+    assert_eq!(assessment.recheck_after, None);
+}
+
+#[test]
+fn a_stuck_pod_does_not_matter_once_every_replica_is_ready() {
+    let cluster = with_status(cluster(3, "redis:7.0"), previous(Phase::Running));
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let pod = waiting_pod(3, "CrashLoopBackOff", at(0));
+    let assessment = assess(
+        &cluster,
+        &Observed {
+            statefulset: Some(&sts),
+            pods: &[&pod],
+            statefulset_in_sync: true,
+            blocker: None,
+            now: at(3600),
+            failure_grace: GRACE,
+        },
+    );
+    assert_eq!(assessment.status.phase, Phase::Running);
+}

@@ -1,0 +1,100 @@
+//! Test objects shared by the unit and mocked-API tests.
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+use rediscluster_crd::{RedisCluster, RedisClusterSpec, RedisClusterStatus};
+
+pub const NAMESPACE: &str = "team-a";
+pub const NAME: &str = "cache";
+pub const UID: &str = "6a3c1f0e-0000-4000-8000-000000000001";
+
+/// A RedisCluster as read from the API server (namespace, uid and generation set).
+pub fn cluster(replicas: i32, image: &str) -> RedisCluster {
+    let mut cluster = RedisCluster::new(
+        NAME,
+        RedisClusterSpec {
+            image: image.to_owned(),
+            replicas,
+        },
+    );
+    cluster.metadata.namespace = Some(NAMESPACE.to_owned());
+    cluster.metadata.uid = Some(UID.to_owned());
+    cluster.metadata.generation = Some(1);
+    cluster
+}
+
+pub fn with_status(mut cluster: RedisCluster, status: RedisClusterStatus) -> RedisCluster {
+    cluster.status = Some(status);
+    cluster
+}
+
+/// The StatefulSet the operator would build for `cluster`, as the API server reports it back:
+/// generation 1 and the given status counts.
+pub fn statefulset(cluster: &RedisCluster, status: StatefulSetStatus) -> StatefulSet {
+    let mut sts = crate::build::statefulset(cluster).unwrap();
+    sts.metadata.generation = Some(1);
+    sts.metadata.resource_version = Some("100".to_owned());
+    sts.status = Some(status);
+    sts
+}
+
+/// A rolled-out StatefulSet status: `ready` of `replicas` ready, all on the current revision.
+pub fn sts_status(replicas: i32, ready: i32) -> StatefulSetStatus {
+    StatefulSetStatus {
+        observed_generation: Some(1),
+        replicas,
+        ready_replicas: Some(ready),
+        updated_replicas: Some(replicas),
+        current_revision: Some("rev-1".to_owned()),
+        update_revision: Some("rev-1".to_owned()),
+        ..StatefulSetStatus::default()
+    }
+}
+
+pub fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+/// A pod of the cluster whose container waits with `reason` since `since`.
+pub fn waiting_pod(index: u32, reason: &str, since: Timestamp) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{NAME}-{index}")),
+            namespace: Some(NAMESPACE.to_owned()),
+            labels: Some(crate::build::labels(NAME)),
+            creation_timestamp: Some(Time(since)),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            phase: Some("Pending".to_owned()),
+            conditions: Some(vec![PodCondition {
+                type_: "ContainersReady".to_owned(),
+                status: "False".to_owned(),
+                last_transition_time: Some(Time(since)),
+                ..PodCondition::default()
+            }]),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "redis".to_owned(),
+                image: "redis:does-not-exist".to_owned(),
+                image_id: String::new(),
+                ready: false,
+                restart_count: 0,
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(reason.to_owned()),
+                        message: Some(format!("{reason} for the test")),
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        }),
+    }
+}
