@@ -46,10 +46,14 @@ pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<
 /// Transient errors back off per object (about 1 s doubling to 5 min); permanent ones wait for
 /// the next resync or a change of the object instead of retrying hot.
 pub fn error_policy(cluster: Arc<RedisCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    Action::requeue(retry_after(&cluster, error, &ctx))
+}
+
+fn retry_after(cluster: &RedisCluster, error: &Error, ctx: &Context) -> Duration {
     if error.is_transient() {
-        Action::requeue(ctx.backoff.next_delay(ObjectRef::from_obj(&*cluster)))
+        ctx.backoff.next_delay(ObjectRef::from_obj(cluster))
     } else {
-        Action::requeue(ctx.settings.resync_interval)
+        ctx.settings.resync_interval
     }
 }
 

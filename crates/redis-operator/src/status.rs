@@ -201,8 +201,8 @@ fn is_rolled_out(sts: &StatefulSet, desired: i32) -> bool {
     let Some(status) = sts.status.as_ref() else {
         return false;
     };
-    let same_revision = status.update_revision.is_none()
-        || status.current_revision == status.update_revision;
+    let same_revision =
+        status.update_revision.is_none() || status.current_revision == status.update_revision;
     is_caught_up(sts)
         && same_revision
         && build::desired_replicas(sts) == desired

@@ -19,6 +19,8 @@ pub const MAX_REPLICAS: i32 = 20;
 pub const CRD_PATH: &str = "crds/redisclusters.cache.example.com.yaml";
 
 /// Desired state of a Redis cluster: which image to run and how many pods.
+// clippy reads the repeated `type_ = ...` of separate printcolumns as one duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[kube(
     group = "cache.example.com",

@@ -20,7 +20,9 @@ fn schema() -> Value {
 }
 
 fn workspace_file(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -79,7 +81,10 @@ fn every_field_has_a_description() {
         if let Some(properties) = schema["properties"].as_object() {
             for (name, property) in properties {
                 let path = format!("{path}.{name}");
-                assert!(property["description"].is_string(), "{path} has no description");
+                assert!(
+                    property["description"].is_string(),
+                    "{path} has no description"
+                );
                 check(&path, property);
                 check(&format!("{path}[]"), &property["items"]);
             }
@@ -120,7 +125,10 @@ fn conditions_have_the_standard_shape_keyed_by_type() {
         );
     }
     assert_eq!(item["properties"]["observedGeneration"]["type"], "integer");
-    assert_eq!(item["properties"]["lastTransitionTime"]["format"], "date-time");
+    assert_eq!(
+        item["properties"]["lastTransitionTime"]["format"],
+        "date-time"
+    );
 }
 
 #[test]
@@ -164,9 +172,10 @@ fn printer_columns() {
 
 #[test]
 fn sample_round_trips() {
-    let sample: RedisCluster =
-        serde_norway::from_str(&workspace_file("config/samples/cache_v1alpha1_rediscluster.yaml"))
-            .unwrap();
+    let sample: RedisCluster = serde_norway::from_str(&workspace_file(
+        "config/samples/cache_v1alpha1_rediscluster.yaml",
+    ))
+    .unwrap();
     assert_eq!(sample.metadata.name.as_deref(), Some("test-redis"));
     assert_eq!(
         sample.spec,
@@ -197,7 +206,10 @@ fn status_round_trips_and_omits_what_is_unset() {
         json!({"phase": "Scaling", "readyReplicas": 2, "replicas": 3,
                "selector": "app.kubernetes.io/instance=a", "observedGeneration": 4})
     );
-    assert_eq!(serde_json::from_value::<RedisClusterStatus>(value).unwrap(), status);
+    assert_eq!(
+        serde_json::from_value::<RedisClusterStatus>(value).unwrap(),
+        status
+    );
     assert_eq!(
         serde_json::from_value::<RedisClusterStatus>(json!({})).unwrap(),
         RedisClusterStatus::default()
@@ -209,8 +221,14 @@ fn malformed_specs_fail_with_readable_errors() {
     let cases = [
         (json!({"replicas": 3}), "missing field `image`"),
         (json!({"image": "redis:7.0"}), "missing field `replicas`"),
-        (json!({"image": "redis:7.0", "replicas": "3"}), "invalid type: string \"3\", expected i32"),
-        (json!({"image": 7, "replicas": 3}), "invalid type: integer `7`, expected a string"),
+        (
+            json!({"image": "redis:7.0", "replicas": "3"}),
+            "invalid type: string \"3\", expected i32",
+        ),
+        (
+            json!({"image": 7, "replicas": 3}),
+            "invalid type: integer `7`, expected a string",
+        ),
     ];
     for (spec, expected) in cases {
         let error = serde_json::from_value::<RedisClusterSpec>(spec.clone()).unwrap_err();

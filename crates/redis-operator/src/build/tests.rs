@@ -28,10 +28,16 @@ fn children_carry_name_namespace_labels_and_controller_reference() {
 fn objects_not_read_from_the_server_are_refused() {
     let mut no_uid = cluster(3, "redis:7.0");
     no_uid.metadata.uid = None;
-    assert!(matches!(statefulset(&no_uid), Err(Error::MissingObjectKey("uid"))));
+    assert!(matches!(
+        statefulset(&no_uid),
+        Err(Error::MissingObjectKey("uid"))
+    ));
     let mut no_namespace = cluster(3, "redis:7.0");
     no_namespace.metadata.namespace = None;
-    assert!(matches!(service(&no_namespace), Err(Error::MissingObjectKey("namespace"))));
+    assert!(matches!(
+        service(&no_namespace),
+        Err(Error::MissingObjectKey("namespace"))
+    ));
 }
 
 #[test]
@@ -48,7 +54,11 @@ fn service_is_headless_and_publishes_unready_pods() {
 
 #[test]
 fn statefulset_follows_the_spec() {
-    for (replicas, image) in [(1, "redis:7.0"), (3, "redis:7.2"), (20, "registry.local/redis@sha256:abc")] {
+    for (replicas, image) in [
+        (1, "redis:7.0"),
+        (3, "redis:7.2"),
+        (20, "registry.local/redis@sha256:abc"),
+    ] {
         let sts = statefulset(&cluster(replicas, image)).unwrap();
         assert_eq!(desired_replicas(&sts), replicas);
         assert_eq!(redis_image(&sts), Some(image));
@@ -83,7 +93,10 @@ fn pod_is_restricted_and_probed() {
     let pod_security = pod.security_context.unwrap();
     assert_eq!(pod_security.run_as_non_root, Some(true));
     assert_eq!(pod_security.run_as_user, Some(999));
-    assert_eq!(pod_security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    assert_eq!(
+        pod_security.seccomp_profile.unwrap().type_,
+        "RuntimeDefault"
+    );
     assert_eq!(pod.containers.len(), 1);
     let redis = &pod.containers[0];
     assert_eq!(redis.name, "redis");
@@ -94,8 +107,21 @@ fn pod_is_restricted_and_probed() {
         security.capabilities.as_ref().unwrap().drop,
         Some(vec!["ALL".to_owned()])
     );
-    let readiness = redis.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
-    assert!(readiness.command.as_ref().unwrap().join(" ").contains("ping"));
+    let readiness = redis
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .exec
+        .as_ref()
+        .unwrap();
+    assert!(
+        readiness
+            .command
+            .as_ref()
+            .unwrap()
+            .join(" ")
+            .contains("ping")
+    );
     assert!(redis.liveness_probe.as_ref().unwrap().tcp_socket.is_some());
     assert_eq!(redis.ports.as_ref().unwrap()[0].container_port, 6379);
     let requests = redis.resources.as_ref().unwrap().requests.as_ref().unwrap();

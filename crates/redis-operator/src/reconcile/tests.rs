@@ -1,1 +1,430 @@
+//! The reconcile against an in-process API server (tower-test behind `kube::Client`): every
+//! request it sends is recorded, so the tests assert what was written and what was not.
 
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher;
+use std::time::Duration;
+
+use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::context::{Context, Settings, Stores};
+use crate::fixtures::{NAME, NAMESPACE, cluster, statefulset, sts_status, with_status};
+
+/// One request the reconcile sent.
+#[derive(Debug, Clone)]
+struct Sent {
+    method: String,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+impl Sent {
+    fn is(&self, method: &str, path_end: &str) -> bool {
+        self.method == method && self.path.ends_with(path_end)
+    }
+}
+
+/// How the fake API server answers a request: a status code and a JSON body.
+type Responder = Box<dyn Fn(&Sent) -> (StatusCode, Value) + Send + Sync>;
+
+/// Answers like a healthy API server: writes echo the object back; the status subresource
+/// returns the cluster.
+fn healthy(cluster: &RedisCluster) -> impl Fn(&Sent) -> (StatusCode, Value) + use<> {
+    let cluster = serde_json::to_value(cluster).unwrap();
+    move |sent| match sent.method.as_str() {
+        _ if sent.path.contains("/redisclusters/") => (StatusCode::OK, cluster.clone()),
+        "POST" => (StatusCode::CREATED, sent.body.clone()),
+        "PATCH" => (StatusCode::OK, sent.body.clone()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            status_body(404, "NotFound", "not found"),
+        ),
+    }
+}
+
+fn status_body(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+           "code": code, "reason": reason, "message": message})
+}
+
+struct Harness {
+    statefulsets: reflector::store::Writer<StatefulSet>,
+    services: reflector::store::Writer<Service>,
+    context: Arc<Context>,
+    respond: Arc<Mutex<Responder>>,
+    sent: Arc<Mutex<Vec<Sent>>>,
+}
+
+impl Harness {
+    /// A context whose client talks to a fake API server answering with `respond`.
+    fn new(respond: impl Fn(&Sent) -> (StatusCode, Value) + Send + Sync + 'static) -> Self {
+        let (statefulset_reader, statefulsets) = reflector::store();
+        let (service_reader, services) = reflector::store();
+        let (pod_reader, _pods) = reflector::store();
+        let stores = Stores {
+            statefulsets: statefulset_reader,
+            services: service_reader,
+            pods: pod_reader,
+        };
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let respond: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Box::new(respond)));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (server_respond, server_sent) = (respond.clone(), sent.clone());
+        tokio::spawn(async move {
+            while let Some((request, reply)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let request = Sent {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().unwrap_or_default().to_owned(),
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                };
+                let (status, body) = (server_respond.lock().unwrap())(&request);
+                // Recorded before the answer, so a finished reconcile has all its requests here.
+                server_sent.lock().unwrap().push(request);
+                let response = Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap();
+                reply.send_response(response);
+            }
+        });
+        let context = Arc::new(Context::new(
+            Client::new(service, NAMESPACE),
+            stores,
+            Settings::default(),
+        ));
+        Harness {
+            statefulsets,
+            services,
+            context,
+            respond,
+            sent,
+        }
+    }
+
+    /// Caches the children the operator would have created for `cluster`.
+    fn with_children(mut self, cluster: &RedisCluster, sts: StatefulSet) -> Self {
+        self.statefulsets
+            .apply_watcher_event(&watcher::Event::Apply(sts));
+        let svc = crate::build::service(cluster).unwrap();
+        self.services
+            .apply_watcher_event(&watcher::Event::Apply(svc));
+        self
+    }
+
+    fn respond_with(&self, respond: impl Fn(&Sent) -> (StatusCode, Value) + Send + Sync + 'static) {
+        *self.respond.lock().unwrap() = Box::new(respond);
+    }
+
+    /// Runs one reconcile; returns its result and the requests it sent.
+    async fn reconcile(&self, cluster: &RedisCluster) -> (Result<Action>, Vec<Sent>) {
+        let result = reconcile(Arc::new(cluster.clone()), self.context.clone()).await;
+        (result, std::mem::take(&mut *self.sent.lock().unwrap()))
+    }
+}
+
+/// The status the reconcile wrote, if it wrote one.
+fn written_status(sent: &[Sent]) -> Option<RedisClusterStatus> {
+    let patch = sent
+        .iter()
+        .find(|s| s.is("PATCH", &format!("/redisclusters/{NAME}/status")))?;
+    Some(serde_json::from_value(patch.body["status"].clone()).unwrap())
+}
+
+fn writes_to<'a>(sent: &'a [Sent], resource: &str) -> Vec<&'a Sent> {
+    sent.iter()
+        .filter(|s| s.method != "GET" && s.path.contains(&format!("/{resource}")))
+        .collect()
+}
+
+fn event_reasons(sent: &[Sent]) -> Vec<String> {
+    sent.iter()
+        .filter(|s| s.path.ends_with("/events"))
+        .map(|s| s.body["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A cluster whose status is what the operator wrote last time for these children, so that a
+/// reconcile sees nothing to do.
+async fn settled(cluster: RedisCluster, sts: StatefulSet) -> RedisCluster {
+    let harness = Harness::new(healthy(&cluster)).with_children(&cluster, sts);
+    let (_, sent) = harness.reconcile(&cluster).await;
+    let status = written_status(&sent).expect("a first reconcile writes the status");
+    with_status(cluster, status)
+}
+
+#[tokio::test]
+async fn first_reconcile_creates_both_children_and_writes_status() {
+    let cluster = cluster(3, "redis:7.0");
+    let (result, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
+    assert!(result.is_ok(), "{result:?}");
+
+    let creates: Vec<&str> = sent
+        .iter()
+        .filter(|s| s.method == "POST" && !s.path.ends_with("/events"))
+        .map(|s| s.path.as_str())
+        .collect();
+    assert_eq!(
+        creates,
+        [
+            format!("/api/v1/namespaces/{NAMESPACE}/services"),
+            format!("/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets"),
+        ]
+    );
+    for create in sent
+        .iter()
+        .filter(|s| s.method == "POST" && !s.path.ends_with("/events"))
+    {
+        assert!(
+            create.query.contains("fieldManager=redis-operator"),
+            "{create:?}"
+        );
+    }
+    let sts = sent
+        .iter()
+        .find(|s| s.path.ends_with("/statefulsets"))
+        .unwrap();
+    assert_eq!(sts.body["spec"]["replicas"], 3);
+    assert_eq!(
+        sts.body["metadata"]["ownerReferences"][0]["uid"],
+        crate::fixtures::UID
+    );
+
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.phase, Phase::Pending);
+    let patch = sent.iter().find(|s| s.path.ends_with("/status")).unwrap();
+    assert!(
+        patch.query.contains("fieldManager=redis-operator") && patch.query.contains("force=true")
+    );
+    assert_eq!(event_reasons(&sent), ["Created", "Created"]);
+}
+
+#[tokio::test]
+async fn nothing_changed_means_nothing_is_written() {
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let cluster = settled(cluster, sts.clone()).await;
+    assert_eq!(cluster.status.as_ref().unwrap().phase, Phase::Running);
+
+    let harness = Harness::new(healthy(&cluster)).with_children(&cluster, sts);
+    let (result, sent) = harness.reconcile(&cluster).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Settings::default().resync_interval)
+    );
+    assert!(sent.is_empty(), "expected no request at all, got {sent:#?}");
+}
+
+#[tokio::test]
+async fn a_replicas_change_sends_one_apply() {
+    let before = cluster(3, "redis:7.0");
+    let sts = statefulset(&before, sts_status(3, 3));
+    let settled = settled(before, sts.clone()).await;
+    let mut scaled = settled.clone();
+    scaled.spec.replicas = 5;
+    scaled.metadata.generation = Some(2);
+
+    let harness = Harness::new(healthy(&scaled)).with_children(&scaled, sts);
+    let (result, sent) = harness.reconcile(&scaled).await;
+    assert!(result.is_ok(), "{result:?}");
+
+    let applies = writes_to(&sent, "statefulsets");
+    assert_eq!(applies.len(), 1, "{sent:#?}");
+    let apply = applies[0];
+    assert_eq!(apply.method, "PATCH");
+    assert!(apply.path.ends_with(&format!("/statefulsets/{NAME}")));
+    assert!(
+        apply.query.contains("fieldManager=redis-operator") && apply.query.contains("force=true")
+    );
+    assert_eq!(apply.body["spec"]["replicas"], 5);
+    assert!(
+        writes_to(&sent, "services").is_empty(),
+        "the Service did not drift"
+    );
+
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.phase, Phase::Scaling);
+    assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(event_reasons(&sent), ["Scaling"]);
+}
+
+#[tokio::test]
+async fn a_hand_edit_of_an_owned_field_is_reverted() {
+    let cluster = cluster(3, "redis:7.0");
+    let mut edited = statefulset(&cluster, sts_status(3, 3));
+    edited.spec.as_mut().unwrap().replicas = Some(1);
+    let (result, sent) = Harness::new(healthy(&cluster))
+        .with_children(&cluster, edited)
+        .reconcile(&cluster)
+        .await;
+    assert!(result.is_ok());
+    let applies = writes_to(&sent, "statefulsets");
+    assert_eq!(applies.len(), 1);
+    assert_eq!(applies[0].body["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn a_cached_child_we_do_not_own_is_left_alone_and_fails_the_cluster() {
+    let cluster = cluster(3, "redis:7.0");
+    let mut foreign = statefulset(&cluster, sts_status(2, 2));
+    foreign.metadata.owner_references = None;
+    let (result, sent) = Harness::new(healthy(&cluster))
+        .with_children(&cluster, foreign)
+        .reconcile(&cluster)
+        .await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Settings::default().resync_interval)
+    );
+    assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
+
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    assert_eq!(
+        status.ready_replicas, 0,
+        "a foreign StatefulSet's counts are not ours"
+    );
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "ChildNotOwned");
+    assert!(degraded.message.contains(&format!("StatefulSet {NAME}")));
+    assert_eq!(event_reasons(&sent), ["ChildNotOwned"]);
+}
+
+#[tokio::test]
+async fn an_unlabelled_object_with_the_childs_name_is_never_modified() {
+    let cluster = cluster(3, "redis:7.0");
+    let mut foreign = crate::build::statefulset(&cluster).unwrap();
+    foreign.metadata.owner_references = None;
+    foreign.metadata.labels = None;
+    let foreign = serde_json::to_value(foreign).unwrap();
+    let healthy = healthy(&cluster);
+    let (result, sent) = Harness::new(move |sent: &Sent| {
+        if sent.is("POST", "/statefulsets") {
+            (
+                StatusCode::CONFLICT,
+                status_body(409, "AlreadyExists", "already exists"),
+            )
+        } else if sent.is("GET", &format!("/statefulsets/{NAME}")) {
+            (StatusCode::OK, foreign.clone())
+        } else {
+            healthy(sent)
+        }
+    })
+    .reconcile(&cluster)
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+    let to_statefulsets: Vec<&str> = sent
+        .iter()
+        .filter(|s| s.path.contains("/statefulsets"))
+        .map(|s| s.method.as_str())
+        .collect();
+    assert_eq!(
+        to_statefulsets,
+        ["POST", "GET"],
+        "a create and a look, never a patch"
+    );
+    assert_eq!(written_status(&sent).unwrap().phase, Phase::Failed);
+}
+
+#[tokio::test]
+async fn a_rejected_child_fails_the_cluster_without_retrying_hot() {
+    let cluster = cluster(3, "redis:7.0");
+    let healthy = healthy(&cluster);
+    let (result, sent) = Harness::new(move |sent: &Sent| {
+        if sent.is("POST", "/statefulsets") {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                status_body(
+                    422,
+                    "Invalid",
+                    "spec.template.spec.containers[0].image: Invalid value",
+                ),
+            )
+        } else {
+            healthy(sent)
+        }
+    })
+    .reconcile(&cluster)
+    .await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Settings::default().resync_interval)
+    );
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "ChildRejected");
+    assert!(
+        degraded.message.contains("Invalid value"),
+        "{}",
+        degraded.message
+    );
+}
+
+#[tokio::test]
+async fn an_api_error_backs_off_per_object_and_a_success_resets_it() {
+    let cluster = cluster(3, "redis:7.0");
+    let healthy_cluster = cluster.clone();
+    let harness = Harness::new(move |sent: &Sent| {
+        if sent.is("POST", "/services") {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                status_body(503, "ServiceUnavailable", "etcd is down"),
+            )
+        } else {
+            healthy(&healthy_cluster)(sent)
+        }
+    });
+    let (result, sent) = harness.reconcile(&cluster).await;
+    let error = result.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        writes_to(&sent, "statefulsets").is_empty(),
+        "stopped at the first failure"
+    );
+    assert!(written_status(&sent).is_none());
+
+    // About a second after one failure, about two after the second; other clusters unaffected.
+    let context = &harness.context;
+    let first = retry_after(&cluster, &error, context);
+    let second = retry_after(&cluster, &error, context);
+    assert!((0.8..=1.2).contains(&first.as_secs_f64()), "{first:?}");
+    assert!((1.6..=2.4).contains(&second.as_secs_f64()), "{second:?}");
+    let mut other = cluster.clone();
+    other.metadata.name = Some("other".to_owned());
+    assert!(retry_after(&other, &error, context) <= Duration::from_millis(1200));
+
+    // A permanent error waits for the resync instead of a hot retry.
+    let permanent = Error::MissingObjectKey("uid");
+    assert_eq!(
+        retry_after(&cluster, &permanent, context),
+        Settings::default().resync_interval
+    );
+
+    // A successful reconcile forgets the failures.
+    let key = ObjectRef::from_obj(&cluster);
+    assert_eq!(context.backoff.failures(&key), 2);
+    harness.respond_with(healthy(&cluster));
+    harness.reconcile(&cluster).await.0.unwrap();
+    assert_eq!(context.backoff.failures(&key), 0);
+}

@@ -203,7 +203,12 @@ fn phase_table() {
     for case in &cases {
         let assessment = run(case);
         assert_eq!(assessment.status.phase, case.phase, "{}", case.name);
-        assert_eq!(ready_reason(&assessment.status), case.reason, "{}", case.name);
+        assert_eq!(
+            ready_reason(&assessment.status),
+            case.reason,
+            "{}",
+            case.name
+        );
         assert_eq!(assessment.recheck_after, None, "{}", case.name);
     }
 }
@@ -271,7 +276,11 @@ fn conditions_follow_the_phase() {
             .collect();
         assert_eq!(
             got,
-            vec![(READY, statuses[0]), (PROGRESSING, statuses[1]), (DEGRADED, statuses[2])],
+            vec![
+                (READY, statuses[0]),
+                (PROGRESSING, statuses[1]),
+                (DEGRADED, statuses[2])
+            ],
             "{phase}"
         );
         for condition in &status.conditions {
@@ -292,8 +301,16 @@ fn not_owned_message_names_the_object() {
         ..Case::default()
     })
     .status;
-    let degraded = status.conditions.iter().find(|c| c.type_ == DEGRADED).unwrap();
-    assert!(degraded.message.contains("StatefulSet cache"), "{}", degraded.message);
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == DEGRADED)
+        .unwrap();
+    assert!(
+        degraded.message.contains("StatefulSet cache"),
+        "{}",
+        degraded.message
+    );
 }
 
 #[test]
@@ -316,7 +333,13 @@ fn last_transition_time_moves_only_when_the_status_flips() {
     };
     let running = observe(&first, at(0));
     let ready_at = |status: &RedisClusterStatus| {
-        status.conditions.iter().find(|c| c.type_ == READY).unwrap().last_transition_time.clone()
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .unwrap()
+            .last_transition_time
+            .clone()
     };
     assert_eq!(ready_at(&running), Time(at(0)));
 
@@ -343,9 +366,18 @@ fn last_transition_time_moves_only_when_the_status_flips() {
     .status;
     assert_eq!(ready_at(&failed), Time(at(120)));
     let progressing = |s: &RedisClusterStatus| {
-        s.conditions.iter().find(|c| c.type_ == PROGRESSING).unwrap().last_transition_time.clone()
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == PROGRESSING)
+            .unwrap()
+            .last_transition_time
+            .clone()
     };
-    assert_eq!(progressing(&failed), Time(at(0)), "Progressing stayed False");
+    assert_eq!(
+        progressing(&failed),
+        Time(at(0)),
+        "Progressing stayed False"
+    );
 }
 
 #[test]
@@ -369,15 +401,30 @@ fn stuck_pods_fail_the_cluster_only_after_the_grace_period() {
             )
         };
         let early = observe(&cluster, at(30));
-        assert_eq!(early.status.phase, Phase::Scaling, "{reason} inside the grace period");
-        assert_eq!(early.recheck_after, Some(Duration::from_secs(90)), "{reason}");
+        assert_eq!(
+            early.status.phase,
+            Phase::Scaling,
+            "{reason} inside the grace period"
+        );
+        assert_eq!(
+            early.recheck_after,
+            Some(Duration::from_secs(90)),
+            "{reason}"
+        );
 
         let late = observe(&cluster, at(120));
-        assert_eq!(late.status.phase, Phase::Failed, "{reason} after the grace period");
+        assert_eq!(
+            late.status.phase,
+            Phase::Failed,
+            "{reason} after the grace period"
+        );
         assert_eq!(ready_reason(&late.status), reason);
         assert_eq!(late.recheck_after, None);
         let message = &late.status.conditions[0].message;
-        assert!(message.contains("cache-2") && message.contains(reason), "{message}");
+        assert!(
+            message.contains("cache-2") && message.contains(reason),
+            "{message}"
+        );
         // The message must not change from one look to the next, or it would be rewritten.
         let later = observe(&with_status(cluster.clone(), late.status.clone()), at(500));
         assert_eq!(later.status, late.status, "{reason}");
