@@ -1,0 +1,453 @@
+//! The reconciler against a live API server: `make e2e-local` (here: the local control plane
+//! with the fake kubelet, which marks pods Ready and keeps `does-not-exist` images in
+//! ImagePullBackOff). Each test has its own namespace and its own operator process.
+
+use std::process::Command;
+
+use e2e::{Operator, TestNamespace, TestResult, client, redis_cluster, wait_for};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use rediscluster_crd::{Phase, RedisCluster};
+use serde_json::json;
+
+const NAME: &str = "test-redis";
+
+struct Setup {
+    client: Client,
+    namespace: TestNamespace,
+    clusters: Api<RedisCluster>,
+    statefulsets: Api<StatefulSet>,
+    services: Api<Service>,
+}
+
+async fn setup(test: &str) -> TestResult<Setup> {
+    let client = client().await?;
+    let namespace = TestNamespace::create(&client, test).await?;
+    Ok(Setup {
+        clusters: Api::namespaced(client.clone(), &namespace.name),
+        statefulsets: Api::namespaced(client.clone(), &namespace.name),
+        services: Api::namespaced(client.clone(), &namespace.name),
+        client,
+        namespace,
+    })
+}
+
+fn phase_is(phase: Phase, ready: i32) -> impl Fn(Option<&RedisCluster>) -> bool {
+    move |cluster| {
+        cluster
+            .and_then(|c| c.status.as_ref())
+            .is_some_and(|s| s.phase == phase && s.ready_replicas == ready)
+    }
+}
+
+fn sts_replicas(replicas: i32) -> impl Fn(Option<&StatefulSet>) -> bool {
+    move |sts| sts.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) == Some(replicas)
+}
+
+async fn create_sample(setup: &Setup, replicas: i32) -> TestResult {
+    let cluster = redis_cluster(NAME, "redis:7.0", replicas)?;
+    setup
+        .clusters
+        .create(&PostParams::default(), &cluster)
+        .await?;
+    Ok(())
+}
+
+async fn set_replicas(setup: &Setup, replicas: i32) -> TestResult {
+    let patch = json!({"spec": {"replicas": replicas}});
+    setup
+        .clusters
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn sample_reaches_running_with_owned_children() -> TestResult {
+    let setup = setup("running").await?;
+    let _operator = Operator::start(&setup.namespace.name)?;
+    create_sample(&setup, 3).await?;
+
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "Running with 3 ready",
+        phase_is(Phase::Running, 3),
+    )
+    .await?;
+    let cluster = setup.clusters.get(NAME).await?;
+    let uid = cluster.uid().ok_or("no uid")?;
+    let sts = setup.statefulsets.get(NAME).await?;
+    let svc = setup.services.get(NAME).await?;
+    for owners in [sts.owner_references(), svc.owner_references()] {
+        assert!(
+            owners
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        );
+    }
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("None")
+    );
+    let status = cluster.status.ok_or("no status")?;
+    assert_eq!(status.replicas, 3);
+    assert_eq!(status.observed_generation, cluster.metadata.generation);
+
+    let wait = Command::new("kubectl")
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=30s",
+            "-n",
+            &setup.namespace.name,
+        ])
+        .arg(format!("rediscluster/{NAME}"))
+        .output()?;
+    assert!(
+        wait.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+    let table = Command::new("kubectl")
+        .args(["get", "redis", "-n", &setup.namespace.name])
+        .output()?;
+    let table = String::from_utf8(table.stdout)?;
+    for column in [
+        "IMAGE",
+        "DESIRED",
+        "READY",
+        "PHASE",
+        "AGE",
+        "redis:7.0",
+        "Running",
+    ] {
+        assert!(table.contains(column), "{column} missing from:\n{table}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn scales_through_the_spec_and_the_scale_subresource() -> TestResult {
+    let setup = setup("scale").await?;
+    let _operator = Operator::start(&setup.namespace.name)?;
+    create_sample(&setup, 3).await?;
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "Running with 3",
+        phase_is(Phase::Running, 3),
+    )
+    .await?;
+
+    for replicas in [5, 2] {
+        set_replicas(&setup, replicas).await?;
+        wait_for(
+            &setup.statefulsets,
+            NAME,
+            "StatefulSet scaled",
+            sts_replicas(replicas),
+        )
+        .await?;
+        wait_for(
+            &setup.clusters,
+            NAME,
+            "Running after scaling",
+            phase_is(Phase::Running, replicas),
+        )
+        .await?;
+    }
+    for replicas in [4, 1] {
+        let scale = Command::new("kubectl")
+            .args([
+                "scale",
+                "-n",
+                &setup.namespace.name,
+                &format!("rediscluster/{NAME}"),
+            ])
+            .arg(format!("--replicas={replicas}"))
+            .output()?;
+        assert!(
+            scale.status.success(),
+            "{}",
+            String::from_utf8_lossy(&scale.stderr)
+        );
+        wait_for(
+            &setup.statefulsets,
+            NAME,
+            "StatefulSet scaled",
+            sts_replicas(replicas),
+        )
+        .await?;
+        wait_for(
+            &setup.clusters,
+            NAME,
+            "Running after scaling",
+            phase_is(Phase::Running, replicas),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn drift_is_reverted_and_deleted_children_come_back() -> TestResult {
+    let setup = setup("drift").await?;
+    let _operator = Operator::start(&setup.namespace.name)?;
+    create_sample(&setup, 3).await?;
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "Running with 3",
+        phase_is(Phase::Running, 3),
+    )
+    .await?;
+
+    // Someone scales the StatefulSet by hand (a merge patch, as `kubectl scale` does).
+    let by_hand = json!({"spec": {"replicas": 1}});
+    setup
+        .statefulsets
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&by_hand))
+        .await?;
+    wait_for(
+        &setup.statefulsets,
+        NAME,
+        "hand scale reverted",
+        sts_replicas(3),
+    )
+    .await?;
+
+    let old_sts = setup.statefulsets.get(NAME).await?.uid();
+    setup
+        .statefulsets
+        .delete(NAME, &DeleteParams::foreground())
+        .await?;
+    wait_for(
+        &setup.statefulsets,
+        NAME,
+        "StatefulSet recreated",
+        |sts: Option<&StatefulSet>| {
+            sts.is_some_and(|s| s.uid() != old_sts && s.metadata.deletion_timestamp.is_none())
+        },
+    )
+    .await?;
+
+    let old_svc = setup.services.get(NAME).await?.uid();
+    setup
+        .services
+        .delete(NAME, &DeleteParams::default())
+        .await?;
+    wait_for(
+        &setup.services,
+        NAME,
+        "Service recreated",
+        |svc: Option<&Service>| svc.is_some_and(|s| s.uid() != old_svc),
+    )
+    .await?;
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "Running again",
+        phase_is(Phase::Running, 3),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn an_unpullable_image_fails_and_fixing_it_recovers() -> TestResult {
+    let setup = setup("badimage").await?;
+    let _operator = Operator::start(&setup.namespace.name)?;
+    let cluster = redis_cluster(NAME, "redis:does-not-exist", 2)?;
+    setup
+        .clusters
+        .create(&PostParams::default(), &cluster)
+        .await?;
+
+    // The operator runs with a 10 s grace period; WAIT is far longer.
+    let failed = wait_for(
+        &setup.clusters,
+        NAME,
+        "Failed",
+        |c: Option<&RedisCluster>| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.phase == Phase::Failed)
+        },
+    )
+    .await?
+    .ok_or("cluster vanished")?;
+    let status = failed.status.ok_or("no status")?;
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .ok_or("no Degraded condition")?;
+    assert_eq!(degraded.status, "True");
+    assert_eq!(degraded.reason, "ImagePullBackOff");
+
+    let fix = json!({"spec": {"image": "redis:7.2"}});
+    setup
+        .clusters
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&fix))
+        .await?;
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "Running after the fix",
+        phase_is(Phase::Running, 2),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn deleting_the_cluster_removes_its_children() -> TestResult {
+    let setup = setup("delete").await?;
+    let _operator = Operator::start(&setup.namespace.name)?;
+    create_sample(&setup, 2).await?;
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "Running with 2",
+        phase_is(Phase::Running, 2),
+    )
+    .await?;
+
+    setup
+        .clusters
+        .delete(NAME, &DeleteParams::foreground())
+        .await?;
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "cluster gone",
+        |c: Option<&RedisCluster>| c.is_none(),
+    )
+    .await?;
+    wait_for(
+        &setup.statefulsets,
+        NAME,
+        "StatefulSet gone",
+        |s: Option<&StatefulSet>| s.is_none(),
+    )
+    .await?;
+    wait_for(
+        &setup.services,
+        NAME,
+        "Service gone",
+        |s: Option<&Service>| s.is_none(),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn an_operator_restart_in_the_middle_of_scaling_converges() -> TestResult {
+    let setup = setup("restart").await?;
+    let operator = Operator::start(&setup.namespace.name)?;
+    create_sample(&setup, 3).await?;
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "Running with 3",
+        phase_is(Phase::Running, 3),
+    )
+    .await?;
+
+    // Scale, and kill the operator while it is at it; a fresh one must finish the job.
+    set_replicas(&setup, 6).await?;
+    operator.kill();
+    let _operator = Operator::start(&setup.namespace.name)?;
+    wait_for(
+        &setup.statefulsets,
+        NAME,
+        "StatefulSet scaled",
+        sts_replicas(6),
+    )
+    .await?;
+    wait_for(
+        &setup.clusters,
+        NAME,
+        "Running with 6",
+        phase_is(Phase::Running, 6),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn a_foreign_statefulset_is_left_untouched() -> TestResult {
+    let setup = setup("foreign").await?;
+    let foreign: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": NAME, "labels": {"owner": "someone-else"}},
+        "spec": {
+            "replicas": 1,
+            "serviceName": NAME,
+            "selector": {"matchLabels": {"app": "theirs"}},
+            "template": {
+                "metadata": {"labels": {"app": "theirs"}},
+                "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
+            }
+        }
+    }))?;
+    let before = setup
+        .statefulsets
+        .create(&PostParams::default(), &foreign)
+        .await?;
+    let _operator = Operator::start(&setup.namespace.name)?;
+    create_sample(&setup, 3).await?;
+
+    let failed = wait_for(
+        &setup.clusters,
+        NAME,
+        "Failed",
+        |c: Option<&RedisCluster>| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.phase == Phase::Failed)
+        },
+    )
+    .await?
+    .ok_or("cluster vanished")?;
+    let degraded = failed
+        .status
+        .ok_or("no status")?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .ok_or("no Degraded condition")?;
+    assert_eq!(degraded.reason, "ChildNotOwned");
+    assert!(
+        degraded.message.contains(&format!("StatefulSet {NAME}")),
+        "{}",
+        degraded.message
+    );
+
+    // Its controller may update its status; its spec and metadata must be as its owner left them.
+    let after = setup.statefulsets.get(NAME).await?;
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "spec modified"
+    );
+    assert_eq!(after.metadata.labels, before.metadata.labels);
+    assert!(after.owner_references().is_empty());
+    let managers: Vec<_> = after
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        !managers.iter().any(|m| m == "redis-operator"),
+        "{managers:?}"
+    );
+    drop(setup.client);
+    Ok(())
+}
