@@ -20,9 +20,14 @@ build: ## Build the operator (release)
 	$(CARGO) build --release -p redis-operator
 
 .PHONY: test
-test: ## Unit and mocked-API tests, then manifest rendering and schema validation (no cluster needed)
-	$(CARGO) test --workspace
+test: ## Manifest rendering and schema validation, then unit and mocked-API tests (no cluster needed)
 	$(MAKE) manifests-check
+	@# nextest (on the project's machines) prints one summary for the whole workspace.
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace; \
+	else \
+	  $(CARGO) test --workspace; \
+	fi
 
 .PHONY: lint
 lint: ## Formatting and clippy, warnings as errors

@@ -41,9 +41,9 @@ pub enum StartupError {
     )]
     Config(String),
     #[error(
-        "cannot reach the Kubernetes API server ({0}); check that the cluster is up and that the kubeconfig points at it"
+        "cannot reach the Kubernetes API server at {url} ({source}); check that the cluster is up and that the kubeconfig points at it"
     )]
-    Unreachable(#[source] kube::Error),
+    Unreachable { url: String, source: kube::Error },
     #[error(
         "the RedisCluster CRD is not installed; install it with `kubectl apply -f {CRD_PATH}` (or `redis-operator generate-crd | kubectl apply -f -`)"
     )]
@@ -54,11 +54,12 @@ pub enum StartupError {
     Forbidden(String),
 }
 
-/// A client from `--kubeconfig`/`--context`, else `KUBECONFIG` or the in-cluster config.
+/// A client from `--kubeconfig`/`--context`, else `KUBECONFIG` or the in-cluster config, and the
+/// API server's address (for error messages).
 pub async fn client(
     kubeconfig: Option<&PathBuf>,
     context: Option<&str>,
-) -> Result<Client, StartupError> {
+) -> Result<(Client, String), StartupError> {
     let config = if kubeconfig.is_none() && context.is_none() {
         kube::Config::infer()
             .await
@@ -78,11 +79,17 @@ pub async fn client(
         };
         loaded.map_err(|e| StartupError::Config(e.to_string()))?
     };
-    Client::try_from(config).map_err(|e| StartupError::Config(e.to_string()))
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| StartupError::Config(e.to_string()))?;
+    Ok((client, url))
 }
 
 /// Checks, before any watch starts, that the API server answers and serves RedisClusters.
-pub async fn preflight(client: &Client, namespace: Option<&str>) -> Result<(), StartupError> {
+pub async fn preflight(
+    client: &Client,
+    url: &str,
+    namespace: Option<&str>,
+) -> Result<(), StartupError> {
     let api: Api<RedisCluster> = scoped(client.clone(), namespace);
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
@@ -90,7 +97,10 @@ pub async fn preflight(client: &Client, namespace: Option<&str>) -> Result<(), S
         Err(kube::Error::Api(status)) if matches!(status.code, 401 | 403) => {
             Err(StartupError::Forbidden(status.message))
         }
-        Err(error) => Err(StartupError::Unreachable(error)),
+        Err(source) => Err(StartupError::Unreachable {
+            url: url.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -142,9 +152,9 @@ fn keep_all<K>(_: &mut K) {}
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(config: RunConfig) -> Result<(), StartupError> {
-    let client = client(config.kubeconfig.as_ref(), config.context.as_deref()).await?;
+    let (client, url) = client(config.kubeconfig.as_ref(), config.context.as_deref()).await?;
     let namespace = config.namespace.as_deref();
-    preflight(&client, namespace).await?;
+    preflight(&client, &url, namespace).await?;
 
     let owned = watcher::Config::default().labels(&build::managed_by_selector());
     let (statefulsets, statefulset_events) =
