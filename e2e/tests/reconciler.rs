@@ -7,6 +7,7 @@ use std::process::Command;
 use e2e::{Operator, TestNamespace, TestResult, client, redis_cluster, wait_for};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rediscluster_crd::{Phase, RedisCluster};
@@ -34,12 +35,54 @@ async fn setup(test: &str) -> TestResult<Setup> {
     })
 }
 
-fn phase_is(phase: Phase, ready: i32) -> impl Fn(Option<&RedisCluster>) -> bool {
-    move |cluster| {
-        cluster
-            .and_then(|c| c.status.as_ref())
-            .is_some_and(|s| s.phase == phase && s.ready_replicas == ready)
-    }
+/// A namespace with its own operator and the sample at `replicas`, already Running.
+async fn running_sample(test: &str, replicas: i32) -> TestResult<(Setup, Operator)> {
+    let setup = setup(test).await?;
+    let operator = Operator::start(&setup.namespace.name)?;
+    create_sample(&setup, replicas).await?;
+    wait_phase(&setup, Phase::Running, replicas).await?;
+    Ok((setup, operator))
+}
+
+/// Waits until the cluster reports `phase` with `ready` ready replicas.
+async fn wait_phase(setup: &Setup, phase: Phase, ready: i32) -> TestResult {
+    let what = format!("{phase} with {ready} ready");
+    wait_for(
+        &setup.clusters,
+        NAME,
+        &what,
+        |cluster: Option<&RedisCluster>| {
+            cluster
+                .and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.phase == phase && s.ready_replicas == ready)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until the cluster is Failed and returns its Degraded condition.
+async fn wait_failed(setup: &Setup) -> TestResult<Condition> {
+    let failed = wait_for(
+        &setup.clusters,
+        NAME,
+        "Failed",
+        |c: Option<&RedisCluster>| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.phase == Phase::Failed)
+        },
+    )
+    .await?
+    .ok_or("the RedisCluster vanished")?;
+    let degraded = failed
+        .status
+        .ok_or("no status")?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .ok_or("no Degraded condition")?;
+    assert_eq!(degraded.status, "True");
+    Ok(degraded)
 }
 
 fn sts_replicas(replicas: i32) -> impl Fn(Option<&StatefulSet>) -> bool {
@@ -71,13 +114,7 @@ async fn sample_reaches_running_with_owned_children() -> TestResult {
     let _operator = Operator::start(&setup.namespace.name)?;
     create_sample(&setup, 3).await?;
 
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running with 3 ready",
-        phase_is(Phase::Running, 3),
-    )
-    .await?;
+    wait_phase(&setup, Phase::Running, 3).await?;
     let cluster = setup.clusters.get(NAME).await?;
     let uid = cluster.uid().ok_or("no uid")?;
     let sts = setup.statefulsets.get(NAME).await?;
@@ -133,16 +170,7 @@ async fn sample_reaches_running_with_owned_children() -> TestResult {
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn scales_through_the_spec_and_the_scale_subresource() -> TestResult {
-    let setup = setup("scale").await?;
-    let _operator = Operator::start(&setup.namespace.name)?;
-    create_sample(&setup, 3).await?;
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running with 3",
-        phase_is(Phase::Running, 3),
-    )
-    .await?;
+    let (setup, _operator) = running_sample("scale", 3).await?;
 
     for replicas in [5, 2] {
         set_replicas(&setup, replicas).await?;
@@ -153,13 +181,7 @@ async fn scales_through_the_spec_and_the_scale_subresource() -> TestResult {
             sts_replicas(replicas),
         )
         .await?;
-        wait_for(
-            &setup.clusters,
-            NAME,
-            "Running after scaling",
-            phase_is(Phase::Running, replicas),
-        )
-        .await?;
+        wait_phase(&setup, Phase::Running, replicas).await?;
     }
     for replicas in [4, 1] {
         let scale = Command::new("kubectl")
@@ -183,13 +205,7 @@ async fn scales_through_the_spec_and_the_scale_subresource() -> TestResult {
             sts_replicas(replicas),
         )
         .await?;
-        wait_for(
-            &setup.clusters,
-            NAME,
-            "Running after scaling",
-            phase_is(Phase::Running, replicas),
-        )
-        .await?;
+        wait_phase(&setup, Phase::Running, replicas).await?;
     }
     Ok(())
 }
@@ -197,16 +213,7 @@ async fn scales_through_the_spec_and_the_scale_subresource() -> TestResult {
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn drift_is_reverted_and_deleted_children_come_back() -> TestResult {
-    let setup = setup("drift").await?;
-    let _operator = Operator::start(&setup.namespace.name)?;
-    create_sample(&setup, 3).await?;
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running with 3",
-        phase_is(Phase::Running, 3),
-    )
-    .await?;
+    let (setup, _operator) = running_sample("drift", 3).await?;
 
     // Someone scales the StatefulSet by hand (a merge patch, as `kubectl scale` does).
     let by_hand = json!({"spec": {"replicas": 1}});
@@ -249,13 +256,7 @@ async fn drift_is_reverted_and_deleted_children_come_back() -> TestResult {
         |svc: Option<&Service>| svc.is_some_and(|s| s.uid() != old_svc),
     )
     .await?;
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running again",
-        phase_is(Phase::Running, 3),
-    )
-    .await?;
+    wait_phase(&setup, Phase::Running, 3).await?;
     Ok(())
 }
 
@@ -271,24 +272,7 @@ async fn an_unpullable_image_fails_and_fixing_it_recovers() -> TestResult {
         .await?;
 
     // The operator runs with a 10 s grace period; WAIT is far longer.
-    let failed = wait_for(
-        &setup.clusters,
-        NAME,
-        "Failed",
-        |c: Option<&RedisCluster>| {
-            c.and_then(|c| c.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Failed)
-        },
-    )
-    .await?
-    .ok_or("cluster vanished")?;
-    let status = failed.status.ok_or("no status")?;
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .ok_or("no Degraded condition")?;
-    assert_eq!(degraded.status, "True");
+    let degraded = wait_failed(&setup).await?;
     assert_eq!(degraded.reason, "ImagePullBackOff");
 
     let fix = json!({"spec": {"image": "redis:7.2"}});
@@ -296,71 +280,32 @@ async fn an_unpullable_image_fails_and_fixing_it_recovers() -> TestResult {
         .clusters
         .patch(NAME, &PatchParams::default(), &Patch::Merge(&fix))
         .await?;
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running after the fix",
-        phase_is(Phase::Running, 2),
-    )
-    .await?;
+    wait_phase(&setup, Phase::Running, 2).await?;
     Ok(())
 }
 
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn deleting_the_cluster_removes_its_children() -> TestResult {
-    let setup = setup("delete").await?;
-    let _operator = Operator::start(&setup.namespace.name)?;
-    create_sample(&setup, 2).await?;
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running with 2",
-        phase_is(Phase::Running, 2),
-    )
-    .await?;
+    let (setup, _operator) = running_sample("delete", 2).await?;
 
     setup
         .clusters
         .delete(NAME, &DeleteParams::foreground())
         .await?;
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "cluster gone",
-        |c: Option<&RedisCluster>| c.is_none(),
-    )
+    wait_for(&setup.clusters, NAME, "cluster gone", |o| o.is_none()).await?;
+    wait_for(&setup.statefulsets, NAME, "StatefulSet gone", |o| {
+        o.is_none()
+    })
     .await?;
-    wait_for(
-        &setup.statefulsets,
-        NAME,
-        "StatefulSet gone",
-        |s: Option<&StatefulSet>| s.is_none(),
-    )
-    .await?;
-    wait_for(
-        &setup.services,
-        NAME,
-        "Service gone",
-        |s: Option<&Service>| s.is_none(),
-    )
-    .await?;
+    wait_for(&setup.services, NAME, "Service gone", |o| o.is_none()).await?;
     Ok(())
 }
 
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn an_operator_restart_in_the_middle_of_scaling_converges() -> TestResult {
-    let setup = setup("restart").await?;
-    let operator = Operator::start(&setup.namespace.name)?;
-    create_sample(&setup, 3).await?;
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running with 3",
-        phase_is(Phase::Running, 3),
-    )
-    .await?;
+    let (setup, operator) = running_sample("restart", 3).await?;
 
     // Scale, and kill the operator while it is at it; a fresh one must finish the job.
     set_replicas(&setup, 6).await?;
@@ -373,13 +318,7 @@ async fn an_operator_restart_in_the_middle_of_scaling_converges() -> TestResult 
         sts_replicas(6),
     )
     .await?;
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running with 6",
-        phase_is(Phase::Running, 6),
-    )
-    .await?;
+    wait_phase(&setup, Phase::Running, 6).await?;
     Ok(())
 }
 
@@ -406,24 +345,7 @@ async fn a_foreign_statefulset_is_left_untouched() -> TestResult {
     let _operator = Operator::start(&setup.namespace.name)?;
     create_sample(&setup, 3).await?;
 
-    let failed = wait_for(
-        &setup.clusters,
-        NAME,
-        "Failed",
-        |c: Option<&RedisCluster>| {
-            c.and_then(|c| c.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Failed)
-        },
-    )
-    .await?
-    .ok_or("cluster vanished")?;
-    let degraded = failed
-        .status
-        .ok_or("no status")?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Degraded")
-        .ok_or("no Degraded condition")?;
+    let degraded = wait_failed(&setup).await?;
     assert_eq!(degraded.reason, "ChildNotOwned");
     assert!(
         degraded.message.contains(&format!("StatefulSet {NAME}")),
