@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+use rediscluster_crd::conditions::DEGRADED;
 use rediscluster_crd::{Phase, RedisCluster};
 use serde_json::json;
 
@@ -76,13 +77,26 @@ async fn wait_failed(setup: &Setup) -> TestResult<Condition> {
     .ok_or("the RedisCluster vanished")?;
     let degraded = failed
         .status
-        .ok_or("no status")?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Degraded")
-        .ok_or("no Degraded condition")?;
+        .as_ref()
+        .and_then(|s| s.condition(DEGRADED))
+        .ok_or("no Degraded condition")?
+        .clone();
     assert_eq!(degraded.status, "True");
     Ok(degraded)
+}
+
+/// Deletes the child and waits until the operator has made a new one (a new uid, not deleting).
+async fn delete_and_wait_recreated<K>(api: &Api<K>) -> TestResult
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let old = api.get(NAME).await?.uid();
+    api.delete(NAME, &DeleteParams::foreground()).await?;
+    wait_for(api, NAME, "recreated", |child: Option<&K>| {
+        child.is_some_and(|c| c.uid() != old && c.meta().deletion_timestamp.is_none())
+    })
+    .await?;
+    Ok(())
 }
 
 fn sts_replicas(replicas: i32) -> impl Fn(Option<&StatefulSet>) -> bool {
@@ -229,33 +243,8 @@ async fn drift_is_reverted_and_deleted_children_come_back() -> TestResult {
     )
     .await?;
 
-    let old_sts = setup.statefulsets.get(NAME).await?.uid();
-    setup
-        .statefulsets
-        .delete(NAME, &DeleteParams::foreground())
-        .await?;
-    wait_for(
-        &setup.statefulsets,
-        NAME,
-        "StatefulSet recreated",
-        |sts: Option<&StatefulSet>| {
-            sts.is_some_and(|s| s.uid() != old_sts && s.metadata.deletion_timestamp.is_none())
-        },
-    )
-    .await?;
-
-    let old_svc = setup.services.get(NAME).await?.uid();
-    setup
-        .services
-        .delete(NAME, &DeleteParams::default())
-        .await?;
-    wait_for(
-        &setup.services,
-        NAME,
-        "Service recreated",
-        |svc: Option<&Service>| svc.is_some_and(|s| s.uid() != old_svc),
-    )
-    .await?;
+    delete_and_wait_recreated(&setup.statefulsets).await?;
+    delete_and_wait_recreated(&setup.services).await?;
     wait_phase(&setup, Phase::Running, 3).await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
+use rediscluster_crd::conditions::DEGRADED;
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -283,10 +284,7 @@ fn statefulset_changes(observed: &StatefulSet, desired: &StatefulSet) -> Vec<Eve
 }
 
 fn failure_event(status: &RedisClusterStatus) -> Event {
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::DEGRADED);
+    let degraded = status.condition(DEGRADED);
     Event {
         type_: EventType::Warning,
         reason: degraded.map_or("Failed", |c| c.reason.as_str()).to_owned(),

@@ -8,13 +8,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
+use rediscluster_crd::conditions::{DEGRADED, PROGRESSING, READY};
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 
 use crate::build;
-
-pub const READY: &str = "Ready";
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
 
 /// Container waiting reasons that mean a pod will not start without someone fixing something.
 pub const STUCK_REASONS: [&str; 5] = [

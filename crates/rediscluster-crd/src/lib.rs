@@ -110,6 +110,23 @@ pub struct RedisClusterStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// The condition types the operator writes.
+pub mod conditions {
+    /// True exactly when the phase is Running: `kubectl wait --for=condition=Ready` works.
+    pub const READY: &str = "Ready";
+    /// True while the operator is creating, scaling or rolling pods.
+    pub const PROGRESSING: &str = "Progressing";
+    /// True when the cluster is Failed; its reason and message say why.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+impl RedisClusterStatus {
+    /// The condition of this type, if the status has one.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
 /// Lifecycle phase of a Redis cluster.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Phase {

@@ -296,11 +296,7 @@ async fn a_cached_child_we_do_not_own_is_left_alone_and_fails_the_cluster() {
         status.ready_replicas, 0,
         "a foreign StatefulSet's counts are not ours"
     );
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap();
+    let degraded = status.condition(DEGRADED).unwrap();
     assert_eq!(degraded.reason, "ChildNotOwned");
     assert!(degraded.message.contains(&format!("StatefulSet {NAME}")));
     assert_eq!(event_reasons(&sent), ["ChildNotOwned"]);
@@ -368,11 +364,7 @@ async fn a_rejected_child_fails_the_cluster_without_retrying_hot() {
     );
     let status = written_status(&sent).unwrap();
     assert_eq!(status.phase, Phase::Failed);
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap();
+    let degraded = status.condition(DEGRADED).unwrap();
     assert_eq!(degraded.reason, "ChildRejected");
     assert!(
         degraded.message.contains("Invalid value"),

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSetStatus;
+use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
 use crate::fixtures::{at, cluster, statefulset, sts_status, waiting_pod, with_status};
@@ -69,14 +70,29 @@ fn run(case: &Case) -> Assessment {
     )
 }
 
+/// Assesses `cluster` with an in-sync StatefulSet `sts`, these pods and this blocker, at `now`.
+fn look(
+    cluster: &RedisCluster,
+    sts: &StatefulSet,
+    pods: &[&Pod],
+    blocker: Option<&Blocker>,
+    now: Timestamp,
+) -> Assessment {
+    assess(
+        cluster,
+        &Observed {
+            statefulset: Some(sts),
+            pods,
+            statefulset_in_sync: true,
+            blocker,
+            now,
+            failure_grace: GRACE,
+        },
+    )
+}
+
 fn ready_reason(status: &RedisClusterStatus) -> String {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .unwrap()
-        .reason
-        .clone()
+    status.condition(READY).unwrap().reason.clone()
 }
 
 #[test]
@@ -301,11 +317,7 @@ fn not_owned_message_names_the_object() {
         ..Case::default()
     })
     .status;
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == DEGRADED)
-        .unwrap();
+    let degraded = status.condition(DEGRADED).unwrap();
     assert!(
         degraded.message.contains("StatefulSet cache"),
         "{}",
@@ -317,31 +329,16 @@ fn not_owned_message_names_the_object() {
 fn last_transition_time_moves_only_when_the_status_flips() {
     let first = cluster(3, "redis:7.0");
     let sts = statefulset(&first, sts_status(3, 3));
-    let observe = |cluster: &RedisCluster, now| {
-        assess(
-            cluster,
-            &Observed {
-                statefulset: Some(&sts),
-                pods: &[],
-                statefulset_in_sync: true,
-                blocker: None,
-                now,
-                failure_grace: GRACE,
-            },
-        )
-        .status
-    };
+    let observe = |cluster: &RedisCluster, now| look(cluster, &sts, &[], None, now).status;
     let running = observe(&first, at(0));
-    let ready_at = |status: &RedisClusterStatus| {
+    let changed_at = |status: &RedisClusterStatus, type_| {
         status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
+            .condition(type_)
             .unwrap()
             .last_transition_time
             .clone()
     };
-    assert_eq!(ready_at(&running), Time(at(0)));
+    assert_eq!(changed_at(&running, READY), Time(at(0)));
 
     // Same verdict later: nothing moves, so the status is equal and nothing is written.
     let again = observe(&with_status(first.clone(), running.clone()), at(60));
@@ -352,29 +349,17 @@ fn last_transition_time_moves_only_when_the_status_flips() {
         kind: "Service".to_owned(),
         name: "cache".to_owned(),
     };
-    let failed = assess(
+    let failed = look(
         &with_status(first.clone(), running.clone()),
-        &Observed {
-            statefulset: Some(&sts),
-            pods: &[],
-            statefulset_in_sync: true,
-            blocker: Some(&blocker),
-            now: at(120),
-            failure_grace: GRACE,
-        },
+        &sts,
+        &[],
+        Some(&blocker),
+        at(120),
     )
     .status;
-    assert_eq!(ready_at(&failed), Time(at(120)));
-    let progressing = |s: &RedisClusterStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == PROGRESSING)
-            .unwrap()
-            .last_transition_time
-            .clone()
-    };
+    assert_eq!(changed_at(&failed, READY), Time(at(120)));
     assert_eq!(
-        progressing(&failed),
+        changed_at(&failed, PROGRESSING),
         Time(at(0)),
         "Progressing stayed False"
     );
@@ -387,19 +372,7 @@ fn stuck_pods_fail_the_cluster_only_after_the_grace_period() {
     for reason in STUCK_REASONS {
         let pod = waiting_pod(2, reason, at(0));
         let pods = [&pod];
-        let observe = |cluster: &RedisCluster, now| {
-            assess(
-                cluster,
-                &Observed {
-                    statefulset: Some(&sts),
-                    pods: &pods,
-                    statefulset_in_sync: true,
-                    blocker: None,
-                    now,
-                    failure_grace: GRACE,
-                },
-            )
-        };
+        let observe = |cluster: &RedisCluster, now| look(cluster, &sts, &pods, None, now);
         let early = observe(&cluster, at(30));
         assert_eq!(
             early.status.phase,
@@ -436,17 +409,7 @@ fn waiting_for_other_reasons_is_not_stuck() {
     let cluster = with_status(cluster(3, "redis:7.0"), previous(Phase::Scaling));
     let sts = statefulset(&cluster, sts_status(3, 2));
     let pod = waiting_pod(2, "ContainerCreating", at(0));
-    let assessment = assess(
-        &cluster,
-        &Observed {
-            statefulset: Some(&sts),
-            pods: &[&pod],
-            statefulset_in_sync: true,
-            blocker: None,
-            now: at(3600),
-            failure_grace: GRACE,
-        },
-    );
+    let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(assessment.status.phase, Phase::Scaling);
     assert_eq!(assessment.recheck_after, None);
 }
@@ -456,16 +419,6 @@ fn a_stuck_pod_does_not_matter_once_every_replica_is_ready() {
     let cluster = with_status(cluster(3, "redis:7.0"), previous(Phase::Running));
     let sts = statefulset(&cluster, sts_status(3, 3));
     let pod = waiting_pod(3, "CrashLoopBackOff", at(0));
-    let assessment = assess(
-        &cluster,
-        &Observed {
-            statefulset: Some(&sts),
-            pods: &[&pod],
-            statefulset_in_sync: true,
-            blocker: None,
-            now: at(3600),
-            failure_grace: GRACE,
-        },
-    );
+    let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(assessment.status.phase, Phase::Running);
 }
