@@ -5,6 +5,11 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 KUBECTL ?= kubectl
 CRD := crds/redisclusters.cache.example.com.yaml
+# The operator image; a fixed tag, loaded into kind as is (imagePullPolicy: IfNotPresent).
+IMG ?= redis-operator:0.1.0
+KIND ?= kind
+KIND_CLUSTER ?= redis-operator
+KIND_CONFIG := e2e/kind.yaml
 # Oldest and newest Kubernetes versions whose schemas the manifests must pass.
 K8S_VERSIONS ?= 1.28.0 1.37.0
 KUBERNETES_VALIDATE := kubernetes-validate==1.37.0
@@ -76,3 +81,36 @@ run: install ## Install the CRD and run the operator from source against the cur
 e2e-local: install ## Live suite against the current kubeconfig; starts the operator binary itself
 	$(CARGO) build -p redis-operator
 	$(CARGO) test -p e2e -- --ignored --test-threads=4
+
+.PHONY: docker-build
+docker-build: ## Build the operator image (IMG=...)
+	docker build -t $(IMG) .
+
+.PHONY: deploy
+deploy: ## Install CRD, RBAC and the operator (config/default) with image IMG into the current cluster
+	@# kubectl has no `kustomize edit set image`; the rendered image line is swapped instead.
+	$(KUBECTL) kustomize config/default | sed 's|image: redis-operator:0.1.0$$|image: $(IMG)|' | $(KUBECTL) apply -f -
+	$(KUBECTL) wait --for=condition=Established --timeout=60s -f $(CRD)
+
+.PHONY: undeploy
+undeploy: ## Remove everything config/default installed
+	$(KUBECTL) delete --ignore-not-found -k config/default
+
+.PHONY: kind-create
+kind-create: ## Create the kind cluster (config in e2e/kind.yaml)
+	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) --wait 120s
+
+.PHONY: kind-load
+kind-load: ## Load IMG into the kind cluster
+	$(KIND) load docker-image $(IMG) --name $(KIND_CLUSTER)
+
+.PHONY: kind-delete
+kind-delete: ## Delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: kind-up
+kind-up: kind-create docker-build kind-load deploy ## New user: kind cluster, image, operator and the sample, until Running
+	$(KUBECTL) -n redis-operator-system rollout status deployment/redis-operator --timeout=180s
+	$(KUBECTL) apply -f config/samples/cache_v1alpha1_rediscluster.yaml
+	$(KUBECTL) wait --for=condition=Ready --timeout=300s rediscluster/test-redis
+	$(KUBECTL) get redis

@@ -48,7 +48,11 @@ impl TestNamespace {
             .subsec_nanos();
         let name = format!("e2e-{test}-{suffix:x}");
         let namespace: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {"e2e.redis-operator/test": test}}
+            "metadata": {"name": name, "labels": {
+                "e2e.redis-operator/test": test,
+                // The Redis pods the operator creates must be admitted at the strictest level.
+                "pod-security.kubernetes.io/enforce": "restricted",
+            }}
         }))?;
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
@@ -76,17 +80,22 @@ impl Drop for TestNamespace {
 /// The operator binary run as a child process, watching one namespace; killed when dropped.
 pub struct Operator {
     child: Child,
-    namespace: String,
+    log_path: PathBuf,
 }
 
 impl Operator {
     pub fn start(namespace: &str) -> TestResult<Self> {
+        Self::start_with(namespace, "operator", &[])
+    }
+
+    /// Starts one more operator for `namespace`, named `name` (its log file), with extra flags.
+    pub fn start_with(namespace: &str, name: &str, extra: &[&str]) -> TestResult<Self> {
         let binary = std::env::var_os("REDIS_OPERATOR_BIN").map_or_else(
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/redis-operator"),
             PathBuf::from,
         );
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("{namespace}.operator.log")))?;
+        let log_path = std::env::temp_dir().join(format!("{namespace}.{name}.log"));
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(&binary)
             .args([
                 "run",
@@ -95,6 +104,9 @@ impl Operator {
                 "--failure-grace-period",
                 "10s",
             ])
+            // Several operators run at once; each takes a free port unless told otherwise.
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -104,10 +116,7 @@ impl Operator {
                     binary.display()
                 )
             })?;
-        Ok(Self {
-            child,
-            namespace: namespace.to_owned(),
-        })
+        Ok(Self { child, log_path })
     }
 
     /// Kills the process at once, the way a node failure would.
@@ -116,11 +125,19 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM, as the kubelet does, and waits for the process to exit.
+    pub fn terminate(mut self) -> TestResult<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !sent.success() {
+            return Err("kill -TERM failed".into());
+        }
+        Ok(self.child.wait()?)
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(
-            std::env::temp_dir().join(format!("{}.operator.log", self.namespace)),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
 
@@ -161,4 +178,36 @@ pub fn redis_cluster(name: &str, image: &str, replicas: i32) -> TestResult<Redis
         "metadata": {"name": name},
         "spec": {"image": image, "replicas": replicas},
     }))?)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> TestResult<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// GET `path` from a local HTTP port; the body, or an error if the status is not 200.
+pub fn http_get(port: u16, path: &str) -> TestResult<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("GET {path}: {}", head.lines().next().unwrap_or_default()).into());
+    }
+    Ok(body.to_owned())
+}
+
+/// The value of one series in Prometheus text, such as `redis_operator_leader`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
 }

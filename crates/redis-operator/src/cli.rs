@@ -1,5 +1,6 @@
 //! The command line: `run` the operator, or `generate-crd`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::context::Settings;
 use crate::controller::{self, RunConfig};
+use crate::leader::Election;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -24,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator against the current cluster.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the RedisCluster CRD as YAML.
     GenerateCrd {
         /// Write the CRD to this file instead of standard output.
@@ -56,11 +58,52 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Address of the /healthz, /readyz and /metrics endpoint.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Reconcile only while holding a Lease, so that several replicas can run.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: the operator pod's own, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "redis-operator-leader")]
+    pub leader_election_id: String,
+    /// This instance's name in the election (default: POD_NAME, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub leader_election_identity: Option<String>,
+    /// How long a lease stays valid after its last renewal (whole seconds).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How long before expiry the leader renews; it stops reconciling if that renewal fails.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lease_renew_margin: Duration,
 }
 
-impl From<RunArgs> for RunConfig {
-    fn from(args: RunArgs) -> Self {
-        RunConfig {
+impl TryFrom<RunArgs> for RunConfig {
+    type Error = String;
+
+    fn try_from(args: RunArgs) -> Result<Self, String> {
+        let election = if args.leader_elect {
+            let namespace = args.leader_election_namespace.ok_or(
+                "--leader-elect needs --leader-election-namespace (or POD_NAMESPACE from the downward API)",
+            )?;
+            let election = Election {
+                lease_name: args.leader_election_id,
+                namespace,
+                identity: args
+                    .leader_election_identity
+                    .unwrap_or_else(Election::local_identity),
+                lease_duration: args.lease_duration,
+                renew_margin: args.lease_renew_margin,
+            };
+            election.validate()?;
+            Some(election)
+        } else {
+            None
+        };
+        Ok(RunConfig {
             namespace: args.namespace,
             kubeconfig: args.kubeconfig,
             context: args.context,
@@ -69,7 +112,9 @@ impl From<RunArgs> for RunConfig {
                 failure_grace: args.failure_grace_period,
                 resync_interval: args.resync_interval,
             },
-        }
+            http_addr: args.http_addr,
+            election,
+        })
     }
 }
 
@@ -79,9 +124,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::GenerateCrd { output } => generate_crd(output.as_ref()),
         Command::Run(args) => {
             telemetry::init(args.log_format);
-            controller::run(args.into())
-                .await
-                .map_err(|e| e.to_string())
+            match RunConfig::try_from(*args) {
+                Ok(config) => controller::run(config).await.map_err(|e| e.to_string()),
+                Err(message) => Err(message),
+            }
         }
     };
     match result {
@@ -167,11 +213,52 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("expected run")
         };
-        let config = RunConfig::from(args);
+        let config = RunConfig::try_from(*args).unwrap();
         assert_eq!(config.concurrency, 4);
+        assert_eq!(config.http_addr, "0.0.0.0:8080".parse().unwrap());
+        assert!(config.election.is_none());
         assert_eq!(config.settings.resync_interval, Duration::from_secs(600));
         assert_eq!(config.settings.failure_grace, Duration::from_secs(120));
         assert_eq!(config.namespace, None);
+    }
+
+    #[test]
+    fn leader_election_needs_a_namespace_and_a_sane_margin() {
+        let config = |extra: &[&str]| {
+            let mut argv = vec!["redis-operator", "run", "--leader-elect"];
+            argv.extend_from_slice(extra);
+            let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("expected run")
+            };
+            RunConfig::try_from(*args)
+        };
+        let election = config(&[
+            "--leader-election-namespace",
+            "ops",
+            "--leader-election-identity",
+            "pod-a",
+        ])
+        .unwrap()
+        .election
+        .unwrap();
+        assert_eq!(election.namespace, "ops");
+        assert_eq!(election.identity, "pod-a");
+        assert_eq!(election.lease_name, "redis-operator-leader");
+        assert_eq!(election.lease_duration, Duration::from_secs(15));
+        assert_eq!(election.renew_margin, Duration::from_secs(5));
+        if std::env::var_os("POD_NAMESPACE").is_none() {
+            let error = config(&[]).err().unwrap();
+            assert!(error.contains("POD_NAMESPACE"), "{error}");
+        }
+        let error = config(&[
+            "--leader-election-namespace",
+            "ops",
+            "--lease-renew-margin",
+            "20s",
+        ])
+        .err()
+        .unwrap();
+        assert!(error.contains("below --lease-duration"), "{error}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What a reconcile needs, shared by all of them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -11,6 +12,7 @@ use rediscluster_crd::RedisCluster;
 
 use crate::MANAGER;
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 
 /// Tunables of the reconcile loop, from the command line.
 #[derive(Clone, Debug)]
@@ -45,10 +47,11 @@ pub struct Context {
     pub recorder: Recorder,
     pub settings: Settings,
     pub backoff: Backoff<ObjectRef<RedisCluster>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, stores: Stores, settings: Settings) -> Self {
+    pub fn new(client: Client, stores: Stores, settings: Settings, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -59,6 +62,7 @@ impl Context {
             stores,
             settings,
             backoff: Backoff::standard(),
+            metrics,
         }
     }
 }

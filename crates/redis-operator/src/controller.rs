@@ -1,6 +1,7 @@
 //! Wiring: the client, the watches and their caches, and the kube-runtime Controller.
 
 use std::fmt::Debug;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,10 +20,13 @@ use tracing::{info, warn};
 
 use crate::build;
 use crate::context::{Context, Settings, Stores};
+use crate::http::{self, Health};
+use crate::leader::{Election, Lease};
+use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 
 /// Where the operator runs and how hard it works.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunConfig {
     /// Watch one namespace instead of all of them.
     pub namespace: Option<String>,
@@ -31,11 +35,15 @@ pub struct RunConfig {
     /// Reconciles in flight at once (never two for the same object).
     pub concurrency: u16,
     pub settings: Settings,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub http_addr: SocketAddr,
+    /// Take part in leader election and reconcile only while leading.
+    pub election: Option<Election>,
 }
 
-/// Why the operator could not start; each message says what to do about it.
+/// Why the operator could not start or had to stop; each message says what to do about it.
 #[derive(Debug, Error)]
-pub enum StartupError {
+pub enum RunError {
     #[error(
         "cannot load a Kubernetes client configuration ({0}); set KUBECONFIG, pass --kubeconfig, or run inside a cluster"
     )]
@@ -52,18 +60,26 @@ pub enum StartupError {
         "the API server refused to list RedisClusters ({0}); grant the operator's RBAC from config/rbac/"
     )]
     Forbidden(String),
+    #[error("cannot serve HTTP on {addr} ({source}); pick another --http-addr")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Election(String),
+    #[error("lost leadership ({0}); exiting so that a fresh start rejoins the election")]
+    LostLeadership(String),
 }
 
-/// A client from `--kubeconfig`/`--context`, else `KUBECONFIG` or the in-cluster config, and the
-/// API server's address (for error messages).
-pub async fn client(
+/// The client configuration from `--kubeconfig`/`--context`, else `KUBECONFIG` or in-cluster.
+pub async fn client_config(
     kubeconfig: Option<&PathBuf>,
     context: Option<&str>,
-) -> Result<(Client, String), StartupError> {
+) -> Result<kube::Config, RunError> {
     let config = if kubeconfig.is_none() && context.is_none() {
         kube::Config::infer()
             .await
-            .map_err(|e| StartupError::Config(e.to_string()))?
+            .map_err(|e| RunError::Config(e.to_string()))?
     } else {
         let options = KubeConfigOptions {
             context: context.map(str::to_owned),
@@ -72,16 +88,18 @@ pub async fn client(
         let loaded = match kubeconfig {
             Some(path) => {
                 let kubeconfig = Kubeconfig::read_from(path)
-                    .map_err(|e| StartupError::Config(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| RunError::Config(format!("{}: {e}", path.display())))?;
                 kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
             }
             None => kube::Config::from_kubeconfig(&options).await,
         };
-        loaded.map_err(|e| StartupError::Config(e.to_string()))?
+        loaded.map_err(|e| RunError::Config(e.to_string()))?
     };
-    let url = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| StartupError::Config(e.to_string()))?;
-    Ok((client, url))
+    Ok(config)
+}
+
+fn new_client(config: kube::Config) -> Result<Client, RunError> {
+    Client::try_from(config).map_err(|e| RunError::Config(e.to_string()))
 }
 
 /// Checks, before any watch starts, that the API server answers and serves RedisClusters.
@@ -89,15 +107,15 @@ pub async fn preflight(
     client: &Client,
     url: &str,
     namespace: Option<&str>,
-) -> Result<(), StartupError> {
+) -> Result<(), RunError> {
     let api: Api<RedisCluster> = scoped(client.clone(), namespace);
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Err(StartupError::CrdMissing),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(RunError::CrdMissing),
         Err(kube::Error::Api(status)) if matches!(status.code, 401 | 403) => {
-            Err(StartupError::Forbidden(status.message))
+            Err(RunError::Forbidden(status.message))
         }
-        Err(source) => Err(StartupError::Unreachable {
+        Err(source) => Err(RunError::Unreachable {
             url: url.to_owned(),
             source,
         }),
@@ -150,12 +168,65 @@ fn trim_pod(pod: &mut Pod) {
 
 fn keep_all<K>(_: &mut K) {}
 
-/// Runs the operator until SIGTERM or SIGINT.
-pub async fn run(config: RunConfig) -> Result<(), StartupError> {
-    let (client, url) = client(config.kubeconfig.as_ref(), config.context.as_deref()).await?;
-    let namespace = config.namespace.as_deref();
-    preflight(&client, &url, namespace).await?;
+/// Runs the operator until SIGTERM or SIGINT (or, with leader election, until leadership ends).
+pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    let client_config =
+        client_config(config.kubeconfig.as_ref(), config.context.as_deref()).await?;
+    let url = client_config.cluster_url.to_string();
+    let client = new_client(client_config.clone())?;
+    preflight(&client, &url, config.namespace.as_deref()).await?;
 
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::new(metrics.clone()));
+    http::serve(config.http_addr, health.clone())
+        .await
+        .map_err(|source| RunError::Http {
+            addr: config.http_addr,
+            source,
+        })?;
+    let shutdown = Shutdown::on_signals();
+
+    let Some(election) = &config.election else {
+        reconcile_until(client, &config, &health, shutdown.requested()).await;
+        return Ok(());
+    };
+    // Renewals must fail fast rather than hang past the lease's expiry.
+    let mut lease_config = client_config;
+    lease_config.read_timeout = Some(election.renew_margin / 2);
+    lease_config.write_timeout = Some(election.renew_margin / 2);
+    let lease_client = new_client(lease_config)?;
+    let lease = Lease::join(lease_client, client.clone(), election)
+        .await
+        .map_err(|e| RunError::Election(format!("cannot join leader election: {e}")))?;
+    // A standby is ready: it is doing all it should.
+    health.set_ready(true);
+    tokio::select! {
+        () = lease.acquired() => {}
+        () = shutdown.requested() => {
+            info!("stopped while standing by");
+            return Ok(());
+        }
+    }
+    metrics.set_leader(true);
+    health.set_ready(false);
+    let outcome = tokio::select! {
+        () = reconcile_until(client, &config, &health, shutdown.requested()) => Ok(()),
+        // Dropping the controller stops every reconcile at once, before the lease can expire.
+        reason = lease.held() => Err(RunError::LostLeadership(reason)),
+    };
+    metrics.set_leader(false);
+    lease.release().await;
+    outcome
+}
+
+/// Watches and reconciles until `shutdown` resolves, then lets in-flight reconciles finish.
+async fn reconcile_until(
+    client: Client,
+    config: &RunConfig,
+    health: &Arc<Health>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let namespace = config.namespace.as_deref();
     let owned = watcher::Config::default().labels(&build::managed_by_selector());
     let (statefulsets, statefulset_events) =
         cached_watch(scoped(client.clone(), namespace), owned.clone(), keep_all);
@@ -173,23 +244,34 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
         watcher::Config::default(),
         keep_all,
     );
+    health.set_clusters(clusters.clone());
+    tokio::spawn(report_ready(
+        stores.clone(),
+        clusters.clone(),
+        health.clone(),
+    ));
     // No reconcile before the child caches are filled: a reconcile that cannot see an existing
     // child would try to create it.
     let children_synced = children_synced(stores.clone());
     let cluster_events = stream::once(children_synced.map(move |()| cluster_events)).flatten();
 
-    let context = Arc::new(Context::new(client, stores, config.settings.clone()));
+    let context = Arc::new(Context::new(
+        client,
+        stores,
+        config.settings.clone(),
+        health.metrics.clone(),
+    ));
     info!(
         namespace = namespace.unwrap_or("(all)"),
         concurrency = config.concurrency,
-        "starting redis-operator"
+        "starting the controller"
     );
     Controller::for_stream(cluster_events, clusters)
         .owns_stream(statefulset_events)
         .owns_stream(service_events)
         .watches_stream(pod_events, pod_owner)
         .with_config(controller::Config::default().concurrency(config.concurrency))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| {
             // Reconcile outcomes are logged by `reconcile`; this reports the machinery.
@@ -203,8 +285,62 @@ pub async fn run(config: RunConfig) -> Result<(), StartupError> {
             future::ready(())
         })
         .await;
-    info!("redis-operator stopped");
-    Ok(())
+    info!("controller stopped");
+}
+
+/// `/readyz` turns ready once every cache has its first full list.
+async fn report_ready(stores: Stores, clusters: Store<RedisCluster>, health: Arc<Health>) {
+    children_synced(stores).await;
+    if clusters.wait_until_ready().await.is_ok() {
+        health.set_ready(true);
+    }
+}
+
+/// Resolves every `requested()` once SIGTERM or SIGINT has arrived.
+#[derive(Clone)]
+struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    fn on_signals() -> Self {
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal_received().await;
+            info!("shutdown requested");
+            let _ = sender.send(true);
+        });
+        Self(receiver)
+    }
+
+    fn requested(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut receiver = self.0.clone();
+        async move {
+            // An error means the sender is gone, which only happens after it sent.
+            let _ = receiver.wait_for(|requested| *requested).await;
+        }
+    }
+}
+
+async fn signal_received() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
 }
 
 async fn children_synced(stores: Stores) {

@@ -14,6 +14,10 @@ pub mod drift;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod permissions;
 pub mod reconcile;
 pub mod status;
 pub mod telemetry;

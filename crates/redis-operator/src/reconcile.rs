@@ -31,7 +31,10 @@ pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<
     let started = Instant::now();
     let key = ObjectRef::from_obj(&*cluster);
     let result = reconcile_cluster(&cluster, &ctx).await;
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    ctx.metrics
+        .reconciled(elapsed, result.as_ref().err().map(Error::kind));
     match &result {
         Ok((_, phase)) => {
             ctx.backoff.reset(&key);

@@ -104,6 +104,7 @@ impl Harness {
             Client::new(service, NAMESPACE),
             stores,
             Settings::default(),
+            Arc::default(),
         ));
         Harness {
             statefulsets,

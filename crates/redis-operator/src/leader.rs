@@ -1,0 +1,168 @@
+//! Leader election on a coordination.k8s.io/v1 Lease, through `kube-lease-manager`: only the
+//! holder reconciles. A holder that fails to renew gives up before its lease runs out, because
+//! the renewal is attempted `renew_margin` before expiry and any failure of it ends leadership.
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, future};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
+use tracing::{info, warn};
+
+/// How this instance takes part in leader election.
+#[derive(Clone, Debug)]
+pub struct Election {
+    pub lease_name: String,
+    pub namespace: String,
+    /// Unique among the candidates: the pod name in a cluster.
+    pub identity: String,
+    /// How long a lease stays valid after its last renewal.
+    pub lease_duration: Duration,
+    /// How long before expiry the holder renews; also the most clock skew tolerated.
+    pub renew_margin: Duration,
+}
+
+impl Election {
+    /// The margin must leave room for a renewal inside the lease.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.renew_margin.is_zero() || self.renew_margin >= self.lease_duration {
+            return Err(format!(
+                "--lease-renew-margin ({:?}) must be above zero and below --lease-duration ({:?})",
+                self.renew_margin, self.lease_duration
+            ));
+        }
+        if self.lease_duration.subsec_nanos() != 0 || self.renew_margin.subsec_nanos() != 0 {
+            return Err("lease durations are whole seconds".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The default identity outside a pod: host name and process id, unique on one machine.
+    pub fn local_identity() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+pub struct Lease {
+    manager: LeaseManager,
+    identity: String,
+    /// For watching the Lease, with a client whose timeouts suit long-running watches.
+    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    lease_name: String,
+}
+
+impl Lease {
+    /// Joins the election (creating the Lease if it does not exist); does not wait to win.
+    /// `client` should time out well inside `renew_margin`, so that a hung renewal still ends
+    /// leadership before the lease expires; `watch_client` is for the long-running watch.
+    pub async fn join(
+        client: Client,
+        watch_client: Client,
+        election: &Election,
+    ) -> Result<Self, LeaseManagerError> {
+        let manager = LeaseManagerBuilder::new(client, &election.lease_name)
+            .with_namespace(&election.namespace)
+            .with_identity(&election.identity)
+            .with_duration(election.lease_duration.as_secs())
+            .with_grace(election.renew_margin.as_secs())
+            .build()
+            .await?;
+        info!(lease = %election.lease_name, namespace = %election.namespace, identity = %election.identity, "joined leader election");
+        Ok(Self {
+            manager,
+            identity: election.identity.clone(),
+            leases: Api::namespaced(watch_client, &election.namespace),
+            lease_name: election.lease_name.clone(),
+        })
+    }
+
+    /// Waits until this instance holds the lease. API errors are retried: a standby keeps trying.
+    pub async fn acquired(&self) {
+        // A standby otherwise sleeps until the holder's lease would expire; watching the Lease
+        // lets it take over as soon as a leader that shuts down releases it.
+        let mut released = std::pin::pin!(self.releases());
+        loop {
+            tokio::select! {
+                result = self.manager.changed() => match result {
+                    Ok(true) => {
+                        info!(identity = %self.identity, "became the leader");
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        warn!(%error, "leader election: cannot read or take the lease; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+                // Start over: `changed()` reads the Lease afresh and takes it if it is free.
+                Some(()) = released.next() => {}
+            }
+        }
+    }
+
+    /// Yields whenever the Lease is seen without a holder.
+    fn releases(&self) -> impl Stream<Item = ()> + use<> {
+        let config =
+            watcher::Config::default().fields(&format!("metadata.name={}", self.lease_name));
+        watcher(self.leases.clone(), config)
+            .default_backoff()
+            .applied_objects()
+            .filter_map(|lease| {
+                let free = lease
+                    .is_ok_and(|lease| lease.spec.and_then(|spec| spec.holder_identity).is_none());
+                future::ready(free.then_some(()))
+            })
+    }
+
+    /// Keeps renewing while this instance leads; returns why leadership ended.
+    pub async fn held(&self) -> String {
+        loop {
+            match self.manager.changed().await {
+                Ok(true) => {}
+                Ok(false) => return "another instance holds the lease".to_owned(),
+                Err(error) => return format!("cannot renew the lease: {error}"),
+            }
+        }
+    }
+
+    /// Gives the lease up so that a standby takes over at once rather than after expiry.
+    pub async fn release(&self) {
+        match self.manager.release().await {
+            Ok(()) => info!(identity = %self.identity, "released the lease"),
+            Err(error) => warn!(%error, "could not release the lease; it expires on its own"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn election(duration: u64, margin_ms: u64) -> Election {
+        Election {
+            lease_name: "redis-operator-leader".to_owned(),
+            namespace: "redis-operator-system".to_owned(),
+            identity: "a".to_owned(),
+            lease_duration: Duration::from_secs(duration),
+            renew_margin: Duration::from_millis(margin_ms),
+        }
+    }
+
+    #[test]
+    fn margins_must_fit_inside_the_lease() {
+        assert!(election(15, 5000).validate().is_ok());
+        assert!(election(15, 0).validate().is_err());
+        assert!(election(15, 15000).validate().is_err());
+        assert!(election(15, 20000).validate().is_err());
+        assert!(election(15, 1500).validate().is_err(), "whole seconds only");
+    }
+
+    #[test]
+    fn local_identity_is_per_process() {
+        assert!(Election::local_identity().ends_with(&format!("-{}", std::process::id())));
+    }
+}

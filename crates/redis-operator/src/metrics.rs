@@ -1,0 +1,302 @@
+//! Prometheus metrics, served as text on `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use rediscluster_crd::{Phase, RedisCluster};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    errors: Family<KindLabels, Counter>,
+    clusters: Family<PhaseLabels, Gauge>,
+    leader: Gauge,
+    process: ProcessMetrics,
+}
+
+/// What `process_*` metrics usually say, read from /proc at scrape time.
+struct ProcessMetrics {
+    resident_memory: Gauge,
+    cpu_seconds: FloatGauge,
+    open_fds: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let errors = Family::<KindLabels, Counter>::default();
+        let clusters = Family::<PhaseLabels, Gauge>::default();
+        let leader = Gauge::default();
+        // 1 ms to about 16 s.
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        {
+            let operator = registry.sub_registry_with_prefix("redis_operator");
+            operator.register("reconciles", "Reconciles by result", reconciles.clone());
+            operator.register_with_unit(
+                "reconcile_duration",
+                "Time one reconcile took",
+                Unit::Seconds,
+                reconcile_duration.clone(),
+            );
+            operator.register(
+                "reconcile_errors",
+                "Failed reconciles by error kind",
+                errors.clone(),
+            );
+            operator.register("clusters", "RedisClusters by phase", clusters.clone());
+            operator.register(
+                "leader",
+                "1 while this instance is the leader and reconciles",
+                leader.clone(),
+            );
+        }
+        let process = ProcessMetrics {
+            resident_memory: Gauge::default(),
+            cpu_seconds: FloatGauge::default(),
+            open_fds: Gauge::default(),
+        };
+        {
+            let proc = registry.sub_registry_with_prefix("process");
+            proc.register_with_unit(
+                "resident_memory",
+                "Resident memory size",
+                Unit::Bytes,
+                process.resident_memory.clone(),
+            );
+            proc.register_with_unit(
+                "cpu",
+                "User and system CPU time spent",
+                Unit::Seconds,
+                process.cpu_seconds.clone(),
+            );
+            proc.register(
+                "open_fds",
+                "Open file descriptors",
+                process.open_fds.clone(),
+            );
+            let start: FloatGauge = FloatGauge::default();
+            start.set(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+            proc.register_with_unit(
+                "start_time",
+                "Start time since the Unix epoch",
+                Unit::Seconds,
+                start,
+            );
+        }
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            errors,
+            clusters,
+            leader,
+            process,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one reconcile: its outcome, how long it took, and the error kind if it failed.
+    pub fn reconciled(&self, duration: Duration, error_kind: Option<&'static str>) {
+        let result = if error_kind.is_some() { "error" } else { "ok" };
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.reconcile_duration.observe(duration.as_secs_f64());
+        if let Some(kind) = error_kind {
+            self.errors.get_or_create(&KindLabels { kind }).inc();
+        }
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges that are read rather than
+    /// counted (clusters by phase, process figures) brought up to date first.
+    pub fn render(&self, clusters: Option<&Store<RedisCluster>>) -> String {
+        if let Some(store) = clusters {
+            self.count_phases(store);
+        }
+        self.process.refresh();
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counted from the cache at scrape time, so deleted clusters drop out by themselves.
+    fn count_phases(&self, store: &Store<RedisCluster>) {
+        let mut counts = [0i64; Phase::ALL.len()];
+        for cluster in store.state() {
+            let phase = cluster.status.as_ref().map(|status| status.phase);
+            if let Some(index) = Phase::ALL.iter().position(|p| Some(*p) == phase) {
+                counts[index] += 1;
+            }
+        }
+        for (phase, count) in Phase::ALL.iter().zip(counts) {
+            self.clusters
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str(),
+                })
+                .set(count);
+        }
+    }
+}
+
+impl ProcessMetrics {
+    fn refresh(&self) {
+        if let Some(kib) = read_status_kib("VmRSS:") {
+            self.resident_memory.set(kib.saturating_mul(1024));
+        }
+        // The first field of schedstat is the CPU time in nanoseconds, with no clock tick to know.
+        if let Some(ns) = std::fs::read_to_string("/proc/self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            self.cpu_seconds.set(ns as f64 / 1e9);
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds
+                .set(i64::try_from(entries.count()).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// A `kB` line of /proc/self/status, such as `VmRSS:` or `VmHWM:`.
+pub fn read_status_kib(key: &str) -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+    use rediscluster_crd::RedisClusterStatus;
+
+    use crate::fixtures::{cluster, with_status};
+
+    fn line_value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+    }
+
+    #[test]
+    fn reconciles_are_counted_by_result_and_error_kind() {
+        let metrics = Metrics::default();
+        metrics.reconciled(Duration::from_millis(3), None);
+        metrics.reconciled(Duration::from_millis(5), None);
+        metrics.reconciled(Duration::from_millis(7), Some("ApiError"));
+        let text = metrics.render(None);
+        assert_eq!(
+            line_value(&text, r#"redis_operator_reconciles_total{result="ok"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(&text, r#"redis_operator_reconciles_total{result="error"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                r#"redis_operator_reconcile_errors_total{kind="ApiError"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(&text, "redis_operator_reconcile_duration_seconds_count"),
+            Some(3.0)
+        );
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF"
+        );
+    }
+
+    #[test]
+    fn clusters_are_counted_by_phase_from_the_cache() {
+        let (store, mut writer) = reflector::store();
+        let mut names = 0;
+        for phase in [Phase::Running, Phase::Running, Phase::Failed] {
+            let mut object = with_status(
+                cluster(3, "redis:7.0"),
+                RedisClusterStatus {
+                    phase,
+                    ..RedisClusterStatus::default()
+                },
+            );
+            names += 1;
+            object.metadata.name = Some(format!("c{names}"));
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        let metrics = Metrics::default();
+        let text = metrics.render(Some(&store));
+        assert_eq!(
+            line_value(&text, r#"redis_operator_clusters{phase="Running"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(&text, r#"redis_operator_clusters{phase="Failed"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(&text, r#"redis_operator_clusters{phase="Pending"}"#),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn leader_and_process_gauges() {
+        let metrics = Metrics::default();
+        assert_eq!(
+            line_value(&metrics.render(None), "redis_operator_leader"),
+            Some(0.0)
+        );
+        metrics.set_leader(true);
+        let text = metrics.render(None);
+        assert_eq!(line_value(&text, "redis_operator_leader"), Some(1.0));
+        assert!(line_value(&text, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));
+        assert!(line_value(&text, "process_open_fds").is_some_and(|v| v >= 3.0));
+        assert!(line_value(&text, "process_start_time_seconds").is_some_and(|v| v > 1.7e9));
+    }
+}

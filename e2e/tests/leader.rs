@@ -1,0 +1,157 @@
+//! Leader election against a live API server: two operators, one Lease; only the leader
+//! reconciles, a killed leader is replaced after its lease expires, and a leader stopped with
+//! SIGTERM releases the lease so that the standby takes over at once.
+
+use std::time::{Duration, Instant};
+
+use e2e::{
+    Operator, TestNamespace, TestResult, client, free_port, http_get, metric, redis_cluster,
+    wait_for,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube::api::PostParams;
+use rediscluster_crd::RedisCluster;
+
+const LEASE: &str = "redis-operator-leader";
+const LEASE_SECONDS: u64 = 6;
+
+struct Candidate {
+    identity: &'static str,
+    port: u16,
+    operator: Operator,
+}
+
+fn candidate(namespace: &str, identity: &'static str) -> TestResult<Candidate> {
+    let port = free_port()?;
+    let operator = Operator::start_with(
+        namespace,
+        identity,
+        &[
+            "--leader-elect",
+            "--leader-election-namespace",
+            namespace,
+            "--leader-election-identity",
+            identity,
+            "--lease-duration",
+            &format!("{LEASE_SECONDS}s"),
+            "--lease-renew-margin",
+            "2s",
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+    )?;
+    Ok(Candidate {
+        identity,
+        port,
+        operator,
+    })
+}
+
+fn holder(lease: Option<&Lease>) -> Option<&str> {
+    lease?.spec.as_ref()?.holder_identity.as_deref()
+}
+
+fn reconciles(candidate: &Candidate) -> TestResult<f64> {
+    let text = http_get(candidate.port, "/metrics")?;
+    Ok(metric(&text, r#"redis_operator_reconciles_total{result="ok"}"#).unwrap_or(0.0))
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn one_leader_reconciles_and_hands_over() -> TestResult {
+    let client = client().await?;
+    let namespace = TestNamespace::create(&client, "leader").await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace.name);
+    let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), &namespace.name);
+
+    let a = candidate(&namespace.name, "candidate-a")?;
+    let b = candidate(&namespace.name, "candidate-b")?;
+    let lease = wait_for(&leases, LEASE, "a holder", |l| holder(l).is_some()).await?;
+    let first = holder(lease.as_ref()).ok_or("no holder")?.to_owned();
+    let (leader, standby) = if first == a.identity { (a, b) } else { (b, a) };
+
+    // Both are ready (a standby is ready as a standby); only the leader says it leads.
+    for c in [&leader, &standby] {
+        wait_until(|| http_get(c.port, "/readyz").is_ok()).await?;
+    }
+    assert_eq!(
+        metric(&http_get(leader.port, "/metrics")?, "redis_operator_leader"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &http_get(standby.port, "/metrics")?,
+            "redis_operator_leader"
+        ),
+        Some(0.0)
+    );
+
+    // Exactly one reconciles.
+    let cluster = redis_cluster("test-redis", "redis:7.0", 2)?;
+    clusters.create(&PostParams::default(), &cluster).await?;
+    wait_for(
+        &clusters,
+        "test-redis",
+        "Running",
+        |c: Option<&RedisCluster>| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.phase == rediscluster_crd::Phase::Running)
+        },
+    )
+    .await?;
+    assert!(reconciles(&leader)? > 0.0);
+    assert_eq!(reconciles(&standby)?, 0.0, "the standby must not reconcile");
+
+    // SIGTERM: the leader releases the lease, and the standby takes it well before expiry.
+    let stopped = Instant::now();
+    let status = leader.operator.terminate()?;
+    assert!(status.success(), "leader exited with {status}");
+    let standby_identity = standby.identity;
+    wait_for(&leases, LEASE, "the standby leads", |l| {
+        holder(l) == Some(standby_identity)
+    })
+    .await?;
+    let takeover = stopped.elapsed();
+    assert!(
+        takeover < Duration::from_secs(LEASE_SECONDS),
+        "takeover took {takeover:?}; a released lease must not wait for expiry"
+    );
+    wait_until(|| {
+        http_get(standby.port, "/metrics")
+            .is_ok_and(|m| metric(&m, "redis_operator_leader") == Some(1.0))
+    })
+    .await?;
+    println!("SIGTERM handover took {takeover:?}");
+
+    // A killed leader cannot release; a new candidate takes over once the lease expires.
+    let new_leader = standby;
+    let c = candidate(&namespace.name, "candidate-c")?;
+    wait_until(|| http_get(c.port, "/readyz").is_ok()).await?;
+    let killed = Instant::now();
+    new_leader.operator.kill();
+    wait_for(&leases, LEASE, "candidate-c leads", |l| {
+        holder(l) == Some("candidate-c")
+    })
+    .await?;
+    let failover = killed.elapsed();
+    println!("failover after kill took {failover:?}");
+    assert!(
+        failover <= Duration::from_secs(LEASE_SECONDS * 3),
+        "{failover:?}"
+    );
+    drop(c);
+    Ok(())
+}
+
+/// Polls a local, cheap check (an HTTP endpoint of a child process) for up to 30 s.
+async fn wait_until(check: impl Fn() -> bool) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("condition not met within 30 s".into())
+}
