@@ -96,6 +96,12 @@ impl Operator {
         );
         let log_path = std::env::temp_dir().join(format!("{namespace}.{name}.log"));
         let log = std::fs::File::create(&log_path)?;
+        // Several operators run at once; each takes a free port unless told otherwise.
+        let default_http = if extra.contains(&"--http-addr") {
+            &[][..]
+        } else {
+            &["--http-addr", "127.0.0.1:0"][..]
+        };
         let child = Command::new(&binary)
             .args([
                 "run",
@@ -104,8 +110,7 @@ impl Operator {
                 "--failure-grace-period",
                 "10s",
             ])
-            // Several operators run at once; each takes a free port unless told otherwise.
-            .args(["--http-addr", "127.0.0.1:0"])
+            .args(default_http)
             .args(extra)
             .stdout(log.try_clone()?)
             .stderr(log)

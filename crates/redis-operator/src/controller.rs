@@ -133,11 +133,13 @@ where
 }
 
 /// A cache of `K` objects matching `config`, and the stream of changes that feeds it (which the
-/// controller polls). `trim` drops what we never read, before it is cached.
+/// controller polls). `trim` drops what we never read, before it is cached; `on_synced` runs
+/// each time the cache holds a complete list.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
+    on_synced: impl Fn() + Send + 'static,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -155,6 +157,11 @@ where
                 trim(object);
             }),
     )
+    .inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            on_synced();
+        }
+    })
     // Deletions count too: a deleted child must trigger its owner, which recreates it.
     .touched_objects();
     (reader, stream)
@@ -228,28 +235,36 @@ async fn reconcile_until(
 ) {
     let namespace = config.namespace.as_deref();
     let owned = watcher::Config::default().labels(&build::managed_by_selector());
-    let (statefulsets, statefulset_events) =
-        cached_watch(scoped(client.clone(), namespace), owned.clone(), keep_all);
-    let (services, service_events) =
-        cached_watch(scoped(client.clone(), namespace), owned.clone(), keep_all);
-    let (pods, pod_events) = cached_watch(scoped(client.clone(), namespace), owned, trim_pod);
+    let (statefulsets, statefulset_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        owned.clone(),
+        keep_all,
+        || {},
+    );
+    let (services, service_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        owned.clone(),
+        keep_all,
+        || {},
+    );
+    let (pods, pod_events) =
+        cached_watch(scoped(client.clone(), namespace), owned, trim_pod, || {});
     let stores = Stores {
         statefulsets,
         services,
         pods,
     };
 
+    let ready_health = health.clone();
     let (clusters, cluster_events) = cached_watch::<RedisCluster>(
         scoped(client.clone(), namespace),
         watcher::Config::default(),
         keep_all,
+        // The RedisCluster watch starts only after the child caches are synced (below), so
+        // its first complete list means every cache is ready.
+        move || ready_health.set_ready(true),
     );
     health.set_clusters(clusters.clone());
-    tokio::spawn(report_ready(
-        stores.clone(),
-        clusters.clone(),
-        health.clone(),
-    ));
     // No reconcile before the child caches are filled: a reconcile that cannot see an existing
     // child would try to create it.
     let children_synced = children_synced(stores.clone());
@@ -286,14 +301,6 @@ async fn reconcile_until(
         })
         .await;
     info!("controller stopped");
-}
-
-/// `/readyz` turns ready once every cache has its first full list.
-async fn report_ready(stores: Stores, clusters: Store<RedisCluster>, health: Arc<Health>) {
-    children_synced(stores).await;
-    if clusters.wait_until_ready().await.is_ok() {
-        health.set_ready(true);
-    }
 }
 
 /// Resolves every `requested()` once SIGTERM or SIGINT has arrived.

@@ -98,8 +98,14 @@ impl Lease {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
-                // Start over: `changed()` reads the Lease afresh and takes it if it is free.
-                Some(()) = released.next() => {}
+                // The manager trusts its cached view of the Lease until that expires. For a
+                // candidate that does not hold a live lease, `release()` changes nothing on the
+                // server but re-reads the Lease, so the next `changed()` sees it free and takes it.
+                Some(()) = released.next() => {
+                    if let Err(error) = self.manager.release().await {
+                        warn!(%error, "leader election: cannot re-read the released lease");
+                    }
+                }
             }
         }
     }
