@@ -77,6 +77,10 @@ uninstall: ## Remove the CRD (and with it every RedisCluster) from the current c
 run: install ## Install the CRD and run the operator from source against the current kubeconfig
 	$(CARGO) run -p redis-operator -- run
 
+.PHONY: e2e
+e2e: ## Live suite on a new kind cluster against the deployed operator (KEEP_CLUSTER=1 keeps it)
+	e2e/kind-e2e.sh
+
 .PHONY: e2e-local
 e2e-local: install ## Live suite against the current kubeconfig; starts the operator binary itself
 	$(CARGO) build -p redis-operator

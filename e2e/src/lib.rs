@@ -77,18 +77,56 @@ impl Drop for TestNamespace {
     }
 }
 
-/// The operator binary run as a child process, watching one namespace; killed when dropped.
+/// Where the operator under test runs: `E2E_MODE=in-cluster` when it is deployed already (the
+/// kind flow), otherwise (`local`) each test starts the binary itself.
+pub fn in_cluster() -> bool {
+    std::env::var("E2E_MODE").is_ok_and(|mode| mode == "in-cluster")
+}
+
+/// The namespace and label of the deployed operator (config/default).
+const OPERATOR_NAMESPACE: &str = "redis-operator-system";
+const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=redis-operator";
+
+/// The operator for one test: a child process watching the test's namespace (killed when
+/// dropped), or nothing to do when the operator is deployed in the cluster.
 pub struct Operator {
-    child: Child,
-    log_path: PathBuf,
+    child: Option<Child>,
 }
 
 impl Operator {
     pub fn start(namespace: &str) -> TestResult<Self> {
+        if in_cluster() {
+            return Ok(Self { child: None });
+        }
         Self::start_with(namespace, "operator", &[])
     }
 
-    /// Starts one more operator for `namespace`, named `name` (its log file), with extra flags.
+    /// Stops the operator abruptly and brings up a fresh one: a killed and restarted process,
+    /// or deleted operator pods that their Deployment replaces.
+    pub fn restart(self, namespace: &str) -> TestResult<Self> {
+        if self.child.is_none() {
+            let deleted = Command::new("kubectl")
+                .args([
+                    "delete",
+                    "pod",
+                    "-n",
+                    OPERATOR_NAMESPACE,
+                    "-l",
+                    OPERATOR_SELECTOR,
+                ])
+                .args(["--wait=false", "--grace-period=1"])
+                .status()?;
+            if !deleted.success() {
+                return Err("could not delete the operator pods".into());
+            }
+            return Ok(self);
+        }
+        self.kill();
+        Self::start(namespace)
+    }
+
+    /// Starts one more operator for `namespace` with extra flags; it logs to
+    /// `$TMPDIR/<namespace>.<name>.log`.
     pub fn start_with(namespace: &str, name: &str, extra: &[&str]) -> TestResult<Self> {
         let binary = std::env::var_os("REDIS_OPERATOR_BIN").map_or_else(
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/redis-operator"),
@@ -121,35 +159,36 @@ impl Operator {
                     binary.display()
                 )
             })?;
-        Ok(Self { child, log_path })
+        Ok(Self { child: Some(child) })
     }
 
     /// Kills the process at once, the way a node failure would.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM, as the kubelet does, and waits for the process to exit.
     pub fn terminate(mut self) -> TestResult<std::process::ExitStatus> {
+        let child = self.child.as_mut().ok_or("no local operator process")?;
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()?;
         if !sent.success() {
             return Err("kill -TERM failed".into());
         }
-        Ok(self.child.wait()?)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        Ok(child.wait()?)
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -298,8 +298,7 @@ async fn an_operator_restart_in_the_middle_of_scaling_converges() -> TestResult 
 
     // Scale, and kill the operator while it is at it; a fresh one must finish the job.
     set_replicas(&setup, 6).await?;
-    operator.kill();
-    let _operator = Operator::start(&setup.namespace.name)?;
+    let _operator = operator.restart(&setup.namespace.name)?;
     wait_for(
         &setup.statefulsets,
         NAME,
