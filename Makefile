@@ -77,6 +77,11 @@ uninstall: ## Remove the CRD (and with it every RedisCluster) from the current c
 run: install ## Install the CRD and run the operator from source against the current kubeconfig
 	$(CARGO) run -p redis-operator -- run
 
+.PHONY: bench
+bench: install ## Benchmark against the current kubeconfig (BENCH_ARGS="--count 1000 --output F")
+	$(CARGO) build --release -p redis-operator
+	REDIS_OPERATOR_BIN=target/release/redis-operator $(CARGO) run --release -p e2e --bin bench -- $(BENCH_ARGS)
+
 .PHONY: e2e
 e2e: ## Live suite on a new kind cluster against the deployed operator (KEEP_CLUSTER=1 keeps it)
 	e2e/kind-e2e.sh

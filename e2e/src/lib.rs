@@ -170,6 +170,11 @@ impl Operator {
         }
     }
 
+    /// The process id of a local operator.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends SIGTERM, as the kubelet does, and waits for the process to exit.
     pub fn terminate(mut self) -> TestResult<std::process::ExitStatus> {
         let child = self.child.as_mut().ok_or("no local operator process")?;

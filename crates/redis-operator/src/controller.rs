@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::{FutureExt, Stream, StreamExt, future, stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -98,8 +99,18 @@ pub async fn client_config(
     Ok(config)
 }
 
-fn new_client(config: kube::Config) -> Result<Client, RunError> {
-    Client::try_from(config).map_err(|e| RunError::Config(e.to_string()))
+/// A client that counts every request it sends in `metrics`, by verb.
+fn new_client(config: kube::Config, metrics: &Arc<Metrics>) -> Result<Client, RunError> {
+    let metrics = metrics.clone();
+    let counting =
+        tower::util::MapRequestLayer::new(move |request: ::http::Request<kube::client::Body>| {
+            metrics.count_request(request.method(), request.uri());
+            request
+        });
+    Ok(ClientBuilder::try_from(config)
+        .map_err(|e| RunError::Config(e.to_string()))?
+        .with_layer(&counting)
+        .build())
 }
 
 /// Checks, before any watch starts, that the API server answers and serves RedisClusters.
@@ -180,10 +191,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client_config =
         client_config(config.kubeconfig.as_ref(), config.context.as_deref()).await?;
     let url = client_config.cluster_url.to_string();
-    let client = new_client(client_config.clone())?;
+    let metrics = Arc::new(Metrics::default());
+    let client = new_client(client_config.clone(), &metrics)?;
     preflight(&client, &url, config.namespace.as_deref()).await?;
 
-    let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::new(metrics.clone()));
     http::serve(config.http_addr, health.clone())
         .await
@@ -201,7 +212,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let mut lease_config = client_config;
     lease_config.read_timeout = Some(election.renew_margin / 2);
     lease_config.write_timeout = Some(election.renew_margin / 2);
-    let lease_client = new_client(lease_config)?;
+    let lease_client = new_client(lease_config, &metrics)?;
     let lease = Lease::join(lease_client, client.clone(), election)
         .await
         .map_err(|e| RunError::Election(format!("cannot join leader election: {e}")))?;

@@ -23,6 +23,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
 }
@@ -36,6 +41,7 @@ pub struct Metrics {
     errors: Family<KindLabels, Counter>,
     clusters: Family<PhaseLabels, Gauge>,
     leader: Gauge,
+    requests: Family<VerbLabels, Counter>,
     process: ProcessMetrics,
 }
 
@@ -53,6 +59,7 @@ impl Default for Metrics {
         let errors = Family::<KindLabels, Counter>::default();
         let clusters = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
+        let requests = Family::<VerbLabels, Counter>::default();
         // 1 ms to about 16 s.
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         {
@@ -74,6 +81,11 @@ impl Default for Metrics {
                 "leader",
                 "1 while this instance is the leader and reconciles",
                 leader.clone(),
+            );
+            operator.register(
+                "kube_requests",
+                "Requests this process sent to the Kubernetes API server, by verb",
+                requests.clone(),
             );
         }
         let process = ProcessMetrics {
@@ -121,6 +133,7 @@ impl Default for Metrics {
             errors,
             clusters,
             leader,
+            requests,
             process,
         }
     }
@@ -137,6 +150,12 @@ impl Metrics {
         if let Some(kind) = error_kind {
             self.errors.get_or_create(&KindLabels { kind }).inc();
         }
+    }
+
+    /// Counts one request to the API server (called for every request the client sends).
+    pub fn count_request(&self, method: &http::Method, uri: &http::Uri) {
+        let verb = verb(method, uri.query().unwrap_or_default());
+        self.requests.get_or_create(&VerbLabels { verb }).inc();
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -191,6 +210,26 @@ impl ProcessMetrics {
             self.open_fds
                 .set(i64::try_from(entries.count()).unwrap_or(i64::MAX));
         }
+    }
+}
+
+/// The Kubernetes verb of a request, as far as method and query tell: a GET is a watch when it
+/// asks to watch, a list when it pages or selects, else a get.
+fn verb(method: &http::Method, query: &str) -> &'static str {
+    let has = |param: &str| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(param))
+    };
+    match *method {
+        http::Method::GET if query.split('&').any(|pair| pair == "watch=true") => "watch",
+        http::Method::GET if has("limit") || has("labelSelector") || has("fieldSelector") => "list",
+        http::Method::GET => "get",
+        http::Method::POST => "create",
+        http::Method::PATCH => "patch",
+        http::Method::PUT => "update",
+        http::Method::DELETE => "delete",
+        _ => "other",
     }
 }
 
@@ -282,6 +321,59 @@ mod tests {
         assert_eq!(
             line_value(&text, r#"redis_operator_clusters{phase="Pending"}"#),
             Some(0.0)
+        );
+    }
+
+    #[test]
+    fn requests_are_counted_by_verb() {
+        let cases = [
+            (
+                "GET",
+                "/apis/apps/v1/statefulsets?watch=true&resourceVersion=5",
+                "watch",
+            ),
+            (
+                "GET",
+                "/apis/apps/v1/statefulsets?labelSelector=a%3Db&limit=500",
+                "list",
+            ),
+            (
+                "GET",
+                "/apis/cache.example.com/v1alpha1/redisclusters?limit=1",
+                "list",
+            ),
+            ("GET", "/api/v1/namespaces/a/services/b", "get"),
+            ("POST", "/api/v1/namespaces/a/services", "create"),
+            (
+                "PATCH",
+                "/apis/apps/v1/namespaces/a/statefulsets/b?fieldManager=x&force=true",
+                "patch",
+            ),
+            (
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/a/leases/b",
+                "update",
+            ),
+        ];
+        let metrics = Metrics::default();
+        for (method, uri, expected) in cases {
+            let method: http::Method = method.parse().unwrap();
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(
+                verb(&method, uri.query().unwrap_or_default()),
+                expected,
+                "{uri}"
+            );
+            metrics.count_request(&method, &uri);
+        }
+        let text = metrics.render(None);
+        assert_eq!(
+            line_value(&text, r#"redis_operator_kube_requests_total{verb="list"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(&text, r#"redis_operator_kube_requests_total{verb="watch"}"#),
+            Some(1.0)
         );
     }
 

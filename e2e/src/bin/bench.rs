@@ -1,0 +1,416 @@
+//! `make bench`: the operator measured side by side with the API server's own floor, on whatever
+//! cluster KUBECONFIG points to. The operator runs as a local child process (so its memory can be
+//! read), scoped to the benchmark's namespace. Prints a table and writes JSON.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use e2e::{Operator, TestNamespace, TestResult, client, free_port, http_get, redis_cluster};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use redis_operator::build;
+use rediscluster_crd::{Phase, RedisCluster};
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark redis-operator against the API server's floor")]
+struct Args {
+    /// RedisClusters to create at once.
+    #[arg(long, default_value_t = 200)]
+    count: usize,
+    /// Reconcile concurrency of the operator, and write concurrency of the floor client.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Replicas of each RedisCluster.
+    #[arg(long, default_value_t = 1)]
+    replicas: i32,
+    /// spec.replicas changes for the scale-latency figure.
+    #[arg(long, default_value_t = 50)]
+    scale_changes: usize,
+    /// Length of the idle window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
+    /// Where to write the figures as JSON.
+    #[arg(long, default_value = "target/bench.json")]
+    output: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> TestResult {
+    let args = Args::parse();
+    let client = client().await?;
+    let results = run(&args, &client).await?;
+    print_table(&args, &results);
+    std::fs::write(&args.output, serde_json::to_string_pretty(&results)?)?;
+    println!("\nfigures written to {}", args.output.display());
+    Ok(())
+}
+
+fn seconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
+    let floor_ns = TestNamespace::create(client, "bench-floor").await?;
+    let operator_ns = TestNamespace::create(client, "bench").await?;
+
+    // Memory of an operator with nothing to do.
+    let port = free_port()?;
+    let operator = start_operator(&operator_ns.name, port, args.concurrency)?;
+    wait_ready(port, Duration::from_secs(30)).await?;
+    let memory_empty = memory(&operator)?;
+
+    let floor = floor(client, &floor_ns.name, args).await?;
+    println!(
+        "floor: {:.3} s for {} clusters",
+        floor.as_secs_f64(),
+        args.count
+    );
+
+    let (to_statefulsets, to_running) = convergence(client, &operator_ns.name, args).await?;
+    println!(
+        "convergence: StatefulSets {:.3} s, Running {:.3} s",
+        to_statefulsets.as_secs_f64(),
+        to_running.as_secs_f64()
+    );
+    let memory_full = memory(&operator)?;
+
+    let idle = idle_requests(port, Duration::from_secs(args.idle_seconds)).await?;
+    println!("idle requests in {} s: {idle:?}", args.idle_seconds);
+
+    let latencies = scale_latency(client, &operator_ns.name, args.scale_changes).await?;
+
+    // Start-up with every cluster present.
+    operator.kill();
+    let port = free_port()?;
+    let started = Instant::now();
+    let operator = start_operator(&operator_ns.name, port, args.concurrency)?;
+    wait_ready(port, Duration::from_secs(60)).await?;
+    let startup = started.elapsed();
+    drop(operator);
+
+    let n = args.count as f64;
+    let kib = |k: i64| k as f64 / 1024.0;
+    Ok(json!({
+        "count": args.count,
+        "concurrency": args.concurrency,
+        "replicas": args.replicas,
+        "floor_seconds": seconds(floor),
+        "convergence_statefulsets_seconds": seconds(to_statefulsets),
+        "convergence_running_seconds": seconds(to_running),
+        "convergence_statefulsets_over_floor": (to_statefulsets.as_secs_f64() / floor.as_secs_f64() * 100.0).round() / 100.0,
+        "scale_latency_ms": percentiles(&latencies),
+        "idle_requests": idle,
+        "memory_mib": {
+            "empty_rss": kib(memory_empty.0),
+            "empty_hwm": kib(memory_empty.1),
+            "converged_rss": kib(memory_full.0),
+            "converged_hwm": kib(memory_full.1),
+            "per_cluster_kib": ((memory_full.0 - memory_empty.0) as f64 / n * 10.0).round() / 10.0,
+        },
+        "startup_to_ready_seconds": seconds(startup),
+    }))
+}
+
+fn start_operator(namespace: &str, port: u16, concurrency: usize) -> TestResult<Operator> {
+    Operator::start_with(
+        namespace,
+        "bench-operator",
+        &[
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--concurrency",
+            &concurrency.to_string(),
+        ],
+    )
+}
+
+async fn wait_ready(port: u16, limit: Duration) -> TestResult {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if http_get(port, "/readyz").is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Err(format!("operator not ready within {limit:?}").into())
+}
+
+/// VmRSS and VmHWM of the operator process, in KiB.
+fn memory(operator: &Operator) -> TestResult<(i64, i64)> {
+    let pid = operator.pid().ok_or("no operator process")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |key: &str| -> TestResult<i64> {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .ok_or(key.to_owned())?;
+        Ok(line.split_whitespace().next().ok_or("empty")?.parse()?)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+async fn create_clusters(api: &Api<RedisCluster>, args: &Args, in_flight: usize) -> TestResult {
+    stream::iter(0..args.count)
+        .map(|i| async move {
+            let cluster = redis_cluster(&format!("r{i:04}"), "redis:7.0", args.replicas)?;
+            api.create(&PostParams::default(), &cluster).await?;
+            TestResult::Ok(())
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// The writes the operator needs per cluster, made by a plain client with the same concurrency:
+/// apply the StatefulSet, apply the Service, write the status. No operator watches this
+/// namespace. (Its StatefulSets ask for 0 replicas, so their pods do not load the cluster
+/// while the operator is measured.)
+async fn floor(client: &Client, namespace: &str, args: &Args) -> TestResult<Duration> {
+    let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
+    create_clusters(&clusters, args, 16).await?;
+    let existing = clusters.list(&Default::default()).await?.items;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let apply = PatchParams::apply("bench-floor").force();
+    let started = Instant::now();
+    stream::iter(existing)
+        .map(|cluster| {
+            let (statefulsets, services, clusters, apply) =
+                (&statefulsets, &services, &clusters, &apply);
+            async move {
+                let name = cluster.name_any();
+                let mut sts = build::statefulset(&cluster)?;
+                if let Some(spec) = sts.spec.as_mut() {
+                    spec.replicas = Some(0);
+                }
+                statefulsets
+                    .patch(&name, apply, &Patch::Apply(&sts))
+                    .await?;
+                services
+                    .patch(&name, apply, &Patch::Apply(&build::service(&cluster)?))
+                    .await?;
+                let status = json!({
+                    "apiVersion": "cache.example.com/v1alpha1", "kind": "RedisCluster",
+                    "status": {"phase": "Running", "readyReplicas": 0, "replicas": 0},
+                });
+                clusters
+                    .patch_status(&name, apply, &Patch::Apply(&status))
+                    .await?;
+                TestResult::Ok(())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+/// Creates every cluster at once; returns the time until all have their StatefulSet at the
+/// desired replicas, and until all are Running.
+async fn convergence(
+    client: &Client,
+    namespace: &str,
+    args: &Args,
+) -> TestResult<(Duration, Duration)> {
+    let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    let sts_done = {
+        let replicas = args.replicas;
+        let count = args.count;
+        tokio::spawn(count_until(
+            statefulsets,
+            count,
+            move |sts: &StatefulSet| sts.spec.as_ref().and_then(|s| s.replicas) == Some(replicas),
+        ))
+    };
+    let running_done = {
+        let count = args.count;
+        tokio::spawn(count_until(clusters.clone(), count, |c: &RedisCluster| {
+            c.status.as_ref().is_some_and(|s| s.phase == Phase::Running)
+        }))
+    };
+    create_clusters(&clusters, args, 32).await?;
+    let limit = Duration::from_secs(600);
+    let to_sts = tokio::time::timeout(limit, sts_done).await???;
+    let to_running = tokio::time::timeout(limit, running_done).await???;
+    Ok((to_sts - started, to_running - started))
+}
+
+/// Watches `api` until `count` distinct objects satisfy `done`; returns when that happened.
+async fn count_until<K>(
+    api: Api<K>,
+    count: usize,
+    done: impl Fn(&K) -> bool + Send + 'static,
+) -> TestResult<Instant>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut seen = HashSet::new();
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+    while let Some(object) = events.try_next().await? {
+        if done(&object) {
+            seen.insert(object.name_any());
+            if seen.len() >= count {
+                return Ok(Instant::now());
+            }
+        }
+    }
+    Err("watch ended".into())
+}
+
+/// Requests the operator sent in an idle window, by verb, from its own counter.
+async fn idle_requests(port: u16, window: Duration) -> TestResult<BTreeMap<String, f64>> {
+    let before = request_counts(port)?;
+    tokio::time::sleep(window).await;
+    let after = request_counts(port)?;
+    Ok(after
+        .into_iter()
+        .map(|(verb, n)| {
+            let delta = n - before.get(&verb).copied().unwrap_or(0.0);
+            (verb, delta)
+        })
+        .collect())
+}
+
+fn request_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
+    let text = http_get(port, "/metrics")?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let series = line
+            .strip_prefix("redis_operator_kube_requests_total{verb=\"")
+            .and_then(|rest| rest.split_once("\"} "));
+        if let Some((verb, value)) = series {
+            counts.insert(verb.to_owned(), value.parse()?);
+        }
+    }
+    for verb in [
+        "get", "list", "watch", "create", "patch", "update", "delete",
+    ] {
+        counts.entry(verb.to_owned()).or_insert(0.0);
+    }
+    Ok(counts)
+}
+
+/// Changes spec.replicas of one cluster `changes` times; for each, the time from the write to
+/// the StatefulSet's new spec.replicas arriving on a watch that was open all along.
+async fn scale_latency(
+    client: &Client,
+    namespace: &str,
+    changes: usize,
+) -> TestResult<Vec<Duration>> {
+    let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let name = "r0000";
+    let (sender, mut replicas) = tokio::sync::watch::channel(None::<i32>);
+    let sender = Arc::new(sender);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let watch = tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(statefulsets, config).applied_objects());
+        while let Ok(Some(sts)) = events.try_next().await {
+            let _ = sender.send(sts.spec.and_then(|s| s.replicas));
+        }
+    });
+    replicas.wait_for(|r| r.is_some()).await?;
+    let mut current = replicas.borrow().unwrap_or(1);
+    let mut latencies = Vec::with_capacity(changes);
+    for _ in 0..changes {
+        // Between 1 and 2 replicas: every write is a real change.
+        let target = if current == 1 { 2 } else { 1 };
+        let patch = json!({"spec": {"replicas": target}});
+        let written = Instant::now();
+        clusters
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            replicas.wait_for(|r| *r == Some(target)),
+        )
+        .await??;
+        latencies.push(written.elapsed());
+        current = target;
+    }
+    watch.abort();
+    Ok(latencies)
+}
+
+fn percentiles(latencies: &[Duration]) -> serde_json::Value {
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        let index = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
+        ms.get(index).map_or(0.0, |v| (v * 10.0).round() / 10.0)
+    };
+    json!({"samples": ms.len(), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)})
+}
+
+fn print_table(args: &Args, r: &serde_json::Value) {
+    println!(
+        "\nredis-operator benchmark: {} RedisClusters x {} replica(s), concurrency {}",
+        args.count, args.replicas, args.concurrency
+    );
+    let rows = [
+        (
+            "floor: minimal writes for all clusters (s)",
+            r["floor_seconds"].to_string(),
+        ),
+        (
+            "convergence to StatefulSets (s)",
+            r["convergence_statefulsets_seconds"].to_string(),
+        ),
+        (
+            "  / floor",
+            r["convergence_statefulsets_over_floor"].to_string(),
+        ),
+        (
+            "convergence to Running (s)",
+            r["convergence_running_seconds"].to_string(),
+        ),
+        (
+            "scale latency p50 / p90 / p99 / max (ms)",
+            format!(
+                "{} / {} / {} / {}",
+                r["scale_latency_ms"]["p50"],
+                r["scale_latency_ms"]["p90"],
+                r["scale_latency_ms"]["p99"],
+                r["scale_latency_ms"]["max"]
+            ),
+        ),
+        ("idle requests (by verb)", r["idle_requests"].to_string()),
+        (
+            "RSS empty / converged (MiB)",
+            format!(
+                "{:.1} / {:.1}",
+                r["memory_mib"]["empty_rss"].as_f64().unwrap_or(0.0),
+                r["memory_mib"]["converged_rss"].as_f64().unwrap_or(0.0)
+            ),
+        ),
+        (
+            "HWM converged (MiB)",
+            format!(
+                "{:.1}",
+                r["memory_mib"]["converged_hwm"].as_f64().unwrap_or(0.0)
+            ),
+        ),
+        (
+            "memory per cluster (KiB)",
+            r["memory_mib"]["per_cluster_kib"].to_string(),
+        ),
+        (
+            "start-up to ready with all present (s)",
+            r["startup_to_ready_seconds"].to_string(),
+        ),
+    ];
+    for (name, value) in rows {
+        println!("  {name:<44} {value}");
+    }
+}
