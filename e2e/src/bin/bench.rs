@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -85,7 +84,8 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
     let idle = idle_requests(port, Duration::from_secs(args.idle_seconds)).await?;
     println!("idle requests in {} s: {idle:?}", args.idle_seconds);
 
-    let latencies = scale_latency(client, &operator_ns.name, args.scale_changes).await?;
+    let latencies = scale_latency(client, &operator_ns.name, args.scale_changes, true).await?;
+    let floor_latencies = scale_latency(client, &floor_ns.name, args.scale_changes, false).await?;
 
     // Start-up with every cluster present.
     operator.kill();
@@ -107,6 +107,7 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
         "convergence_running_seconds": seconds(to_running),
         "convergence_statefulsets_over_floor": (to_statefulsets.as_secs_f64() / floor.as_secs_f64() * 100.0).round() / 100.0,
         "scale_latency_ms": percentiles(&latencies),
+        "scale_latency_floor_ms": percentiles(&floor_latencies),
         "idle_requests": idle,
         "memory_mib": {
             "empty_rss": kib(memory_empty.0),
@@ -302,20 +303,22 @@ fn request_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
 }
 
 /// Changes spec.replicas of one cluster `changes` times; for each, the time from the write to
-/// the StatefulSet's new spec.replicas arriving on a watch that was open all along.
+/// the StatefulSet's new spec.replicas arriving on a watch that was open all along. With
+/// `through_operator` false, the StatefulSet itself is patched: the API server's own floor.
 async fn scale_latency(
     client: &Client,
     namespace: &str,
     changes: usize,
+    through_operator: bool,
 ) -> TestResult<Vec<Duration>> {
     let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let name = "r0000";
     let (sender, mut replicas) = tokio::sync::watch::channel(None::<i32>);
-    let sender = Arc::new(sender);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let watched = statefulsets.clone();
     let watch = tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(statefulsets, config).applied_objects());
+        let mut events = std::pin::pin!(watcher(watched, config).applied_objects());
         while let Ok(Some(sts)) = events.try_next().await {
             let _ = sender.send(sts.spec.and_then(|s| s.replicas));
         }
@@ -326,11 +329,17 @@ async fn scale_latency(
     for _ in 0..changes {
         // Between 1 and 2 replicas: every write is a real change.
         let target = if current == 1 { 2 } else { 1 };
-        let patch = json!({"spec": {"replicas": target}});
+        let patch = Patch::Merge(json!({"spec": {"replicas": target}}));
         let written = Instant::now();
-        clusters
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        if through_operator {
+            clusters
+                .patch(name, &PatchParams::default(), &patch)
+                .await?;
+        } else {
+            statefulsets
+                .patch(name, &PatchParams::default(), &patch)
+                .await?;
+        }
         tokio::time::timeout(
             Duration::from_secs(30),
             replicas.wait_for(|r| *r == Some(target)),
@@ -383,6 +392,16 @@ fn print_table(args: &Args, r: &serde_json::Value) {
                 r["scale_latency_ms"]["p90"],
                 r["scale_latency_ms"]["p99"],
                 r["scale_latency_ms"]["max"]
+            ),
+        ),
+        (
+            "  floor: StatefulSet patched directly (ms)",
+            format!(
+                "{} / {} / {} / {}",
+                r["scale_latency_floor_ms"]["p50"],
+                r["scale_latency_floor_ms"]["p90"],
+                r["scale_latency_floor_ms"]["p99"],
+                r["scale_latency_floor_ms"]["max"]
             ),
         ),
         ("idle requests (by verb)", r["idle_requests"].to_string()),
