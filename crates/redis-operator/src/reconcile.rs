@@ -81,20 +81,21 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
 
     let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
-    let service_outcome = ensure_child(
-        &services,
-        observed_service.as_deref(),
-        &desired_service,
-        &uid,
-    )
-    .await?;
-    let statefulset_outcome = ensure_child(
-        &statefulsets,
-        observed_statefulset.as_deref(),
-        &desired_statefulset,
-        &uid,
-    )
-    .await?;
+    // The two children do not depend on each other: one round trip instead of two.
+    let (service_outcome, statefulset_outcome) = futures::try_join!(
+        ensure_child(
+            &services,
+            observed_service.as_deref(),
+            &desired_service,
+            &uid,
+        ),
+        ensure_child(
+            &statefulsets,
+            observed_statefulset.as_deref(),
+            &desired_statefulset,
+            &uid,
+        ),
+    )?;
 
     let mut events = Vec::new();
     events.extend(service_outcome.event::<Service>(&name));
@@ -130,10 +131,18 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     if phase == Phase::Failed && previous_phase != Some(Phase::Failed) {
         events.push(failure_event(&assessment.status));
     }
-    if cluster.status.as_ref() != Some(&assessment.status) {
-        write_status(ctx, &namespace, &name, &assessment.status).await?;
-    }
-    publish(ctx, cluster, &events).await;
+    // Events go out alongside the status write rather than after it: a reconcile holds its
+    // cluster's slot until it returns, and events are for people, not for correctness.
+    let status_changed = cluster.status.as_ref() != Some(&assessment.status);
+    let write = async {
+        if status_changed {
+            write_status(ctx, &namespace, &name, &assessment.status).await
+        } else {
+            Ok(())
+        }
+    };
+    let (written, ()) = futures::join!(write, publish(ctx, cluster, &events));
+    written?;
 
     let requeue = assessment
         .recheck_after
@@ -348,11 +357,15 @@ async fn write_status(
 /// Events are for people; failing to record one must not fail the reconcile.
 async fn publish(ctx: &Context, cluster: &RedisCluster, events: &[Event]) {
     let reference = cluster.object_ref(&());
-    for event in events {
-        if let Err(error) = ctx.recorder.publish(event, &reference).await {
-            warn!(cluster = %ObjectRef::from_obj(cluster), reason = %event.reason, %error, "could not publish event");
+    let published = events.iter().map(|event| {
+        let reference = &reference;
+        async move {
+            if let Err(error) = ctx.recorder.publish(event, reference).await {
+                warn!(cluster = %ObjectRef::from_obj(cluster), reason = %event.reason, %error, "could not publish event");
+            }
         }
-    }
+    });
+    futures::future::join_all(published).await;
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
 
     // Memory of an operator with nothing to do.
     let port = free_port()?;
-    let operator = start_operator(&operator_ns.name, port, args.concurrency)?;
+    let operator = start_operator(&operator_ns.name, "bench-operator", port, args.concurrency)?;
     wait_ready(port, Duration::from_secs(30)).await?;
     let memory_empty = memory(&operator)?;
 
@@ -91,7 +91,12 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
     operator.kill();
     let port = free_port()?;
     let started = Instant::now();
-    let operator = start_operator(&operator_ns.name, port, args.concurrency)?;
+    let operator = start_operator(
+        &operator_ns.name,
+        "bench-operator-restarted",
+        port,
+        args.concurrency,
+    )?;
     wait_ready(port, Duration::from_secs(60)).await?;
     let startup = started.elapsed();
     drop(operator);
@@ -120,10 +125,16 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
     }))
 }
 
-fn start_operator(namespace: &str, port: u16, concurrency: usize) -> TestResult<Operator> {
+/// Starts the operator under test; `name` names its log file.
+fn start_operator(
+    namespace: &str,
+    name: &str,
+    port: u16,
+    concurrency: usize,
+) -> TestResult<Operator> {
     Operator::start_with(
         namespace,
-        "bench-operator",
+        name,
         &[
             "--http-addr",
             &format!("127.0.0.1:{port}"),

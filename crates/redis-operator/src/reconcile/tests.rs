@@ -172,11 +172,13 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
     let (result, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
     assert!(result.is_ok(), "{result:?}");
 
-    let creates: Vec<&str> = sent
+    // Both children are created at once; their order on the wire is not fixed.
+    let mut creates: Vec<&str> = sent
         .iter()
         .filter(|s| s.method == "POST" && !s.path.ends_with("/events"))
         .map(|s| s.path.as_str())
         .collect();
+    creates.sort_unstable();
     assert_eq!(
         creates,
         [
@@ -391,11 +393,10 @@ async fn an_api_error_backs_off_per_object_and_a_success_resets_it() {
     let (result, sent) = harness.reconcile(&cluster).await;
     let error = result.unwrap_err();
     assert!(error.is_transient(), "{error}");
-    assert!(
-        writes_to(&sent, "statefulsets").is_empty(),
-        "stopped at the first failure"
-    );
+    // The children are independent (the StatefulSet may still have been created); what the
+    // failure must stop is a status that would claim more than was done, and any event.
     assert!(written_status(&sent).is_none());
+    assert!(event_reasons(&sent).is_empty(), "{sent:#?}");
 
     // About a second after one failure, about two after the second; other clusters unaffected.
     let context = &harness.context;
