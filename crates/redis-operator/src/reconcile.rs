@@ -97,19 +97,30 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         ),
     )?;
 
-    let mut events = Vec::new();
-    events.extend(service_outcome.event::<Service>(&name));
-    events.extend(statefulset_outcome.event::<StatefulSet>(&name));
-    if let (ChildOutcome::Updated, Some(observed)) = (&statefulset_outcome, &observed_statefulset) {
+    let mut events: Vec<Event> = creation_event(
+        &name,
+        &[
+            service_outcome.created_kind(),
+            statefulset_outcome.created_kind(),
+        ],
+    )
+    .into_iter()
+    .collect();
+    if let (ChildOutcome::Updated(_), Some(observed)) =
+        (&statefulset_outcome, &observed_statefulset)
+    {
         events.extend(statefulset_changes(observed, &desired_statefulset));
     }
 
     let blocker = service_outcome
         .blocker()
         .or_else(|| statefulset_outcome.blocker());
+    // What the API server answered to our write is newer than the cache: assessing from it
+    // gives the status the next reconcile would compute, so that one has nothing to write.
     // A StatefulSet that is not ours says nothing about this cluster.
-    let ours = observed_statefulset
-        .as_deref()
+    let ours = statefulset_outcome
+        .written()
+        .or(observed_statefulset.as_deref())
         .filter(|sts| build::is_controlled_by(*sts, &uid));
     let pods = cluster_pods(ctx, &namespace, &name, cluster.spec.replicas, ours);
     let pod_refs: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
@@ -155,15 +166,16 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
 
 /// What happened to one child in this reconcile.
 #[derive(Debug, PartialEq)]
-enum ChildOutcome {
+enum ChildOutcome<K> {
     /// The cached object already says everything we would apply: nothing was sent.
     Unchanged,
-    Created,
-    Updated,
+    /// Created, or updated by a forced apply: the object as the API server answered.
+    Created(K),
+    Updated(K),
     Blocked(Blocker),
 }
 
-impl ChildOutcome {
+impl<K: Resource<DynamicType = ()>> ChildOutcome<K> {
     fn blocker(&self) -> Option<&Blocker> {
         match self {
             ChildOutcome::Blocked(blocker) => Some(blocker),
@@ -171,19 +183,31 @@ impl ChildOutcome {
         }
     }
 
-    fn event<K: Resource<DynamicType = ()>>(&self, name: &str) -> Option<Event> {
-        let kind = K::kind(&());
+    fn written(&self) -> Option<&K> {
         match self {
-            ChildOutcome::Created => Some(Event {
-                type_: EventType::Normal,
-                reason: "Created".to_owned(),
-                note: Some(format!("created {kind} {name}")),
-                action: format!("Create{kind}"),
-                secondary: None,
-            }),
+            ChildOutcome::Created(object) | ChildOutcome::Updated(object) => Some(object),
             _ => None,
         }
     }
+
+    fn created_kind(&self) -> Option<String> {
+        matches!(self, ChildOutcome::Created(_)).then(|| K::kind(&()).into_owned())
+    }
+}
+
+/// One event for every child created in a reconcile (each event is a write to the API server).
+fn creation_event(name: &str, kinds: &[Option<String>]) -> Option<Event> {
+    let kinds: Vec<&str> = kinds.iter().flatten().map(String::as_str).collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Normal,
+        reason: "Created".to_owned(),
+        note: Some(format!("created {} {name}", kinds.join(" and "))),
+        action: "CreateChildren".to_owned(),
+        secondary: None,
+    })
 }
 
 /// Brings one child in line with `desired`, touching only an object this cluster controls.
@@ -192,7 +216,7 @@ async fn ensure_child<K>(
     observed: Option<&K>,
     desired: &K,
     owner_uid: &str,
-) -> Result<ChildOutcome>
+) -> Result<ChildOutcome<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
@@ -218,7 +242,7 @@ where
         ..PostParams::default()
     };
     match api.create(&params, desired).await {
-        Ok(_) => Ok(ChildOutcome::Created),
+        Ok(created) => Ok(ChildOutcome::Created(created)),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             // Something has the name: not labelled as ours, or the cache is behind our own create.
             let existing = api.get(&name).await?;
@@ -235,7 +259,7 @@ where
 }
 
 /// Server-side apply, forced: fields we own that someone else changed are taken back.
-async fn apply<K>(api: &Api<K>, desired: &K) -> Result<ChildOutcome>
+async fn apply<K>(api: &Api<K>, desired: &K) -> Result<ChildOutcome<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
@@ -244,13 +268,13 @@ where
         .patch(&desired.name_any(), &params, &Patch::Apply(desired))
         .await
     {
-        Ok(_) => Ok(ChildOutcome::Updated),
+        Ok(applied) => Ok(ChildOutcome::Updated(applied)),
         Err(error) => rejected_or(error, &K::kind(&())),
     }
 }
 
 /// An object the API server refuses as invalid is the user's to fix, not ours to retry.
-fn rejected_or(error: kube::Error, kind: &str) -> Result<ChildOutcome> {
+fn rejected_or<K>(error: kube::Error, kind: &str) -> Result<ChildOutcome<K>> {
     match error {
         kube::Error::Api(status) if matches!(status.code, 400 | 422) => {
             Ok(ChildOutcome::Blocked(Blocker::Rejected {

@@ -211,7 +211,29 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
     assert!(
         patch.query.contains("fieldManager=redis-operator") && patch.query.contains("force=true")
     );
-    assert_eq!(event_reasons(&sent), ["Created", "Created"]);
+    // One event for both children: every event is a write.
+    assert_eq!(event_reasons(&sent), ["Created"]);
+    let note = sent
+        .iter()
+        .find(|s| s.path.ends_with("/events"))
+        .unwrap()
+        .body["note"]
+        .clone();
+    assert_eq!(note, format!("created Service and StatefulSet {NAME}"));
+}
+
+#[tokio::test]
+async fn the_reconcile_that_sees_its_own_creates_writes_nothing() {
+    let cluster = cluster(3, "redis:7.0");
+    let (_, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
+    let cluster = with_status(cluster, written_status(&sent).unwrap());
+
+    // The watch then delivers the new StatefulSet, which its controller has not yet acted on.
+    let created = statefulset(&cluster, Default::default());
+    let harness = Harness::new(healthy(&cluster)).with_children(&cluster, created);
+    let (result, sent) = harness.reconcile(&cluster).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(sent.is_empty(), "expected no request at all, got {sent:#?}");
 }
 
 #[tokio::test]
