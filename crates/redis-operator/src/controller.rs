@@ -4,8 +4,9 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use futures::{FutureExt, Stream, StreamExt, future, stream};
+use futures::{FutureExt, Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::client::ClientBuilder;
@@ -25,6 +26,7 @@ use crate::http::{self, Health};
 use crate::leader::{Election, Lease};
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
+use crate::trim;
 
 /// Where the operator runs and how hard it works.
 #[derive(Clone, Debug)]
@@ -159,17 +161,27 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).into_owned();
+    let cached = reader.clone();
+    let started = Instant::now();
     let stream = reflector(
         writer,
         watcher(api, config)
             .default_backoff()
             .modify(move |object| {
-                object.managed_fields_mut().clear();
+                trim::managed_fields(object);
                 trim(object);
             }),
     )
     .inspect(move |event| {
         if let Ok(watcher::Event::InitDone) = event {
+            let since_start_ms = started.elapsed().as_secs_f64() * 1000.0;
+            info!(
+                kind,
+                objects = cached.state().len(),
+                since_start_ms,
+                "cache synced"
+            );
             on_synced();
         }
     })
@@ -177,14 +189,6 @@ where
     .touched_objects();
     (reader, stream)
 }
-
-/// Pods are cached only to spot stuck containers: keep labels and status, drop the rest.
-fn trim_pod(pod: &mut Pod) {
-    pod.spec = None;
-    pod.metadata.annotations = None;
-}
-
-fn keep_all<K>(_: &mut K) {}
 
 /// Runs the operator until SIGTERM or SIGINT (or, with leader election, until leadership ends).
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
@@ -237,6 +241,9 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     outcome
 }
 
+/// Objects per page when listing children; see `reconcile_until`.
+const CHILD_LIST_PAGE: u32 = 100;
+
 /// Watches and reconciles until `shutdown` resolves, then lets in-flight reconciles finish.
 async fn reconcile_until(
     client: Client,
@@ -245,41 +252,66 @@ async fn reconcile_until(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let namespace = config.namespace.as_deref();
-    let owned = watcher::Config::default().labels(&build::managed_by_selector());
+    // Children are listed from etcd in small pages: each page is decoded whole, managed fields
+    // and all, before it is trimmed, so the page size bounds the start-up peak in memory.
+    let owned = watcher::Config::default()
+        .labels(&build::managed_by_selector())
+        .page_size(CHILD_LIST_PAGE);
     let (statefulsets, statefulset_events) = cached_watch(
         scoped(client.clone(), namespace),
         owned.clone(),
-        keep_all,
+        trim::keep,
         || {},
     );
     let (services, service_events) = cached_watch(
         scoped(client.clone(), namespace),
         owned.clone(),
-        keep_all,
+        trim::keep,
         || {},
     );
     let (pods, pod_events) =
-        cached_watch(scoped(client.clone(), namespace), owned, trim_pod, || {});
+        cached_watch(scoped(client.clone(), namespace), owned, trim::pod, || {});
     let stores = Stores {
         statefulsets,
         services,
         pods,
     };
 
-    let ready_health = health.clone();
+    let (clusters_listed, clusters_synced) = tokio::sync::watch::channel(false);
     let (clusters, cluster_events) = cached_watch::<RedisCluster>(
         scoped(client.clone(), namespace),
-        watcher::Config::default(),
-        keep_all,
-        // The RedisCluster watch starts only after the child caches are synced (below), so
-        // its first complete list means every cache is ready.
-        move || ready_health.set_ready(true),
+        // Custom resources are slow to read from etcd (each one is decoded, pruned and
+        // defaulted against the schema one by one): like client-go's informers, list them from
+        // the API server's watch cache (resourceVersion 0) in one response; the watch that
+        // follows catches up from the list's version.
+        watcher::Config::default().any_semantic(),
+        trim::cluster,
+        move || {
+            clusters_listed.send_replace(true);
+        },
     );
     health.set_clusters(clusters.clone());
-    // No reconcile before the child caches are filled: a reconcile that cannot see an existing
-    // child would try to create it.
-    let children_synced = children_synced(stores.clone());
-    let cluster_events = stream::once(children_synced.map(move |()| cluster_events)).flatten();
+    // All four lists run at once; only reconciles wait for the child caches, because a
+    // reconcile that cannot see an existing child would try to create it.
+    let children_synced = children_synced(stores.clone()).shared();
+    let readiness = {
+        let (children_synced, health) = (children_synced.clone(), health.clone());
+        async move {
+            children_synced.await;
+            let mut clusters_synced = clusters_synced;
+            // An error means the watch is gone, and so is the controller.
+            if clusters_synced.wait_for(|synced| *synced).await.is_ok() {
+                health.set_ready(true);
+            }
+        }
+    };
+    let reconcile = move |cluster, ctx| {
+        let children_synced = children_synced.clone();
+        async move {
+            children_synced.await;
+            reconcile(cluster, ctx).await
+        }
+    };
 
     let context = Arc::new(Context::new(
         client,
@@ -292,7 +324,7 @@ async fn reconcile_until(
         concurrency = config.concurrency,
         "starting the controller"
     );
-    Controller::for_stream(cluster_events, clusters)
+    let controller = Controller::for_stream(cluster_events, clusters)
         .owns_stream(statefulset_events)
         .owns_stream(service_events)
         .watches_stream(pod_events, pod_owner)
@@ -309,8 +341,11 @@ async fn reconcile_until(
                 Err(error) => warn!(%error, "controller error"),
             }
             future::ready(())
-        })
-        .await;
+        });
+    let (controller, readiness) = (std::pin::pin!(controller), std::pin::pin!(readiness));
+    if let future::Either::Right(((), controller)) = future::select(controller, readiness).await {
+        controller.await;
+    }
     info!("controller stopped");
 }
 

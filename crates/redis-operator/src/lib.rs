@@ -21,6 +21,7 @@ pub mod permissions;
 pub mod reconcile;
 pub mod status;
 pub mod telemetry;
+pub mod trim;
 
 /// The field manager of every write, and the `app.kubernetes.io/managed-by` value of every child.
 pub const MANAGER: &str = "redis-operator";

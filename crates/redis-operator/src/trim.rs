@@ -1,0 +1,80 @@
+//! What the caches keep of each object: only what a reconcile reads. Objects are trimmed as
+//! they arrive, before they are cached, so the operator's memory grows with what it uses
+//! rather than with everything the API server sends.
+
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus};
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+use rediscluster_crd::RedisCluster;
+
+use crate::build;
+
+/// `kubectl apply` keeps a full copy of the object in this annotation; nothing here reads it.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Every cached object: managedFields are the largest part of most objects, and the operator
+/// decides drift from the fields themselves.
+pub fn managed_fields<K: kube::Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+pub fn cluster(cluster: &mut RedisCluster) {
+    cluster.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// StatefulSets and Services are compared field by field with what the operator would apply,
+/// so they are kept whole.
+pub fn keep<K>(_: &mut K) {}
+
+/// Pods are cached only to find which cluster they belong to and whether one is stuck: keep the
+/// name, namespace, instance label and creation time, the ContainersReady condition, and the
+/// containers that are waiting.
+pub fn pod(pod: &mut Pod) {
+    let metadata = std::mem::take(&mut pod.metadata);
+    pod.metadata = ObjectMeta {
+        name: metadata.name,
+        namespace: metadata.namespace,
+        creation_timestamp: metadata.creation_timestamp,
+        labels: metadata.labels.map(|labels| {
+            labels
+                .into_iter()
+                .filter(|(key, _)| key == build::INSTANCE_LABEL)
+                .collect()
+        }),
+        ..ObjectMeta::default()
+    };
+    pod.spec = None;
+    pod.status = pod.status.take().map(|status| PodStatus {
+        conditions: status.conditions.map(|conditions| {
+            conditions
+                .into_iter()
+                .filter(|c| c.type_ == "ContainersReady")
+                .collect()
+        }),
+        container_statuses: waiting_only(status.container_statuses),
+        init_container_statuses: waiting_only(status.init_container_statuses),
+        ..PodStatus::default()
+    });
+}
+
+fn waiting_only(statuses: Option<Vec<ContainerStatus>>) -> Option<Vec<ContainerStatus>> {
+    statuses.map(|statuses| {
+        statuses
+            .into_iter()
+            .filter_map(|container| {
+                let waiting = container.state?.waiting?;
+                Some(ContainerStatus {
+                    name: container.name,
+                    state: Some(ContainerState {
+                        waiting: Some(waiting),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                })
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, ContainerStateRunning, PodCondition, PodIP, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+use kube::ResourceExt;
+use rediscluster_crd::Phase;
+
+use super::*;
+use crate::fixtures::{NAME, at, cluster, statefulset, sts_status, waiting_pod};
+use crate::status::{Observed, assess};
+
+/// A pod as the API server sends it: spec, every label, all conditions, addresses, and a
+/// running container beside the waiting one.
+fn full_pod(index: u32, reason: &str) -> Pod {
+    let mut pod = waiting_pod(index, reason, at(0));
+    // Created well before its containers stopped being ready: the condition decides.
+    pod.metadata.creation_timestamp = Some(Time(at(-1000)));
+    pod.labels_mut().insert(
+        "controller-revision-hash".to_owned(),
+        "cache-5d4f".to_owned(),
+    );
+    pod.metadata.uid = Some(format!("uid-{index}"));
+    pod.metadata.resource_version = Some("42".to_owned());
+    pod.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+    pod.spec = Some(PodSpec {
+        containers: vec![Container {
+            name: "redis".to_owned(),
+            image: Some("redis:does-not-exist".to_owned()),
+            ..Container::default()
+        }],
+        ..PodSpec::default()
+    });
+    let status = pod.status.as_mut().unwrap();
+    status.pod_ips = Some(vec![PodIP {
+        ip: "10.0.0.7".to_owned(),
+    }]);
+    status.qos_class = Some("Burstable".to_owned());
+    let conditions = status.conditions.as_mut().unwrap();
+    conditions.push(PodCondition {
+        type_: "PodScheduled".to_owned(),
+        status: "True".to_owned(),
+        ..PodCondition::default()
+    });
+    let containers = status.container_statuses.as_mut().unwrap();
+    containers.push(ContainerStatus {
+        name: "sidecar".to_owned(),
+        image: "busybox".to_owned(),
+        ready: true,
+        state: Some(ContainerState {
+            running: Some(ContainerStateRunning::default()),
+            ..ContainerState::default()
+        }),
+        ..ContainerStatus::default()
+    });
+    pod
+}
+
+fn trimmed(mut full: Pod) -> Pod {
+    managed_fields(&mut full);
+    pod(&mut full);
+    full
+}
+
+#[test]
+fn trimming_pods_never_changes_the_status() {
+    let cluster = cluster(2, "redis:does-not-exist");
+    let sts = statefulset(&cluster, sts_status(2, 0));
+    let grace = Duration::from_secs(120);
+    let cases = [
+        (
+            "one stuck, within the grace period",
+            vec![full_pod(0, "ImagePullBackOff")],
+            60,
+        ),
+        (
+            "one stuck, past the grace period",
+            vec![full_pod(0, "ImagePullBackOff")],
+            600,
+        ),
+        (
+            "stuck and merely creating",
+            vec![
+                full_pod(0, "ContainerCreating"),
+                full_pod(1, "ErrImagePull"),
+            ],
+            600,
+        ),
+        ("none stuck", vec![full_pod(0, "ContainerCreating")], 600),
+    ];
+    for (name, pods, seconds) in cases {
+        let trimmed_pods: Vec<Pod> = pods.iter().cloned().map(trimmed).collect();
+        let assess_with = |pods: &[Pod]| {
+            let pods: Vec<&Pod> = pods.iter().collect();
+            assess(
+                &cluster,
+                &Observed {
+                    statefulset: Some(&sts),
+                    pods: &pods,
+                    statefulset_in_sync: true,
+                    blocker: None,
+                    now: at(seconds),
+                    failure_grace: grace,
+                },
+            )
+        };
+        assert_eq!(assess_with(&trimmed_pods), assess_with(&pods), "{name}");
+    }
+    // The sanity check that the table exercises the stuck path at all.
+    let stuck = assess_with_phase(&cluster, &sts, trimmed(full_pod(0, "ImagePullBackOff")));
+    assert_eq!(stuck, Phase::Failed);
+}
+
+fn assess_with_phase(
+    cluster: &RedisCluster,
+    sts: &k8s_openapi::api::apps::v1::StatefulSet,
+    pod: Pod,
+) -> Phase {
+    assess(
+        cluster,
+        &Observed {
+            statefulset: Some(sts),
+            pods: &[&pod],
+            statefulset_in_sync: true,
+            blocker: None,
+            now: at(600),
+            failure_grace: Duration::from_secs(120),
+        },
+    )
+    .status
+    .phase
+}
+
+#[test]
+fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
+    let full = full_pod(0, "ImagePullBackOff");
+    let full_size = serde_json::to_vec(&full).unwrap().len();
+    let pod = trimmed(full);
+    assert_eq!(pod.name_any(), format!("{NAME}-0"));
+    assert!(pod.namespace().is_some());
+    assert_eq!(
+        pod.labels(),
+        &BTreeMap::from([(build::INSTANCE_LABEL.to_owned(), NAME.to_owned())])
+    );
+    assert!(pod.spec.is_none() && pod.metadata.managed_fields.is_none());
+    let status = pod.status.as_ref().unwrap();
+    assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
+    // Only the waiting container is kept.
+    assert_eq!(status.container_statuses.as_ref().unwrap().len(), 1);
+    let size = serde_json::to_vec(&pod).unwrap().len();
+    assert!(size * 2 < full_size, "{size} of {full_size} bytes kept");
+}
+
+#[test]
+fn clusters_lose_only_kubectls_copy_of_themselves() {
+    let mut cluster = cluster(3, "redis:7.0");
+    cluster
+        .annotations_mut()
+        .insert(LAST_APPLIED.to_owned(), "{\"spec\":{}}".to_owned());
+    cluster
+        .annotations_mut()
+        .insert("team".to_owned(), "cache".to_owned());
+    super::cluster(&mut cluster);
+    assert_eq!(
+        cluster.annotations(),
+        &BTreeMap::from([("team".to_owned(), "cache".to_owned())])
+    );
+}
