@@ -36,6 +36,10 @@ struct Args {
     /// Length of the idle window, in seconds.
     #[arg(long, default_value_t = 60)]
     idle_seconds: u64,
+    /// Stop convergence at the StatefulSets and skip the figures that need ready pods (Running,
+    /// settled scale latency): for a cluster without a kubelet, or with the fake one paused.
+    #[arg(long)]
+    skip_running: bool,
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "target/bench.json")]
     output: PathBuf,
@@ -75,17 +79,49 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
 
     let (to_statefulsets, to_running) = convergence(client, &operator_ns.name, args).await?;
     println!(
-        "convergence: StatefulSets {:.3} s, Running {:.3} s",
+        "convergence: StatefulSets {:.3} s, Running {:?}",
         to_statefulsets.as_secs_f64(),
-        to_running.as_secs_f64()
+        to_running
     );
     let memory_full = memory(&operator)?;
 
     let idle = idle_requests(port, Duration::from_secs(args.idle_seconds)).await?;
     println!("idle requests in {} s: {idle:?}", args.idle_seconds);
 
-    let latencies = scale_latency(client, &operator_ns.name, args.scale_changes, true).await?;
-    let floor_latencies = scale_latency(client, &floor_ns.name, args.scale_changes, false).await?;
+    let mut scale = serde_json::Map::new();
+    for (key, namespace, through, pace) in [
+        (
+            "settled",
+            &operator_ns.name,
+            Through::Operator,
+            Pace::Settled,
+        ),
+        (
+            "settled_floor",
+            &floor_ns.name,
+            Through::StatefulSet,
+            Pace::Settled,
+        ),
+        (
+            "back_to_back",
+            &operator_ns.name,
+            Through::Operator,
+            Pace::BackToBack,
+        ),
+        (
+            "back_to_back_floor",
+            &floor_ns.name,
+            Through::StatefulSet,
+            Pace::BackToBack,
+        ),
+    ] {
+        if pace == Pace::Settled && args.skip_running {
+            continue;
+        }
+        let latencies = scale_latency(client, namespace, args.scale_changes, through, pace).await?;
+        println!("scale latency {key}: {}", percentiles(&latencies));
+        scale.insert(key.to_owned(), percentiles(&latencies));
+    }
 
     // Start-up with every cluster present.
     operator.kill();
@@ -109,10 +145,9 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
         "replicas": args.replicas,
         "floor_seconds": seconds(floor),
         "convergence_statefulsets_seconds": seconds(to_statefulsets),
-        "convergence_running_seconds": seconds(to_running),
+        "convergence_running_seconds": to_running.map(seconds),
         "convergence_statefulsets_over_floor": (to_statefulsets.as_secs_f64() / floor.as_secs_f64() * 100.0).round() / 100.0,
-        "scale_latency_ms": percentiles(&latencies),
-        "scale_latency_floor_ms": percentiles(&floor_latencies),
+        "scale_latency_ms": scale,
         "idle_requests": idle,
         "memory_mib": {
             "empty_rss": kib(memory_empty.0),
@@ -232,7 +267,7 @@ async fn convergence(
     client: &Client,
     namespace: &str,
     args: &Args,
-) -> TestResult<(Duration, Duration)> {
+) -> TestResult<(Duration, Option<Duration>)> {
     let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let started = Instant::now();
@@ -254,8 +289,12 @@ async fn convergence(
     create_clusters(&clusters, args, 32).await?;
     let limit = Duration::from_secs(600);
     let to_sts = tokio::time::timeout(limit, sts_done).await???;
+    if args.skip_running {
+        running_done.abort();
+        return Ok((to_sts - started, None));
+    }
     let to_running = tokio::time::timeout(limit, running_done).await???;
-    Ok((to_sts - started, to_running - started))
+    Ok((to_sts - started, Some(to_running - started)))
 }
 
 /// Watches `api` until `count` distinct objects satisfy `done`; returns when that happened.
@@ -313,54 +352,124 @@ fn request_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
     Ok(counts)
 }
 
+/// Where a scale change is written: the RedisCluster (through the operator) or, for the API
+/// server's own floor, the StatefulSet itself.
+#[derive(Clone, Copy, PartialEq)]
+enum Through {
+    Operator,
+    StatefulSet,
+}
+
+/// When the next change is written.
+#[derive(Clone, Copy, PartialEq)]
+enum Pace {
+    /// Once everything the last change set off is finished (pods ready, status written): each
+    /// change meets an otherwise idle cluster. The target applies to this one.
+    Settled,
+    /// As soon as the last change reached the StatefulSet, while its pods and status are still
+    /// being worked on.
+    BackToBack,
+}
+
+/// The latest version of one object, kept current by a watch.
+fn latest<K>(api: Api<K>, name: &str) -> (tokio::sync::watch::Receiver<Option<K>>, AbortOnDrop)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync,
+    K: 'static,
+{
+    let (sender, receiver) = tokio::sync::watch::channel(None);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let task = tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, config).applied_objects());
+        while let Ok(Some(object)) = events.try_next().await {
+            sender.send_replace(Some(object));
+        }
+    });
+    (receiver, AbortOnDrop(task))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Changes spec.replicas of one cluster `changes` times; for each, the time from the write to
-/// the StatefulSet's new spec.replicas arriving on a watch that was open all along. With
-/// `through_operator` false, the StatefulSet itself is patched: the API server's own floor.
+/// the StatefulSet's new spec.replicas arriving on a watch that was open all along.
 async fn scale_latency(
     client: &Client,
     namespace: &str,
     changes: usize,
-    through_operator: bool,
+    through: Through,
+    pace: Pace,
 ) -> TestResult<Vec<Duration>> {
     let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let name = "r0000";
-    let (sender, mut replicas) = tokio::sync::watch::channel(None::<i32>);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let watched = statefulsets.clone();
-    let watch = tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(watched, config).applied_objects());
-        while let Ok(Some(sts)) = events.try_next().await {
-            let _ = sender.send(sts.spec.and_then(|s| s.replicas));
-        }
-    });
-    replicas.wait_for(|r| r.is_some()).await?;
-    let mut current = replicas.borrow().unwrap_or(1);
+    let (mut statefulset, _sts_watch) = latest(statefulsets.clone(), name);
+    let (mut cluster, _cluster_watch) = latest(clusters.clone(), name);
+    let limit = Duration::from_secs(60);
+    let replicas = |sts: &Option<StatefulSet>| sts.as_ref().and_then(|s| s.spec.as_ref()?.replicas);
+    let first = tokio::time::timeout(limit, statefulset.wait_for(Option::is_some))
+        .await??
+        .clone();
+    let mut current = replicas(&first).unwrap_or(1);
     let mut latencies = Vec::with_capacity(changes);
     for _ in 0..changes {
         // Between 1 and 2 replicas: every write is a real change.
         let target = if current == 1 { 2 } else { 1 };
         let patch = Patch::Merge(json!({"spec": {"replicas": target}}));
         let written = Instant::now();
-        if through_operator {
-            clusters
-                .patch(name, &PatchParams::default(), &patch)
-                .await?;
-        } else {
-            statefulsets
-                .patch(name, &PatchParams::default(), &patch)
-                .await?;
+        match through {
+            Through::Operator => {
+                clusters
+                    .patch(name, &PatchParams::default(), &patch)
+                    .await?;
+            }
+            Through::StatefulSet => {
+                statefulsets
+                    .patch(name, &PatchParams::default(), &patch)
+                    .await?;
+            }
         }
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            replicas.wait_for(|r| *r == Some(target)),
-        )
-        .await??;
+        tokio::time::timeout(limit, statefulset.wait_for(|s| replicas(s) == Some(target)))
+            .await??;
         latencies.push(written.elapsed());
         current = target;
+        if pace == Pace::Settled {
+            tokio::time::timeout(
+                limit,
+                statefulset.wait_for(|s| is_settled(s.as_ref(), target)),
+            )
+            .await??;
+            if through == Through::Operator {
+                tokio::time::timeout(limit, cluster.wait_for(|c| is_running(c.as_ref(), target)))
+                    .await??;
+            }
+        }
     }
-    watch.abort();
     Ok(latencies)
+}
+
+/// The StatefulSet controller has acted on the latest spec and every pod is ready.
+fn is_settled(sts: Option<&StatefulSet>, replicas: i32) -> bool {
+    let Some(sts) = sts else { return false };
+    let status = sts.status.as_ref();
+    status.and_then(|s| s.observed_generation) == sts.metadata.generation
+        && status.and_then(|s| s.ready_replicas) == Some(replicas)
+        && status.map(|s| s.replicas) == Some(replicas)
+}
+
+/// The operator has written the status for the latest spec, and it says Running.
+fn is_running(cluster: Option<&RedisCluster>, replicas: i32) -> bool {
+    let Some(cluster) = cluster else { return false };
+    cluster.status.as_ref().is_some_and(|s| {
+        s.phase == Phase::Running
+            && s.ready_replicas == replicas
+            && s.observed_generation == cluster.metadata.generation
+    })
 }
 
 fn percentiles(latencies: &[Duration]) -> serde_json::Value {
@@ -371,6 +480,15 @@ fn percentiles(latencies: &[Duration]) -> serde_json::Value {
         ms.get(index).map_or(0.0, |v| (v * 10.0).round() / 10.0)
     };
     json!({"samples": ms.len(), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)})
+}
+
+fn scale_row(r: &serde_json::Value, name: &'static str, key: &str) -> (&'static str, String) {
+    let figures = &r["scale_latency_ms"][key];
+    let value = format!(
+        "{} / {} / {} / {}",
+        figures["p50"], figures["p90"], figures["p99"], figures["max"]
+    );
+    (name, value)
 }
 
 fn print_table(args: &Args, r: &serde_json::Value) {
@@ -395,25 +513,13 @@ fn print_table(args: &Args, r: &serde_json::Value) {
             "convergence to Running (s)",
             r["convergence_running_seconds"].to_string(),
         ),
-        (
-            "scale latency p50 / p90 / p99 / max (ms)",
-            format!(
-                "{} / {} / {} / {}",
-                r["scale_latency_ms"]["p50"],
-                r["scale_latency_ms"]["p90"],
-                r["scale_latency_ms"]["p99"],
-                r["scale_latency_ms"]["max"]
-            ),
-        ),
-        (
-            "  floor: StatefulSet patched directly (ms)",
-            format!(
-                "{} / {} / {} / {}",
-                r["scale_latency_floor_ms"]["p50"],
-                r["scale_latency_floor_ms"]["p90"],
-                r["scale_latency_floor_ms"]["p99"],
-                r["scale_latency_floor_ms"]["max"]
-            ),
+        scale_row(r, "scale latency, settled: p50/p90/p99/max (ms)", "settled"),
+        scale_row(r, "  floor: StatefulSet patched directly", "settled_floor"),
+        scale_row(r, "scale latency, back to back (ms)", "back_to_back"),
+        scale_row(
+            r,
+            "  floor: StatefulSet patched directly",
+            "back_to_back_floor",
         ),
         ("idle requests (by verb)", r["idle_requests"].to_string()),
         (
