@@ -40,7 +40,7 @@ async fn setup(test: &str) -> TestResult<Setup> {
 async fn running_sample(test: &str, replicas: i32) -> TestResult<(Setup, Operator)> {
     let setup = setup(test).await?;
     let operator = Operator::start(&setup.namespace.name)?;
-    create_sample(&setup, replicas).await?;
+    create_cluster(&setup, "redis:7.0", replicas).await?;
     wait_phase(&setup, Phase::Running, replicas).await?;
     Ok((setup, operator))
 }
@@ -103,8 +103,8 @@ fn sts_replicas(replicas: i32) -> impl Fn(Option<&StatefulSet>) -> bool {
     move |sts| sts.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) == Some(replicas)
 }
 
-async fn create_sample(setup: &Setup, replicas: i32) -> TestResult {
-    let cluster = redis_cluster(NAME, "redis:7.0", replicas)?;
+async fn create_cluster(setup: &Setup, image: &str, replicas: i32) -> TestResult {
+    let cluster = redis_cluster(NAME, image, replicas)?;
     setup
         .clusters
         .create(&PostParams::default(), &cluster)
@@ -126,7 +126,7 @@ async fn set_replicas(setup: &Setup, replicas: i32) -> TestResult {
 async fn sample_reaches_running_with_owned_children() -> TestResult {
     let setup = setup("running").await?;
     let _operator = Operator::start(&setup.namespace.name)?;
-    create_sample(&setup, 3).await?;
+    create_cluster(&setup, "redis:7.0", 3).await?;
 
     wait_phase(&setup, Phase::Running, 3).await?;
     let cluster = setup.clusters.get(NAME).await?;
@@ -254,11 +254,7 @@ async fn drift_is_reverted_and_deleted_children_come_back() -> TestResult {
 async fn an_unpullable_image_fails_and_fixing_it_recovers() -> TestResult {
     let setup = setup("badimage").await?;
     let _operator = Operator::start(&setup.namespace.name)?;
-    let cluster = redis_cluster(NAME, "redis:does-not-exist", 2)?;
-    setup
-        .clusters
-        .create(&PostParams::default(), &cluster)
-        .await?;
+    create_cluster(&setup, "redis:does-not-exist", 2).await?;
 
     // The operator runs with a 10 s grace period; WAIT is far longer.
     let degraded = wait_failed(&setup).await?;
@@ -331,7 +327,7 @@ async fn a_foreign_statefulset_is_left_untouched() -> TestResult {
         .create(&PostParams::default(), &foreign)
         .await?;
     let _operator = Operator::start(&setup.namespace.name)?;
-    create_sample(&setup, 3).await?;
+    create_cluster(&setup, "redis:7.0", 3).await?;
 
     let degraded = wait_failed(&setup).await?;
     assert_eq!(degraded.reason, "ChildNotOwned");

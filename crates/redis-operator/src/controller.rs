@@ -176,12 +176,7 @@ where
     .inspect(move |event| {
         if let Ok(watcher::Event::InitDone) = event {
             let since_start_ms = started.elapsed().as_secs_f64() * 1000.0;
-            info!(
-                kind,
-                objects = cached.state().len(),
-                since_start_ms,
-                "cache synced"
-            );
+            info!(kind, objects = cached.len(), since_start_ms, "cache synced");
             on_synced();
         }
     })

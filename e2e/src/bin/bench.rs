@@ -119,8 +119,9 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
             continue;
         }
         let latencies = scale_latency(client, namespace, args.scale_changes, through, pace).await?;
-        println!("scale latency {key}: {}", percentiles(&latencies));
-        scale.insert(key.to_owned(), percentiles(&latencies));
+        let figures = percentiles(&latencies);
+        println!("scale latency {key}: {figures}");
+        scale.insert(key.to_owned(), figures);
     }
 
     // Start-up with every cluster present.
@@ -409,7 +410,9 @@ async fn scale_latency(
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let name = "r0000";
     let (mut statefulset, _sts_watch) = latest(statefulsets.clone(), name);
-    let (mut cluster, _cluster_watch) = latest(clusters.clone(), name);
+    // Only a settled change through the operator waits for the cluster's status.
+    let mut cluster = (through == Through::Operator && pace == Pace::Settled)
+        .then(|| latest(clusters.clone(), name));
     let limit = Duration::from_secs(60);
     let replicas = |sts: &Option<StatefulSet>| sts.as_ref().and_then(|s| s.spec.as_ref()?.replicas);
     let first = tokio::time::timeout(limit, statefulset.wait_for(Option::is_some))
@@ -444,10 +447,10 @@ async fn scale_latency(
                 statefulset.wait_for(|s| is_settled(s.as_ref(), target)),
             )
             .await??;
-            if through == Through::Operator {
-                tokio::time::timeout(limit, cluster.wait_for(|c| is_running(c.as_ref(), target)))
-                    .await??;
-            }
+        }
+        if let Some((cluster, _)) = cluster.as_mut() {
+            tokio::time::timeout(limit, cluster.wait_for(|c| is_running(c.as_ref(), target)))
+                .await??;
         }
     }
     Ok(latencies)

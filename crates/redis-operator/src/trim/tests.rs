@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Container, ContainerStateRunning, PodCondition, PodIP, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 use kube::ResourceExt;
@@ -8,7 +9,7 @@ use rediscluster_crd::Phase;
 
 use super::*;
 use crate::fixtures::{NAME, at, cluster, statefulset, sts_status, waiting_pod};
-use crate::status::{Observed, assess};
+use crate::status::{Assessment, Observed, assess};
 
 /// A pod as the API server sends it: spec, every label, all conditions, addresses, and a
 /// running container beside the waiting one.
@@ -66,7 +67,6 @@ fn trimmed(mut full: Pod) -> Pod {
 fn trimming_pods_never_changes_the_status() {
     let cluster = cluster(2, "redis:does-not-exist");
     let sts = statefulset(&cluster, sts_status(2, 0));
-    let grace = Duration::from_secs(120);
     let cases = [
         (
             "one stuck, within the grace period",
@@ -90,45 +90,34 @@ fn trimming_pods_never_changes_the_status() {
     ];
     for (name, pods, seconds) in cases {
         let trimmed_pods: Vec<Pod> = pods.iter().cloned().map(trimmed).collect();
-        let assess_with = |pods: &[Pod]| {
-            let pods: Vec<&Pod> = pods.iter().collect();
-            assess(
-                &cluster,
-                &Observed {
-                    statefulset: Some(&sts),
-                    pods: &pods,
-                    statefulset_in_sync: true,
-                    blocker: None,
-                    now: at(seconds),
-                    failure_grace: grace,
-                },
-            )
-        };
-        assert_eq!(assess_with(&trimmed_pods), assess_with(&pods), "{name}");
+        assert_eq!(
+            assess_at(&cluster, &sts, &trimmed_pods, seconds),
+            assess_at(&cluster, &sts, &pods, seconds),
+            "{name}"
+        );
     }
     // The sanity check that the table exercises the stuck path at all.
-    let stuck = assess_with_phase(&cluster, &sts, trimmed(full_pod(0, "ImagePullBackOff")));
-    assert_eq!(stuck, Phase::Failed);
+    let stuck = [trimmed(full_pod(0, "ImagePullBackOff"))];
+    assert_eq!(
+        assess_at(&cluster, &sts, &stuck, 600).status.phase,
+        Phase::Failed
+    );
 }
 
-fn assess_with_phase(
-    cluster: &RedisCluster,
-    sts: &k8s_openapi::api::apps::v1::StatefulSet,
-    pod: Pod,
-) -> Phase {
+/// The status of `cluster` with these pods, `seconds` after they stopped being ready.
+fn assess_at(cluster: &RedisCluster, sts: &StatefulSet, pods: &[Pod], seconds: i64) -> Assessment {
+    let pods: Vec<&Pod> = pods.iter().collect();
     assess(
         cluster,
         &Observed {
             statefulset: Some(sts),
-            pods: &[&pod],
+            pods: &pods,
             statefulset_in_sync: true,
             blocker: None,
-            now: at(600),
+            now: at(seconds),
             failure_grace: Duration::from_secs(120),
         },
     )
-    .status
-    .phase
 }
 
 #[test]
