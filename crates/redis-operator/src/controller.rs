@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{FutureExt, Stream, StreamExt, future};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::client::ClientBuilder;
@@ -26,7 +26,7 @@ use crate::http::{self, Health};
 use crate::leader::{Election, Lease};
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
-use crate::trim;
+use crate::trim::{self, WithoutManagedFields};
 
 /// Where the operator runs and how hard it works.
 #[derive(Clone, Debug)]
@@ -149,7 +149,7 @@ where
 /// controller polls). `trim` drops what we never read, before it is cached; `on_synced` runs
 /// each time the cache holds a complete list.
 fn cached_watch<K>(
-    api: Api<K>,
+    api: Api<WithoutManagedFields<K>>,
     config: watcher::Config,
     trim: fn(&mut K),
     on_synced: impl Fn() + Send + 'static,
@@ -168,10 +168,8 @@ where
         writer,
         watcher(api, config)
             .default_backoff()
-            .modify(move |object| {
-                trim::managed_fields(object);
-                trim(object);
-            }),
+            .map_ok(WithoutManagedFields::into_inner)
+            .modify(trim),
     )
     .inspect(move |event| {
         if let Ok(watcher::Event::InitDone) = event {
@@ -236,8 +234,25 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     outcome
 }
 
-/// Objects per page when listing children; see `reconcile_until`.
-const CHILD_LIST_PAGE: u32 = 100;
+/// How children are listed and watched: only the operator's own, listed from etcd in small
+/// pages. Each page is decoded whole before it is trimmed, so the page size bounds the start-up
+/// peak in memory.
+fn child_watch_config() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&build::managed_by_selector())
+        .page_size(100)
+}
+
+/// How RedisClusters are listed and watched. Custom resources are slow to read from etcd (each
+/// one is decoded, pruned and defaulted against the schema, one by one): like client-go's
+/// informers, list them from the API server's watch cache (resourceVersion 0) in one response;
+/// the watch that follows catches up from the list's version. kube leaves resourceVersion 0
+/// out of a list that has a page size (the watch cache cannot page), so there must be none.
+fn cluster_watch_config() -> watcher::Config {
+    let mut config = watcher::Config::default().any_semantic();
+    config.page_size = None;
+    config
+}
 
 /// Watches and reconciles until `shutdown` resolves, then lets in-flight reconciles finish.
 async fn reconcile_until(
@@ -247,25 +262,24 @@ async fn reconcile_until(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let namespace = config.namespace.as_deref();
-    // Children are listed from etcd in small pages: each page is decoded whole, managed fields
-    // and all, before it is trimmed, so the page size bounds the start-up peak in memory.
-    let owned = watcher::Config::default()
-        .labels(&build::managed_by_selector())
-        .page_size(CHILD_LIST_PAGE);
     let (statefulsets, statefulset_events) = cached_watch(
         scoped(client.clone(), namespace),
-        owned.clone(),
+        child_watch_config(),
         trim::keep,
         || {},
     );
     let (services, service_events) = cached_watch(
         scoped(client.clone(), namespace),
-        owned.clone(),
+        child_watch_config(),
         trim::keep,
         || {},
     );
-    let (pods, pod_events) =
-        cached_watch(scoped(client.clone(), namespace), owned, trim::pod, || {});
+    let (pods, pod_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        child_watch_config(),
+        trim::pod,
+        || {},
+    );
     let stores = Stores {
         statefulsets,
         services,
@@ -275,11 +289,7 @@ async fn reconcile_until(
     let (clusters_listed, clusters_synced) = tokio::sync::watch::channel(false);
     let (clusters, cluster_events) = cached_watch::<RedisCluster>(
         scoped(client.clone(), namespace),
-        // Custom resources are slow to read from etcd (each one is decoded, pruned and
-        // defaulted against the schema one by one): like client-go's informers, list them from
-        // the API server's watch cache (resourceVersion 0) in one response; the watch that
-        // follows catches up from the list's version.
-        watcher::Config::default().any_semantic(),
+        cluster_watch_config(),
         trim::cluster,
         move || {
             clusters_listed.send_replace(true);
@@ -408,3 +418,6 @@ fn pod_owner(pod: Pod) -> Option<ObjectRef<RedisCluster>> {
     let name = pod.labels().get(build::INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(&namespace))
 }
+
+#[cfg(test)]
+mod tests;

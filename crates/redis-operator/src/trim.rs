@@ -1,6 +1,8 @@
 //! What the caches keep of each object: only what a reconcile reads. Objects are trimmed as
 //! they arrive, before they are cached, so the operator's memory grows with what it uses
-//! rather than with everything the API server sends.
+//! rather than with everything the API server sends. The largest part of most objects, their
+//! managedFields, is never even decoded (`WithoutManagedFields`): the operator decides drift
+//! from the fields themselves.
 
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus};
 use kube::ResourceExt;
@@ -9,14 +11,11 @@ use rediscluster_crd::RedisCluster;
 
 use crate::build;
 
+mod decode;
+pub use decode::WithoutManagedFields;
+
 /// `kubectl apply` keeps a full copy of the object in this annotation; nothing here reads it.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Every cached object: managedFields are the largest part of most objects, and the operator
-/// decides drift from the fields themselves.
-pub fn managed_fields<K: kube::Resource>(object: &mut K) {
-    object.managed_fields_mut().clear();
-}
 
 pub fn cluster(cluster: &mut RedisCluster) {
     cluster.annotations_mut().remove(LAST_APPLIED);

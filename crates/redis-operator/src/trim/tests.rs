@@ -58,7 +58,6 @@ fn full_pod(index: u32, reason: &str) -> Pod {
 }
 
 fn trimmed(mut full: Pod) -> Pod {
-    managed_fields(&mut full);
     pod(&mut full);
     full
 }

@@ -1,0 +1,103 @@
+//! The caches' initial lists against an in-process API server: what each list asks for, and
+//! what ends up cached from the answer.
+
+use std::collections::HashMap;
+
+use ::http::{Request, Response};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::fixtures::{NAMESPACE, cluster, statefulset, sts_status};
+
+/// Runs `cached_watch` until its first list is answered with `items`; returns that list's
+/// query parameters and what the cache then holds.
+async fn first_list<K>(
+    config: watcher::Config,
+    trim: fn(&mut K),
+    items: Vec<Value>,
+) -> (HashMap<String, String>, Vec<Arc<K>>)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NAMESPACE);
+    let (store, events) = cached_watch(Api::namespaced(client, NAMESPACE), config, trim, || {});
+    let watch = tokio::spawn(events.for_each(|_| future::ready(())));
+
+    let (request, reply) = handle.next_request().await.expect("a list request");
+    let query = request
+        .uri()
+        .query()
+        .map(|query| {
+            query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    (key.to_owned(), value.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let list = json!({"apiVersion": "v1", "kind": "List",
+                      "metadata": {"resourceVersion": "500"}, "items": items});
+    reply.send_response(Response::new(Body::from(
+        serde_json::to_vec(&list).unwrap(),
+    )));
+    store.wait_until_ready().await.expect("the cache fills");
+    let cached = store.state();
+    watch.abort();
+    (query, cached)
+}
+
+fn with_managed_fields<K: Resource + serde::Serialize>(mut object: K) -> Value {
+    object.meta_mut().managed_fields = Some(vec![ManagedFieldsEntry {
+        manager: Some("kubectl".to_owned()),
+        fields_v1: Some(FieldsV1(json!({"f:spec": {"f:replicas": {}}}))),
+        ..ManagedFieldsEntry::default()
+    }]);
+    serde_json::to_value(object).unwrap()
+}
+
+#[tokio::test]
+async fn redisclusters_are_listed_from_the_watch_cache_in_one_response() {
+    let (query, cached) = first_list(
+        cluster_watch_config(),
+        trim::cluster,
+        vec![with_managed_fields(cluster(3, "redis:7.0"))],
+    )
+    .await;
+    assert_eq!(query.get("resourceVersion").map(String::as_str), Some("0"));
+    assert_eq!(
+        query.get("resourceVersionMatch").map(String::as_str),
+        Some("NotOlderThan")
+    );
+    assert!(!query.contains_key("limit"), "{query:?}");
+    assert_eq!(cached.len(), 1);
+    assert!(cached[0].managed_fields().is_empty());
+    assert_eq!(cached[0].spec.replicas, 3);
+}
+
+#[tokio::test]
+async fn children_are_listed_in_pages_of_the_operators_own() {
+    let sts = statefulset(&cluster(2, "redis:7.0"), sts_status(2, 2));
+    let (query, cached) = first_list::<StatefulSet>(
+        child_watch_config(),
+        trim::keep,
+        vec![with_managed_fields(sts.clone())],
+    )
+    .await;
+    assert_eq!(query.get("limit").map(String::as_str), Some("100"));
+    assert_eq!(
+        query.get("labelSelector").map(String::as_str),
+        Some("app.kubernetes.io%2Fmanaged-by%3Dredis-operator")
+    );
+    // A consistent read from etcd: pages cannot come from the watch cache.
+    assert!(!query.contains_key("resourceVersion"), "{query:?}");
+    let cached: Vec<StatefulSet> = cached.iter().map(|s| (**s).clone()).collect();
+    assert_eq!(cached, vec![sts]);
+}
