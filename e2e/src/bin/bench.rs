@@ -77,12 +77,20 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
         args.count
     );
 
+    let requests_before = request_counts(port)?;
     let (to_statefulsets, to_running) = convergence(client, &operator_ns.name, args).await?;
     println!(
         "convergence: StatefulSets {:.3} s, Running {:?}",
         to_statefulsets.as_secs_f64(),
         to_running
     );
+    // What the operator wrote to get there, against the floor's 3 per cluster.
+    let writes_per_cluster: BTreeMap<String, f64> = requests_since(port, &requests_before)?
+        .into_iter()
+        .filter(|(verb, _)| ["create", "patch", "update", "delete"].contains(&verb.as_str()))
+        .map(|(verb, n)| (verb, (n / args.count as f64 * 100.0).round() / 100.0))
+        .collect();
+    println!("operator writes per cluster during convergence: {writes_per_cluster:?}");
     let memory_full = memory(&operator)?;
 
     let idle = idle_requests(port, Duration::from_secs(args.idle_seconds)).await?;
@@ -150,6 +158,7 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
         "convergence_statefulsets_seconds": seconds(to_statefulsets),
         "convergence_running_seconds": to_running.map(seconds),
         "convergence_statefulsets_over_floor": (to_statefulsets.as_secs_f64() / floor.as_secs_f64() * 100.0).round() / 100.0,
+        "operator_writes_per_cluster": writes_per_cluster,
         "scale_latency_ms": scale,
         "idle_requests": idle,
         "memory_mib": {
@@ -380,8 +389,12 @@ where
 async fn idle_requests(port: u16, window: Duration) -> TestResult<BTreeMap<String, f64>> {
     let before = request_counts(port)?;
     tokio::time::sleep(window).await;
-    let after = request_counts(port)?;
-    Ok(after
+    requests_since(port, &before)
+}
+
+/// Requests the operator sent since it had sent `before`, by verb.
+fn requests_since(port: u16, before: &BTreeMap<String, f64>) -> TestResult<BTreeMap<String, f64>> {
+    Ok(request_counts(port)?
         .into_iter()
         .map(|(verb, n)| {
             let delta = n - before.get(&verb).copied().unwrap_or(0.0);
@@ -571,6 +584,10 @@ fn print_table(args: &Args, r: &serde_json::Value) {
         (
             "convergence to Running (s)",
             r["convergence_running_seconds"].to_string(),
+        ),
+        (
+            "operator writes per cluster, by verb (floor: 3)",
+            r["operator_writes_per_cluster"].to_string(),
         ),
         scale_row(r, "scale latency, settled: p50/p90/p99/max (ms)", "settled"),
         scale_row(r, "  floor: StatefulSet patched directly", "settled_floor"),
