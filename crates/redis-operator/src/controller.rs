@@ -168,7 +168,7 @@ where
         writer,
         watcher(api, config)
             .default_backoff()
-            .map_ok(WithoutManagedFields::into_inner)
+            .map_ok(WithoutManagedFields::unwrap_event)
             .modify(trim),
     )
     .inspect(move |event| {

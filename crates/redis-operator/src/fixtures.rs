@@ -4,10 +4,11 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use rediscluster_crd::{RedisCluster, RedisClusterSpec, RedisClusterStatus};
+use serde_json::json;
 
 pub const NAMESPACE: &str = "team-a";
 pub const NAME: &str = "cache";
@@ -97,4 +98,34 @@ pub fn waiting_pod(index: u32, reason: &str, since: Timestamp) -> Pod {
             ..PodStatus::default()
         }),
     }
+}
+
+/// Managed fields as the API server writes them: one entry per manager, each a tree of the
+/// fields it owns.
+pub fn managed_fields() -> Vec<ManagedFieldsEntry> {
+    let entry =
+        |manager: &str, subresource: Option<&str>, fields: serde_json::Value| ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            operation: Some("Apply".to_owned()),
+            api_version: Some("v1".to_owned()),
+            fields_type: Some("FieldsV1".to_owned()),
+            fields_v1: Some(FieldsV1(fields)),
+            subresource: subresource.map(str::to_owned),
+            time: Some(Time(at(0))),
+        };
+    vec![
+        entry(
+            "redis-operator",
+            None,
+            json!({"f:metadata": {"f:labels": {"f:app.kubernetes.io/name": {}}},
+                   "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+                       "k:{\"name\":\"redis\"}": {".": {}, "f:image": {}}}}}}}),
+        ),
+        entry(
+            "kube-controller-manager",
+            Some("status"),
+            json!({"f:status": {"f:readyReplicas": {}, "f:conditions": {
+                "k:{\"type\":\"Ready\"}": {".": {}, "f:status": {}}}}}),
+        ),
+    ]
 }

@@ -56,8 +56,14 @@ async fn main() -> TestResult {
     Ok(())
 }
 
+/// `value` to `places` decimal places, so the JSON carries figures rather than float noise.
+fn rounded(value: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
+}
+
 fn seconds(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1000.0).round() / 1000.0
+    rounded(duration.as_secs_f64(), 3)
 }
 
 async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
@@ -88,7 +94,7 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
     let writes_per_cluster: BTreeMap<String, f64> = requests_since(port, &requests_before)?
         .into_iter()
         .filter(|(verb, _)| ["create", "patch", "update", "delete"].contains(&verb.as_str()))
-        .map(|(verb, n)| (verb, (n / args.count as f64 * 100.0).round() / 100.0))
+        .map(|(verb, n)| (verb, rounded(n / args.count as f64, 2)))
         .collect();
     println!("operator writes per cluster during convergence: {writes_per_cluster:?}");
     let memory_full = memory(&operator)?;
@@ -157,7 +163,7 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
         "floor_seconds": seconds(floor),
         "convergence_statefulsets_seconds": seconds(to_statefulsets),
         "convergence_running_seconds": to_running.map(seconds),
-        "convergence_statefulsets_over_floor": (to_statefulsets.as_secs_f64() / floor.as_secs_f64() * 100.0).round() / 100.0,
+        "convergence_statefulsets_over_floor": rounded(to_statefulsets.as_secs_f64() / floor.as_secs_f64(), 2),
         "operator_writes_per_cluster": writes_per_cluster,
         "scale_latency_ms": scale,
         "idle_requests": idle,
@@ -167,7 +173,7 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
             "converged_rss": kib(memory_full.0),
             "converged_hwm": kib(memory_full.1),
             "restarted_ready_hwm": kib(memory_restarted.1),
-            "per_cluster_kib": ((memory_full.0 - memory_empty.0) as f64 / n * 10.0).round() / 10.0,
+            "per_cluster_kib": rounded((memory_full.0 - memory_empty.0) as f64 / n, 1),
         },
         "startup_to_ready_seconds": seconds(startup),
     }))
@@ -549,7 +555,7 @@ fn percentiles(latencies: &[Duration]) -> serde_json::Value {
     ms.sort_by(f64::total_cmp);
     let at = |p: f64| {
         let index = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
-        ms.get(index).map_or(0.0, |v| (v * 10.0).round() / 10.0)
+        ms.get(index).map_or(0.0, |v| rounded(*v, 1))
     };
     json!({"samples": ms.len(), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)})
 }

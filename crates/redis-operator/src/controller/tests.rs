@@ -5,12 +5,11 @@ use std::collections::HashMap;
 
 use ::http::{Request, Response};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::fixtures::{NAMESPACE, cluster, statefulset, sts_status};
+use crate::fixtures::{NAMESPACE, cluster, managed_fields, statefulset, sts_status};
 
 /// Runs `cached_watch` until its first list is answered with `items`; returns that list's
 /// query parameters and what the cache then holds.
@@ -55,11 +54,7 @@ where
 }
 
 fn with_managed_fields<K: Resource + serde::Serialize>(mut object: K) -> Value {
-    object.meta_mut().managed_fields = Some(vec![ManagedFieldsEntry {
-        manager: Some("kubectl".to_owned()),
-        fields_v1: Some(FieldsV1(json!({"f:spec": {"f:replicas": {}}}))),
-        ..ManagedFieldsEntry::default()
-    }]);
+    object.meta_mut().managed_fields = Some(managed_fields());
     serde_json::to_value(object).unwrap()
 }
 

@@ -15,12 +15,13 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserialize
 use serde::de::{Error, Visitor};
 
 /// A `K` decoded without `metadata.managedFields`, and otherwise exactly as `K` decodes itself.
-/// Watch this type and unwrap it (`into_inner`) to cache `K`s that never held managed fields.
+/// Watch this type and unwrap its events (`unwrap_event`) to cache `K`s that never held
+/// managed fields.
 #[derive(Clone, Debug)]
 pub struct WithoutManagedFields<K>(pub K);
 
 impl<K> WithoutManagedFields<K> {
-    pub fn into_inner(event: watcher::Event<Self>) -> watcher::Event<K> {
+    pub fn unwrap_event(event: watcher::Event<Self>) -> watcher::Event<K> {
         use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
         match event {
             Apply(object) => Apply(object.0),

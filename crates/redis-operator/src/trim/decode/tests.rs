@@ -2,7 +2,6 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use kube::ResourceExt;
 use kube::core::{ObjectList, WatchEvent};
 use serde::Serialize;
@@ -11,37 +10,7 @@ use serde_json::json;
 
 use super::*;
 use crate::build;
-use crate::fixtures::{at, cluster, statefulset, sts_status, waiting_pod};
-
-/// Managed fields as the API server writes them: one entry per manager, each a tree of the
-/// fields it owns.
-fn managed_fields() -> Vec<ManagedFieldsEntry> {
-    let entry =
-        |manager: &str, subresource: Option<&str>, fields: serde_json::Value| ManagedFieldsEntry {
-            manager: Some(manager.to_owned()),
-            operation: Some("Apply".to_owned()),
-            api_version: Some("v1".to_owned()),
-            fields_type: Some("FieldsV1".to_owned()),
-            fields_v1: Some(FieldsV1(fields)),
-            subresource: subresource.map(str::to_owned),
-            time: Some(Time(at(0))),
-        };
-    vec![
-        entry(
-            "redis-operator",
-            None,
-            json!({"f:metadata": {"f:labels": {"f:app.kubernetes.io/name": {}}},
-                   "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
-                       "k:{\"name\":\"redis\"}": {".": {}, "f:image": {}}}}}}}),
-        ),
-        entry(
-            "kube-controller-manager",
-            Some("status"),
-            json!({"f:status": {"f:readyReplicas": {}, "f:conditions": {
-                "k:{\"type\":\"Ready\"}": {".": {}, "f:status": {}}}}}),
-        ),
-    ]
-}
+use crate::fixtures::{at, cluster, managed_fields, statefulset, sts_status, waiting_pod};
 
 /// Decodes `object`'s JSON both ways: without managed fields it must be the plain decode with
 /// nothing but `metadata.managedFields` missing.
