@@ -17,8 +17,15 @@ pub fn is_applied<K: Serialize>(desired: &K, observed: &K) -> bool {
     }
 }
 
-/// `desired ⊆ observed`: objects by key, lists element by element (same length, same order, as
-/// server-side apply keeps them), scalars by value.
+/// `desired ⊆ observed`: objects by key, scalars by value, and lists by their kind:
+/// - lists of objects (containers, volumes, ports, env, tolerations) are keyed lists that other
+///   field managers may add to (a sidecar injector, a policy engine): every desired element must
+///   match an observed one, in order, and elements someone else added are theirs, not drift;
+/// - lists of scalars (args, command, capabilities) are atomic: server-side apply replaces them
+///   whole, so they must be equal in length and element by element.
+///
+/// An object element we stopped setting stays until something else changes; the operator only
+/// ever adds such elements, so that costs nothing today.
 fn is_subset(desired: &Value, observed: &Value) -> bool {
     match (desired, observed) {
         (Value::Object(desired), Value::Object(observed)) => desired.iter().all(|(key, value)| {
@@ -26,6 +33,14 @@ fn is_subset(desired: &Value, observed: &Value) -> bool {
                 .get(key)
                 .is_some_and(|observed| is_subset(value, observed))
         }),
+        (Value::Array(desired), Value::Array(observed))
+            if desired.iter().chain(observed).all(Value::is_object) =>
+        {
+            let mut observed = observed.iter();
+            desired
+                .iter()
+                .all(|d| observed.by_ref().any(|o| is_subset(d, o)))
+        }
         (Value::Array(desired), Value::Array(observed)) => {
             desired.len() == observed.len()
                 && desired.iter().zip(observed).all(|(d, o)| is_subset(d, o))
@@ -68,9 +83,40 @@ mod tests {
                 json!([{"a": 1, "b": 2}]),
                 true,
             ),
-            ("list grew", json!([1]), json!([1, 2]), false),
-            ("list shrank", json!([1, 2]), json!([1]), false),
-            ("list reordered", json!([1, 2]), json!([2, 1]), false),
+            ("scalar list grew", json!([1]), json!([1, 2]), false),
+            ("scalar list shrank", json!([1, 2]), json!([1]), false),
+            ("scalar list reordered", json!([1, 2]), json!([2, 1]), false),
+            (
+                "someone else's container added after ours",
+                json!([{"name": "redis"}]),
+                json!([{"name": "redis", "image": "r"}, {"name": "sidecar"}]),
+                true,
+            ),
+            (
+                "someone else's container added before ours",
+                json!([{"name": "redis"}]),
+                json!([{"name": "istio-proxy"}, {"name": "redis"}]),
+                true,
+            ),
+            (
+                "our container changed among others",
+                json!([{"name": "redis", "image": "r:2"}]),
+                json!([{"name": "sidecar"}, {"name": "redis", "image": "r:1"}]),
+                false,
+            ),
+            (
+                "one of ours missing",
+                json!([{"name": "a"}, {"name": "b"}]),
+                json!([{"name": "a"}, {"name": "c"}]),
+                false,
+            ),
+            (
+                "ours out of order",
+                json!([{"name": "a"}, {"name": "b"}]),
+                json!([{"name": "b"}, {"name": "a"}]),
+                false,
+            ),
+            ("empty object list", json!([]), json!([{"name": "x"}]), true),
             ("null is not absent", json!({"a": null}), json!({}), false),
             ("type change", json!({"a": "1"}), json!({"a": 1}), false),
         ];

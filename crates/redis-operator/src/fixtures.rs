@@ -2,7 +2,8 @@
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
+    ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
+    PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -98,6 +99,28 @@ pub fn waiting_pod(index: u32, reason: &str, since: Timestamp) -> Pod {
             ..PodStatus::default()
         }),
     }
+}
+
+/// `pod` after its Redis container exited `restarts` times, the last with `reason` and `code`.
+pub fn restarted(mut pod: Pod, restarts: i32, reason: &str, code: i32) -> Pod {
+    let redis = &mut pod
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0];
+    redis.restart_count = restarts;
+    redis.last_state = Some(ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            reason: Some(reason.to_owned()),
+            exit_code: code,
+            message: Some("redis said goodbye".to_owned()),
+            ..ContainerStateTerminated::default()
+        }),
+        ..ContainerState::default()
+    });
+    pod
 }
 
 /// Managed fields as the API server writes them: one entry per manager, each a tree of the

@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use rediscluster_crd::conditions::DEGRADED;
+use rediscluster_crd::conditions::{DEGRADED, READY};
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,12 +61,42 @@ fn retry_after(cluster: &RedisCluster, error: &Error, ctx: &Context) -> Duration
     }
 }
 
+/// How soon a cluster blocked by something outside it (an object holding a child's name, a
+/// child the API server refused) is looked at again: removing the blocker sends no event that
+/// reaches us when the object was never ours, so we look, cheaply, from the caches.
+pub const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
+
 async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Action, Phase)> {
+    let current_phase = cluster.status.as_ref().map_or(Phase::Pending, |s| s.phase);
+    if cluster.meta().deletion_timestamp.is_some() {
+        // Deletion is final: the garbage collector removes the children, and recreating one on
+        // the way out would only hold the deletion up.
+        return Ok((Action::await_change(), current_phase));
+    }
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
     let uid = cluster.uid().ok_or(Error::MissingObjectKey("uid"))?;
     let name = cluster.name_any();
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    if let Some(problem) = rediscluster_crd::name_problem(&name) {
+        // Made before the CRD refused such names: no child could work, so none is made.
+        let blocker = Blocker::InvalidName(problem);
+        let assessment = status::assess(
+            cluster,
+            &Observed {
+                statefulset: None,
+                pods: &[],
+                statefulset_in_sync: false,
+                blocker: Some(&blocker),
+                now,
+                failure_grace: ctx.settings.failure_grace,
+            },
+        );
+        let phase = assessment.status.phase;
+        report(ctx, cluster, &namespace, &assessment.status, Vec::new()).await?;
+        return Ok((Action::requeue(ctx.settings.resync_interval), phase));
+    }
     let desired_service = build::service(cluster)?;
     let desired_statefulset = build::statefulset(cluster)?;
 
@@ -131,37 +161,53 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
             pods: &pod_refs,
             statefulset_in_sync: matches!(statefulset_outcome, ChildOutcome::Unchanged),
             blocker,
-            now: Timestamp::from_second(Timestamp::now().as_second())
-                .unwrap_or(Timestamp::UNIX_EPOCH),
+            now,
             failure_grace: ctx.settings.failure_grace,
         },
     );
-
-    let previous_phase = cluster.status.as_ref().map(|s| s.phase);
     let phase = assessment.status.phase;
-    if phase == Phase::Failed && previous_phase != Some(Phase::Failed) {
-        events.push(failure_event(&assessment.status));
+    if let Some(event) = lost_readiness_event(cluster, &assessment.status) {
+        events.push(event);
     }
-    // Events go out alongside the status write rather than after it: a reconcile holds its
-    // cluster's slot until it returns, and events are for people, not for correctness.
-    let status_changed = cluster.status.as_ref() != Some(&assessment.status);
-    let write = async {
-        if status_changed {
-            write_status(ctx, &namespace, &name, &assessment.status).await
-        } else {
-            Ok(())
-        }
-    };
-    let (written, ()) = futures::join!(write, publish(ctx, cluster, &events));
-    written?;
+    report(ctx, cluster, &namespace, &assessment.status, events).await?;
 
-    let requeue = assessment
+    let mut requeue = assessment
         .recheck_after
         .map_or(ctx.settings.resync_interval, |after| {
             // A moment past the grace period, so the next look sees it expired.
             (after + Duration::from_secs(1)).min(ctx.settings.resync_interval)
         });
+    if blocker.is_some() {
+        requeue = requeue.min(BLOCKED_RECHECK);
+    }
     Ok((Action::requeue(requeue), phase))
+}
+
+/// Writes the status if it changed, with `events` and, when the cluster has just failed, an
+/// event that says why. Events go out alongside the status write rather than after it: a
+/// reconcile holds its cluster's slot until it returns, and events are for people, not for
+/// correctness.
+async fn report(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    namespace: &str,
+    status: &RedisClusterStatus,
+    mut events: Vec<Event>,
+) -> Result<()> {
+    let previous_phase = cluster.status.as_ref().map(|s| s.phase);
+    if status.phase == Phase::Failed && previous_phase != Some(Phase::Failed) {
+        events.push(failure_event(status));
+    }
+    let status_changed = cluster.status.as_ref() != Some(status);
+    let write = async {
+        if status_changed {
+            write_status(ctx, namespace, &cluster.name_any(), status).await
+        } else {
+            Ok(())
+        }
+    };
+    let (written, ()) = futures::join!(write, publish(ctx, cluster, &events));
+    written
 }
 
 /// What happened to one child in this reconcile.
@@ -328,6 +374,23 @@ fn failure_event(status: &RedisClusterStatus) -> Event {
         action: "Reconcile".to_owned(),
         secondary: None,
     }
+}
+
+/// A Running cluster that goes back to Scaling although its spec did not change lost a pod (a
+/// crash, a restart, a deleted pod, a hung Redis): worth telling people, with the pods it names.
+fn lost_readiness_event(cluster: &RedisCluster, status: &RedisClusterStatus) -> Option<Event> {
+    let previous = cluster.status.as_ref()?;
+    let unprompted = previous.observed_generation == status.observed_generation;
+    if previous.phase != Phase::Running || status.phase != Phase::Scaling || !unprompted {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Warning,
+        reason: "ReplicaNotReady".to_owned(),
+        note: status.condition(READY).map(|c| c.message.clone()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    })
 }
 
 /// The cluster's pods from the cache, only while some replica is not ready: that is when a stuck

@@ -29,6 +29,8 @@ pub enum Blocker {
     NotOwned { kind: String, name: String },
     /// The API server refused the child we applied.
     Rejected { kind: String, message: String },
+    /// The RedisCluster's name cannot yield its children (made before the CRD refused it).
+    InvalidName(String),
 }
 
 impl Blocker {
@@ -36,6 +38,7 @@ impl Blocker {
         match self {
             Blocker::NotOwned { .. } => "ChildNotOwned",
             Blocker::Rejected { .. } => "ChildRejected",
+            Blocker::InvalidName(_) => "InvalidName",
         }
     }
 
@@ -47,6 +50,9 @@ impl Blocker {
             ),
             Blocker::Rejected { kind, message } => {
                 format!("the API server rejected the {kind}: {message}")
+            }
+            Blocker::InvalidName(problem) => {
+                format!("{problem}; recreate the RedisCluster under a valid name")
             }
         }
     }
@@ -85,8 +91,9 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
     let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
     let replicas = sts_status.map_or(0, |s| s.replicas);
 
+    let update_revision = sts_status.and_then(|s| s.update_revision.as_deref());
     let stuck = if ready < desired {
-        stuck_pod(observed.pods, observed.now)
+        stuck_pod(observed.pods, update_revision, observed.now)
     } else {
         None
     };
@@ -137,8 +144,9 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
                 phase: Phase::Scaling,
                 reason: scaling_reason(sts, desired, observed.statefulset_in_sync),
                 message: format!(
-                    "{ready}/{desired} Redis pods are ready, {replicas} exist, {} run the current spec",
-                    sts_status.and_then(|s| s.updated_replicas).unwrap_or(0)
+                    "{ready}/{desired} Redis pods are ready, {replicas} exist, {} run the current spec{}",
+                    sts_status.and_then(|s| s.updated_replicas).unwrap_or(0),
+                    not_ready_clause(observed.pods),
                 ),
             },
         }
@@ -238,10 +246,87 @@ struct StuckPod {
     for_: Duration,
 }
 
+/// The label the StatefulSet controller puts on each pod: the revision it was created from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// Whether the pod was made from a revision other than `update_revision`. Such a pod is on its
+/// way out (the StatefulSet controller replaces it), so it cannot hold the cluster back.
+fn is_outdated(pod: &Pod, update_revision: Option<&str>) -> bool {
+    match (pod.labels().get(REVISION_LABEL), update_revision) {
+        (Some(revision), Some(update)) => revision != update,
+        _ => false,
+    }
+}
+
+/// Whether the pod's containers are known not to be ready.
+fn is_not_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "ContainersReady" && c.status == "False")
+        })
+}
+
+/// "; not ready: a (…), b" naming each pod that is not ready, with its containers' restarts,
+/// so that a crash and restart inside a pod shows in the status, not only in the pod. Empty
+/// when every pod is ready (or none is known).
+fn not_ready_clause(pods: &[&Pod]) -> String {
+    let mut described: Vec<String> = pods
+        .iter()
+        .filter(|pod| is_not_ready(pod))
+        .map(|pod| {
+            let restarts: Vec<String> = pod
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .filter(|c| c.restart_count > 0)
+                .map(|c| {
+                    let last = c
+                        .last_state
+                        .as_ref()
+                        .and_then(|s| s.terminated.as_ref())
+                        .map(|t| {
+                            format!(
+                                ", last exit {} (code {})",
+                                t.reason.as_deref().unwrap_or("unknown"),
+                                t.exit_code
+                            )
+                        })
+                        .unwrap_or_default();
+                    let times = if c.restart_count == 1 {
+                        "time"
+                    } else {
+                        "times"
+                    };
+                    format!(
+                        "container {} restarted {} {times}{last}",
+                        c.name, c.restart_count
+                    )
+                })
+                .collect();
+            if restarts.is_empty() {
+                pod.name_any()
+            } else {
+                format!("{} ({})", pod.name_any(), restarts.join(", "))
+            }
+        })
+        .collect();
+    if described.is_empty() {
+        return String::new();
+    }
+    described.sort();
+    format!("; not ready: {}", described.join(", "))
+}
+
 /// The pod that has been stuck longest in one of `STUCK_REASONS`, and for how long: since its
-/// containers last stopped being ready, or since it was created.
-fn stuck_pod(pods: &[&Pod], now: Timestamp) -> Option<StuckPod> {
+/// containers last stopped being ready, or since it was created. Pods of an outdated revision do
+/// not count: once the spec is fixed, they are replaced rather than waited for.
+fn stuck_pod(pods: &[&Pod], update_revision: Option<&str>, now: Timestamp) -> Option<StuckPod> {
     pods.iter()
+        .filter(|pod| !is_outdated(pod, update_revision))
         .filter_map(|pod| {
             let status = pod.status.as_ref()?;
             let (reason, message) = status

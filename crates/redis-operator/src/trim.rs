@@ -4,12 +4,15 @@
 //! managedFields, is never even decoded (`WithoutManagedFields`): the operator decides drift
 //! from the fields themselves.
 
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
+};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use rediscluster_crd::RedisCluster;
 
 use crate::build;
+use crate::status::REVISION_LABEL;
 
 mod decode;
 pub use decode::WithoutManagedFields;
@@ -25,9 +28,10 @@ pub fn cluster(cluster: &mut RedisCluster) {
 /// so they are kept whole.
 pub fn keep<K>(_: &mut K) {}
 
-/// Pods are cached only to find which cluster they belong to and whether one is stuck: keep the
-/// name, namespace, instance label and creation time, the ContainersReady condition, and the
-/// containers that are waiting.
+/// Pods are cached only to find which cluster they belong to, whether one is stuck and why one
+/// is not ready: keep the name, namespace, instance and revision labels, creation time, the
+/// ContainersReady condition, and of each container that waits or has restarted its waiting
+/// state, restart count and last termination.
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     pod.metadata = ObjectMeta {
@@ -37,7 +41,7 @@ pub fn pod(pod: &mut Pod) {
         labels: metadata.labels.map(|labels| {
             labels
                 .into_iter()
-                .filter(|(key, _)| key == build::INSTANCE_LABEL)
+                .filter(|(key, _)| key == build::INSTANCE_LABEL || key == REVISION_LABEL)
                 .collect()
         }),
         ..ObjectMeta::default()
@@ -50,22 +54,35 @@ pub fn pod(pod: &mut Pod) {
                 .filter(|c| c.type_ == "ContainersReady")
                 .collect()
         }),
-        container_statuses: waiting_only(status.container_statuses),
-        init_container_statuses: waiting_only(status.init_container_statuses),
+        container_statuses: waiting_or_restarted(status.container_statuses),
+        init_container_statuses: waiting_or_restarted(status.init_container_statuses),
         ..PodStatus::default()
     });
 }
 
-fn waiting_only(statuses: Option<Vec<ContainerStatus>>) -> Option<Vec<ContainerStatus>> {
+fn waiting_or_restarted(statuses: Option<Vec<ContainerStatus>>) -> Option<Vec<ContainerStatus>> {
     statuses.map(|statuses| {
         statuses
             .into_iter()
             .filter_map(|container| {
-                let waiting = container.state?.waiting?;
+                let waiting = container.state.and_then(|state| state.waiting);
+                if waiting.is_none() && container.restart_count == 0 {
+                    return None;
+                }
+                let terminated = container.last_state.and_then(|state| state.terminated);
                 Some(ContainerStatus {
                     name: container.name,
-                    state: Some(ContainerState {
+                    restart_count: container.restart_count,
+                    state: waiting.map(|waiting| ContainerState {
                         waiting: Some(waiting),
+                        ..ContainerState::default()
+                    }),
+                    last_state: terminated.map(|terminated| ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            reason: terminated.reason,
+                            exit_code: terminated.exit_code,
+                            ..ContainerStateTerminated::default()
+                        }),
                         ..ContainerState::default()
                     }),
                     ..ContainerStatus::default()

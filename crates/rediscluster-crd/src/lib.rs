@@ -4,7 +4,9 @@
 //! `crds/` is generated from them (`redis-operator generate-crd`), and a test fails when the two
 //! drift apart.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
@@ -14,6 +16,48 @@ use serde::{Deserialize, Serialize};
 /// The least and most Redis pods one cluster may ask for.
 pub const MIN_REPLICAS: i32 = 1;
 pub const MAX_REPLICAS: i32 = 20;
+
+/// The longest RedisCluster name that yields every child the operator makes. The tightest
+/// limit is the StatefulSet's: each of its pods carries the label `controller-revision-hash`
+/// with the value `<name>-<hash>`, the hash up to 10 characters, and a label value must fit in
+/// 63 characters. The other children fit within it: the `<name>-primary` and `<name>-replicas`
+/// Services (up to 9 more characters) and the pods `<name>-<ordinal>`.
+pub const MAX_NAME_LENGTH: usize = 52;
+
+/// A RedisCluster's name becomes the name of Services, so it must be a DNS-1035 label: lower
+/// case letters, digits and '-', starting with a letter and ending with a letter or digit.
+pub const NAME_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
+/// What is wrong with this RedisCluster name, if anything: the same rules the CRD enforces at
+/// admission (for objects created before the rules existed, the operator reports it).
+pub fn name_problem(name: &str) -> Option<String> {
+    let dns_label = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if name.len() > MAX_NAME_LENGTH {
+        Some(name_too_long_message())
+    } else if !dns_label {
+        Some(name_not_dns_label_message())
+    } else {
+        None
+    }
+}
+
+fn name_too_long_message() -> String {
+    format!(
+        "the name of a RedisCluster may have at most {MAX_NAME_LENGTH} characters: its StatefulSet's \
+         pods carry the label controller-revision-hash=<name>-<hash of up to 10 characters>, \
+         which must fit in 63"
+    )
+}
+
+fn name_not_dns_label_message() -> String {
+    "the name of a RedisCluster must consist of lower case letters, digits and '-', start with a \
+     letter and end with a letter or digit (a DNS-1035 label), because its Services take it"
+        .to_owned()
+}
 
 /// Where `crd_yaml()` is checked in, relative to the workspace root.
 pub const CRD_PATH: &str = "crds/redisclusters.cache.example.com.yaml";
@@ -167,10 +211,32 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// The CustomResourceDefinition, with `listKind` spelled out rather than left to the server.
+/// The CustomResourceDefinition, with `listKind` spelled out rather than left to the server,
+/// and the name rules as CEL on the root (the only place a rule may read `metadata.name`).
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = RedisCluster::crd();
     crd.spec.names.list_kind = Some(format!("{}List", crd.spec.names.kind));
+    let rules = vec![
+        ValidationRule {
+            rule: format!("self.metadata.name.size() <= {MAX_NAME_LENGTH}"),
+            message: Some(name_too_long_message()),
+            ..ValidationRule::default()
+        },
+        ValidationRule {
+            rule: format!("self.metadata.name.matches('{NAME_PATTERN}')"),
+            message: Some(name_not_dns_label_message()),
+            ..ValidationRule::default()
+        },
+    ];
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema.x_kubernetes_validations = Some(rules.clone());
+        }
+    }
     crd
 }
 

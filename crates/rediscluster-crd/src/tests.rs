@@ -239,3 +239,47 @@ fn malformed_specs_fail_with_readable_errors() {
         .to_string();
     assert!(error.contains("unknown variant `Exploded`"), "{error}");
 }
+
+#[test]
+fn names_that_cannot_yield_every_child_are_refused() {
+    let longest = format!("r{}", "e".repeat(MAX_NAME_LENGTH - 1));
+    let cases = [
+        ("test-redis", true),
+        ("a", true),
+        ("r2", true),
+        (longest.as_str(), true),
+        (&format!("{longest}s"), false),
+        ("my.redis", false),
+        ("My-redis", false),
+        ("2redis", false),
+        ("redis-", false),
+        ("re_dis", false),
+    ];
+    for (name, ok) in cases {
+        assert_eq!(
+            name_problem(name).is_none(),
+            ok,
+            "{name}: {:?}",
+            name_problem(name)
+        );
+    }
+    // The limit is what the StatefulSet controller needs: name, '-', a hash of up to 10.
+    assert_eq!(MAX_NAME_LENGTH + 1 + 10, 63);
+    assert!(
+        name_problem(&format!("{longest}s"))
+            .unwrap()
+            .contains("at most 52")
+    );
+}
+
+#[test]
+fn the_name_rules_are_cel_on_the_root() {
+    let rules = schema()["x-kubernetes-validations"].clone();
+    let rules = rules.as_array().unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0]["rule"], "self.metadata.name.size() <= 52");
+    assert!(rules[1]["rule"].as_str().unwrap().contains(NAME_PATTERN));
+    for rule in rules {
+        assert!(!rule["message"].as_str().unwrap().is_empty());
+    }
+}

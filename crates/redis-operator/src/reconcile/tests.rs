@@ -253,6 +253,27 @@ async fn nothing_changed_means_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn a_running_cluster_that_loses_a_pod_says_so_once() {
+    let cluster = cluster(3, "redis:7.0");
+    let cluster = settled(cluster.clone(), statefulset(&cluster, sts_status(3, 3))).await;
+    // The spec did not change; a pod stopped being ready (its Redis crashed, say).
+    let degraded = statefulset(&cluster, sts_status(3, 2));
+    let harness = Harness::new(healthy(&cluster)).with_children(&cluster, degraded.clone());
+    let (result, sent) = harness.reconcile(&cluster).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
+    let status = written_status(&sent).unwrap();
+    assert_eq!((status.phase, status.ready_replicas), (Phase::Scaling, 2));
+    assert_eq!(event_reasons(&sent), ["ReplicaNotReady"]);
+
+    // The next look at the same state writes nothing and tells nobody again.
+    let scaling = with_status(cluster.clone(), status);
+    let harness = Harness::new(healthy(&scaling)).with_children(&scaling, degraded);
+    let (_, sent) = harness.reconcile(&scaling).await;
+    assert!(sent.is_empty(), "{sent:#?}");
+}
+
+#[tokio::test]
 async fn a_replicas_change_sends_one_apply() {
     let before = cluster(3, "redis:7.0");
     let sts = statefulset(&before, sts_status(3, 3));
@@ -282,6 +303,7 @@ async fn a_replicas_change_sends_one_apply() {
     let status = written_status(&sent).unwrap();
     assert_eq!(status.phase, Phase::Scaling);
     assert_eq!(status.observed_generation, Some(2));
+    // A scale the user asked for is no lost pod: no ReplicaNotReady warning.
     assert_eq!(event_reasons(&sent), ["Scaling"]);
 }
 
@@ -309,10 +331,8 @@ async fn a_cached_child_we_do_not_own_is_left_alone_and_fails_the_cluster() {
         .with_children(&cluster, foreign)
         .reconcile(&cluster)
         .await;
-    assert_eq!(
-        result.unwrap(),
-        Action::requeue(Settings::default().resync_interval)
-    );
+    // Removing the blocker sends us no event: look again soon, not at the next resync.
+    assert_eq!(result.unwrap(), Action::requeue(BLOCKED_RECHECK));
     assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
 
     let status = written_status(&sent).unwrap();
@@ -383,10 +403,9 @@ async fn a_rejected_child_fails_the_cluster_without_retrying_hot() {
     })
     .reconcile(&cluster)
     .await;
-    assert_eq!(
-        result.unwrap(),
-        Action::requeue(Settings::default().resync_interval)
-    );
+    // Not an error to back off from, and not hot: one look every BLOCKED_RECHECK, so that a
+    // fix outside the RedisCluster (an admission policy relaxed, say) is noticed.
+    assert_eq!(result.unwrap(), Action::requeue(BLOCKED_RECHECK));
     let status = written_status(&sent).unwrap();
     assert_eq!(status.phase, Phase::Failed);
     let degraded = status.condition(DEGRADED).unwrap();
@@ -443,4 +462,37 @@ async fn an_api_error_backs_off_per_object_and_a_success_resets_it() {
     harness.respond_with(healthy(&cluster));
     harness.reconcile(&cluster).await.0.unwrap();
     assert_eq!(context.backoff.failures(&key), 0);
+}
+
+#[tokio::test]
+async fn a_cluster_being_deleted_gets_no_writes_even_with_its_children_gone() {
+    let mut cluster = cluster(3, "redis:7.0");
+    cluster.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::fixtures::at(0)),
+    );
+    // The garbage collector took the children already: nothing may recreate them.
+    let (result, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert!(sent.is_empty(), "expected no request at all, got {sent:#?}");
+}
+
+#[tokio::test]
+async fn a_name_no_child_can_take_fails_the_cluster_and_creates_nothing() {
+    let mut cluster = cluster(3, "redis:7.0");
+    cluster.metadata.name = Some(format!("r{}", "e".repeat(60)));
+    let (result, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
+    assert!(writes_to(&sent, "services").is_empty(), "{sent:#?}");
+    let patch = sent.iter().find(|s| s.path.ends_with("/status")).unwrap();
+    let status: RedisClusterStatus = serde_json::from_value(patch.body["status"].clone()).unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    let degraded = status.condition(DEGRADED).unwrap();
+    assert_eq!(degraded.reason, "InvalidName");
+    assert!(
+        degraded.message.contains("at most 52"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(event_reasons(&sent), ["InvalidName"]);
 }

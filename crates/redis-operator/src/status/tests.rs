@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
-use crate::fixtures::{at, cluster, statefulset, sts_status, waiting_pod, with_status};
+use crate::fixtures::{at, cluster, restarted, statefulset, sts_status, waiting_pod, with_status};
 
 const GRACE: Duration = Duration::from_secs(120);
 
@@ -421,4 +421,51 @@ fn a_stuck_pod_does_not_matter_once_every_replica_is_ready() {
     let pod = waiting_pod(3, "CrashLoopBackOff", at(0));
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(assessment.status.phase, Phase::Running);
+}
+
+#[test]
+fn a_stuck_pod_of_an_outdated_revision_is_not_waited_for() {
+    // The image was fixed: the StatefulSet rolls to rev-2, the pod stuck on rev-1 is replaced.
+    let cluster = with_status(cluster(3, "redis:7.2"), previous(Phase::Failed));
+    let mut status = sts_status(3, 2);
+    status.update_revision = Some("rev-2".to_owned());
+    let sts = statefulset(&cluster, status);
+    let mut pod = waiting_pod(2, "ImagePullBackOff", at(0));
+    let revision = |pod: &mut Pod, rev: &str| {
+        pod.metadata
+            .labels
+            .get_or_insert_default()
+            .insert(REVISION_LABEL.to_owned(), rev.to_owned());
+    };
+    revision(&mut pod, "rev-1");
+    let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
+    assert_eq!(assessment.status.phase, Phase::Scaling, "outdated pod");
+    assert_eq!(assessment.recheck_after, None);
+
+    revision(&mut pod, "rev-2");
+    let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
+    assert_eq!(assessment.status.phase, Phase::Failed, "current pod");
+}
+
+#[test]
+fn pods_that_are_not_ready_are_named_with_their_restarts() {
+    let cluster = with_status(cluster(3, "redis:7.0"), previous(Phase::Running));
+    let sts = statefulset(&cluster, sts_status(3, 1));
+    // Its Redis exited and the container is starting again (waiting for nothing stuck).
+    let restarted = restarted(waiting_pod(2, "ContainerCreating", at(0)), 2, "Error", 137);
+    let plain = waiting_pod(1, "ContainerCreating", at(0));
+    let mut ready = waiting_pod(0, "ContainerCreating", at(0));
+    ready.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "True".to_owned();
+
+    let assessment = look(&cluster, &sts, &[&restarted, &ready, &plain], None, at(10));
+    assert_eq!(assessment.status.phase, Phase::Scaling);
+    assert_eq!(
+        assessment.status.conditions[0].message,
+        "1/3 Redis pods are ready, 3 exist, 3 run the current spec; not ready: cache-1, \
+         cache-2 (container redis restarted 2 times, last exit Error (code 137))"
+    );
+    // The same observation gives the same message: no rewrite on the next look.
+    let seen = with_status(cluster.clone(), assessment.status.clone());
+    let again = look(&seen, &sts, &[&plain, &ready, &restarted], None, at(20));
+    assert_eq!(again.status, assessment.status);
 }
