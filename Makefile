@@ -89,7 +89,12 @@ e2e: ## Live suite on a new kind cluster against the deployed operator (KEEP_CLU
 .PHONY: e2e-local
 e2e-local: install ## Live suite against the current kubeconfig; starts the operator binary itself
 	$(CARGO) build -p redis-operator
-	$(CARGO) test -p e2e -- --ignored --test-threads=4
+	@# nextest reports each scenario's duration and prints the figures of passing ones.
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run -p e2e --run-ignored only --test-threads 4 --no-fail-fast --success-output final; \
+	else \
+	  $(CARGO) test -p e2e -- --ignored --test-threads=4 --nocapture; \
+	fi
 
 .PHONY: docker-build
 docker-build: ## Build the operator image (IMG=...)

@@ -253,16 +253,23 @@ async fn an_image_roll_replaces_one_pod_at_a_time_and_is_running_only_when_done(
     assert!(worst <= 1, "{worst} pods were unready at once");
     let seen = log.stop();
     assert_never_running_short(&seen);
-    for cluster in &seen {
-        let Some(status) = cluster.status.as_ref() else {
-            continue;
-        };
-        // Running for the new spec before the roll finished would have been caught above;
-        // Running for the old spec after the change would be a stale status.
-        if cluster.metadata.generation == generation && status.phase == Phase::Running {
-            assert_eq!(status.observed_generation, generation, "{status:?}");
-        }
-    }
+    // The operator itself reported the roll: Scaling for the new generation, then Running.
+    let for_new_spec: Vec<Phase> = seen
+        .iter()
+        .filter_map(|c| c.status.as_ref())
+        .filter(|s| s.observed_generation == generation)
+        .map(|s| s.phase)
+        .collect();
+    assert_eq!(
+        for_new_spec.first(),
+        Some(&Phase::Scaling),
+        "{for_new_spec:?}"
+    );
+    assert_eq!(
+        for_new_spec.last(),
+        Some(&Phase::Running),
+        "{for_new_spec:?}"
+    );
     e2e::assert_redis_serves(&setup.client, &setup.namespace.name, NAME, 3).await?;
     if e2e::has_real_node(&setup.client).await? {
         for pod in &pods {

@@ -189,18 +189,25 @@ fn redis_container(image: &str) -> Container {
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        // Ready only once Redis answers a command, not merely when the port is open.
+        // Ready only once Redis answers a command, not merely when the port is open. The
+        // probe bounds redis-cli itself: when the kubelet's timeout kills only `sh`, a hung
+        // redis-cli keeps the pipe open and the runtime waits for it, so a Redis that stopped
+        // answering was seen failing once every 35 s instead of every period, and stayed ready.
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
                 command: Some(
-                    ["sh", "-c", "redis-cli -p 6379 ping | grep -q PONG"]
-                        .map(String::from)
-                        .to_vec(),
+                    [
+                        "sh",
+                        "-c",
+                        "timeout 2 redis-cli -p 6379 ping | grep -q PONG",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 ),
             }),
             initial_delay_seconds: Some(2),
             period_seconds: Some(5),
-            timeout_seconds: Some(2),
+            timeout_seconds: Some(3),
             failure_threshold: Some(3),
             ..Probe::default()
         }),
