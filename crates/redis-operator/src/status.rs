@@ -14,12 +14,13 @@ use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 use crate::build;
 
 /// Container waiting reasons that mean a pod will not start without someone fixing something.
-pub const STUCK_REASONS: [&str; 5] = [
+pub const STUCK_REASONS: [&str; 6] = [
     "ErrImagePull",
     "ImagePullBackOff",
     "InvalidImageName",
     "CrashLoopBackOff",
     "CreateContainerConfigError",
+    "RunContainerError",
 ];
 
 /// Why the operator cannot make progress with a cluster's children.
@@ -74,7 +75,8 @@ pub struct Observed<'a> {
 #[derive(Debug, PartialEq)]
 pub struct Assessment {
     pub status: RedisClusterStatus,
-    /// Set while a pod is stuck but still inside the grace period.
+    /// Set while the cluster is on its way to Running: when a stuck pod's grace period or the
+    /// progress deadline runs out.
     pub recheck_after: Option<Duration>,
 }
 
@@ -91,6 +93,7 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
     let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
     let replicas = sts_status.map_or(0, |s| s.replicas);
 
+    let updated = sts_status.and_then(|s| s.updated_replicas).unwrap_or(0);
     let update_revision = sts_status.and_then(|s| s.update_revision.as_deref());
     let stuck = if ready < desired {
         stuck_pod(observed.pods, update_revision, observed.now)
@@ -144,15 +147,48 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
                 phase: Phase::Scaling,
                 reason: scaling_reason(sts, desired, observed.statefulset_in_sync),
                 message: format!(
-                    "{ready}/{desired} Redis pods are ready, {replicas} exist, {} run the current spec{}",
-                    sts_status.and_then(|s| s.updated_replicas).unwrap_or(0),
+                    "{ready}/{desired} Redis pods are ready, {replicas} exist, {updated} run the current spec{}",
                     not_ready_clause(observed.pods),
                 ),
             },
         }
     };
 
+    // The progress deadline: counts that have not moved for the grace period, on the way to
+    // Running, mean something outside the pods' containers holds the cluster up.
     let generation = cluster.meta().generation;
+    let progress = (generation, replicas, ready, updated);
+    let previous_progress = (
+        previous.observed_generation,
+        previous.replicas,
+        previous.ready_replicas,
+        previous.updated_replicas,
+    );
+    let last_progress = match &previous.last_progress_time {
+        Some(Time(since)) if previous.phase != Phase::Running && previous_progress == progress => {
+            *since
+        }
+        _ => observed.now,
+    };
+    let stalled_for: Duration = observed
+        .now
+        .duration_since(last_progress)
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    let verdict = match observed.statefulset {
+        Some(sts) if matches!(verdict.phase, Phase::Pending | Phase::Scaling) => {
+            if stalled_for >= observed.failure_grace {
+                stall_verdict(sts, observed.pods, desired, observed.failure_grace)
+            } else {
+                let left = observed.failure_grace.saturating_sub(stalled_for);
+                recheck_after = Some(recheck_after.map_or(left, |r: Duration| r.min(left)));
+                verdict
+            }
+        }
+        _ => verdict,
+    };
+    let last_progress_time = (verdict.phase != Phase::Running).then_some(Time(last_progress));
+
     let condition = |type_: &str, status: bool, reason: &str, message: &str| {
         condition(
             &previous.conditions,
@@ -192,11 +228,83 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
             phase: verdict.phase,
             ready_replicas: ready,
             replicas,
+            updated_replicas: updated,
+            last_progress_time,
             selector: Some(build::selector_string(&cluster.name_any())),
             observed_generation: generation,
             conditions,
         },
         recheck_after,
+    }
+}
+
+/// Why a cluster whose counts have not moved for the grace period is stuck, as precisely as the
+/// StatefulSet and its pods say: pods never created, pods never scheduled, containers that do
+/// not start, or else plainly no progress.
+fn stall_verdict(sts: &StatefulSet, pods: &[&Pod], desired: i32, grace: Duration) -> Verdict {
+    let name = sts.name_any();
+    let grace = grace.as_secs();
+    let status = sts.status.as_ref();
+    let exist = status.map_or(0, |s| s.replicas);
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    if exist < desired {
+        return Verdict {
+            phase: Phase::Failed,
+            reason: "PodsNotCreated",
+            message: format!(
+                "{exist}/{desired} Redis pods exist and none was created for {grace}s: a resource \
+                 quota, Pod Security admission or an invalid pod template refuses them; \
+                 `kubectl describe statefulset {name}` shows the FailedCreate events"
+            ),
+        };
+    }
+    let condition = |pod: &Pod, type_: &str| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "False"))
+            .map(|c| c.message.clone().unwrap_or_default())
+    };
+    let mut pods: Vec<&&Pod> = pods.iter().collect();
+    pods.sort_by_key(|pod| pod.name_any());
+    if let Some((pod, why)) = pods
+        .iter()
+        .find_map(|pod| Some((pod.name_any(), condition(pod, "PodScheduled")?)))
+    {
+        return Verdict {
+            phase: Phase::Failed,
+            reason: "PodsUnschedulable",
+            message: format!("pod {pod} has not been scheduled for {grace}s: {why}"),
+        };
+    }
+    let waiting = pods.iter().find_map(|pod| {
+        let container = pod
+            .status
+            .as_ref()?
+            .container_statuses
+            .iter()
+            .flatten()
+            .find_map(|c| Some((c.name.clone(), c.state.as_ref()?.waiting.clone()?)))?;
+        Some((pod.name_any(), container))
+    });
+    if let Some((pod, (container, waiting))) = waiting {
+        return Verdict {
+            phase: Phase::Failed,
+            reason: "ContainersNotStarting",
+            message: format!(
+                "container {container} of pod {pod} has waited in {} for {grace}s: {}",
+                waiting.reason.unwrap_or_default(),
+                waiting.message.unwrap_or_default()
+            ),
+        };
+    }
+    Verdict {
+        phase: Phase::Failed,
+        reason: "NoProgress",
+        message: format!(
+            "{ready}/{desired} Redis pods are ready and nothing changed for {grace}s{}",
+            not_ready_clause(&pods.into_iter().copied().collect::<Vec<_>>())
+        ),
     }
 }
 

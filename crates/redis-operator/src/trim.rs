@@ -30,7 +30,7 @@ pub fn keep<K>(_: &mut K) {}
 
 /// Pods are cached only to find which cluster they belong to, whether one is stuck and why one
 /// is not ready: keep the name, namespace, instance and revision labels, creation time, the
-/// ContainersReady condition, and of each container that waits or has restarted its waiting
+/// ContainersReady and PodScheduled conditions, and of each container that waits or has restarted its waiting
 /// state, restart count and last termination.
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
@@ -51,7 +51,7 @@ pub fn pod(pod: &mut Pod) {
         conditions: status.conditions.map(|conditions| {
             conditions
                 .into_iter()
-                .filter(|c| c.type_ == "ContainersReady")
+                .filter(|c| c.type_ == "ContainersReady" || c.type_ == "PodScheduled")
                 .collect()
         }),
         container_statuses: waiting_or_restarted(status.container_statuses),

@@ -7,7 +7,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, ValidationRule,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
@@ -139,6 +139,15 @@ pub struct RedisClusterStatus {
     /// Redis pods that currently exist (the scale subresource's status replicas).
     #[serde(default)]
     pub replicas: i32,
+
+    /// Redis pods that run the current spec (the StatefulSet's update revision).
+    #[serde(default)]
+    pub updated_replicas: i32,
+
+    /// While the cluster is not Running: when its pod counts last moved (or its spec last
+    /// changed). Counts that stay still for the operator's failure grace period make it Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
 
     /// Label selector of the cluster's pods, as a string (the scale subresource's selector).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -196,6 +196,8 @@ fn status_round_trips_and_omits_what_is_unset() {
         phase: Phase::Scaling,
         ready_replicas: 2,
         replicas: 3,
+        updated_replicas: 1,
+        last_progress_time: None,
         selector: Some("app.kubernetes.io/instance=a".to_owned()),
         observed_generation: Some(4),
         conditions: Vec::new(),
@@ -203,7 +205,7 @@ fn status_round_trips_and_omits_what_is_unset() {
     let value = serde_json::to_value(&status).unwrap();
     assert_eq!(
         value,
-        json!({"phase": "Scaling", "readyReplicas": 2, "replicas": 3,
+        json!({"phase": "Scaling", "readyReplicas": 2, "replicas": 3, "updatedReplicas": 1,
                "selector": "app.kubernetes.io/instance=a", "observedGeneration": 4})
     );
     assert_eq!(

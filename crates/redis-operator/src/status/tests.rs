@@ -225,7 +225,11 @@ fn phase_table() {
             "{}",
             case.name
         );
-        assert_eq!(assessment.recheck_after, None, "{}", case.name);
+        // On the way to Running with a StatefulSet, the progress deadline is a grace away.
+        let deadline = (matches!(case.phase, Phase::Pending | Phase::Scaling)
+            && case.statefulset.is_some())
+        .then_some(GRACE);
+        assert_eq!(assessment.recheck_after, deadline, "{}", case.name);
     }
 }
 
@@ -411,7 +415,8 @@ fn waiting_for_other_reasons_is_not_stuck() {
     let pod = waiting_pod(2, "ContainerCreating", at(0));
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(assessment.status.phase, Phase::Scaling);
-    assert_eq!(assessment.recheck_after, None);
+    // Not stuck by its reason; only the progress deadline (from now, the first look) applies.
+    assert_eq!(assessment.recheck_after, Some(GRACE));
 }
 
 #[test]
@@ -440,7 +445,11 @@ fn a_stuck_pod_of_an_outdated_revision_is_not_waited_for() {
     revision(&mut pod, "rev-1");
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(assessment.status.phase, Phase::Scaling, "outdated pod");
-    assert_eq!(assessment.recheck_after, None);
+    assert_eq!(
+        assessment.recheck_after,
+        Some(GRACE),
+        "only the progress deadline"
+    );
 
     revision(&mut pod, "rev-2");
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
@@ -468,4 +477,119 @@ fn pods_that_are_not_ready_are_named_with_their_restarts() {
     let seen = with_status(cluster.clone(), assessment.status.clone());
     let again = look(&seen, &sts, &[&plain, &ready, &restarted], None, at(20));
     assert_eq!(again.status, assessment.status);
+}
+
+/// A cluster that was Scaling since `since` with these counts, and a StatefulSet that still
+/// reports them: `exist` pods of `desired`, `ready` of them ready.
+fn stalled(desired: i32, exist: i32, ready: i32, since: i64) -> (RedisCluster, StatefulSet) {
+    let base = cluster(desired, "redis:7.0");
+    let status = StatefulSetStatus {
+        replicas: exist,
+        updated_replicas: Some(exist),
+        ..sts_status(exist, ready)
+    };
+    let sts = statefulset(&base, status);
+    let first = look(&base, &sts, &[], None, at(since)).status;
+    assert_eq!(first.last_progress_time, Some(Time(at(since))));
+    (with_status(base, first), sts)
+}
+
+#[test]
+fn counts_that_do_not_move_for_the_grace_period_fail_the_cluster() {
+    let (cluster, sts) = stalled(3, 1, 1, 0);
+    let early = look(&cluster, &sts, &[], None, at(119));
+    assert_eq!(early.status.phase, Phase::Scaling);
+    assert_eq!(early.recheck_after, Some(Duration::from_secs(1)));
+    assert_eq!(
+        early.status,
+        cluster.status.clone().unwrap(),
+        "nothing to write yet"
+    );
+
+    let late = look(&cluster, &sts, &[], None, at(120));
+    assert_eq!(late.status.phase, Phase::Failed);
+    let degraded = late.status.condition(DEGRADED).unwrap();
+    assert_eq!(degraded.reason, "PodsNotCreated");
+    assert!(
+        degraded.message.contains("1/3 Redis pods exist")
+            && degraded
+                .message
+                .contains("kubectl describe statefulset cache"),
+        "{}",
+        degraded.message
+    );
+    // Failed stays put, message and all, while nothing moves.
+    let failed = with_status(cluster.clone(), late.status.clone());
+    assert_eq!(look(&failed, &sts, &[], None, at(900)).status, late.status);
+
+    // The cause goes (the quota is raised): a pod is created, and the cluster recovers.
+    let moving = statefulset(
+        &failed,
+        StatefulSetStatus {
+            replicas: 2,
+            updated_replicas: Some(2),
+            ..sts_status(2, 1)
+        },
+    );
+    let recovered = look(&failed, &moving, &[], None, at(901));
+    assert_eq!(recovered.status.phase, Phase::Scaling);
+    assert_eq!(recovered.status.last_progress_time, Some(Time(at(901))));
+}
+
+#[test]
+fn a_stall_says_what_holds_the_pods() {
+    let (cluster, sts) = stalled(2, 2, 1, 0);
+    let mut unscheduled = waiting_pod(1, "ContainerCreating", at(0));
+    let conditions = unscheduled
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap();
+    conditions.push(k8s_openapi::api::core::v1::PodCondition {
+        type_: "PodScheduled".to_owned(),
+        status: "False".to_owned(),
+        message: Some("0/1 nodes are available: 1 Insufficient memory.".to_owned()),
+        ..Default::default()
+    });
+    let creating = waiting_pod(1, "ContainerCreating", at(0));
+    let cases = [
+        (
+            vec![&unscheduled],
+            "PodsUnschedulable",
+            "Insufficient memory",
+        ),
+        (
+            vec![&creating],
+            "ContainersNotStarting",
+            "waited in ContainerCreating",
+        ),
+        (
+            vec![],
+            "NoProgress",
+            "1/2 Redis pods are ready and nothing changed",
+        ),
+    ];
+    for (pods, reason, says) in cases {
+        let status = look(&cluster, &sts, &pods, None, at(120)).status;
+        assert_eq!(status.phase, Phase::Failed, "{reason}");
+        let degraded = status.condition(DEGRADED).unwrap();
+        assert_eq!(degraded.reason, reason);
+        assert!(degraded.message.contains(says), "{}", degraded.message);
+    }
+}
+
+#[test]
+fn a_spec_change_restarts_the_deadline_and_running_clears_it() {
+    let (cluster, sts) = stalled(3, 1, 1, 0);
+    let mut changed = cluster.clone();
+    changed.metadata.generation = Some(2);
+    let status = look(&changed, &sts, &[], None, at(119)).status;
+    assert_eq!(status.last_progress_time, Some(Time(at(119))));
+
+    let running = statefulset(&cluster, sts_status(3, 3));
+    let status = look(&cluster, &running, &[], None, at(500)).status;
+    assert_eq!(status.phase, Phase::Running);
+    assert_eq!(status.last_progress_time, None);
 }
