@@ -4,6 +4,7 @@
 //! local mode, its own operator process. Every wait for Running also checks Redis on each pod.
 
 use std::process::Command;
+use std::time::Duration;
 
 use e2e::{
     NAME, Operator, Setup, TestResult, WAIT, failure_grace, has_real_node, wait_for,
@@ -219,7 +220,26 @@ async fn an_unpullable_image_fails_and_fixing_it_recovers() -> TestResult {
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn deleting_the_cluster_removes_its_children() -> TestResult {
     let (setup, _operator) = Setup::running_sample("delete", 2).await?;
+    let sts_uid = setup.statefulsets.get(NAME).await?.uid();
 
+    // Watch the StatefulSet from before the delete until it is gone: the operator must never
+    // recreate a child of a cluster on its way out.
+    let uids = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let watch = {
+        use futures::StreamExt;
+        let config =
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
+        let stream = kube::runtime::watcher(setup.statefulsets.clone(), config);
+        let uids = uids.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(stream));
+            while let Some(Ok(sts)) = stream.next().await {
+                if let Ok(mut uids) = uids.lock() {
+                    uids.insert(sts.uid());
+                }
+            }
+        })
+    };
     setup
         .clusters
         .delete(NAME, &DeleteParams::foreground())
@@ -230,6 +250,15 @@ async fn deleting_the_cluster_removes_its_children() -> TestResult {
     })
     .await?;
     wait_for(&setup.services, NAME, "Service gone", |o| o.is_none()).await?;
+    // A moment for a recreate to show, had one been sent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    watch.abort();
+    assert!(
+        setup.statefulsets.get_opt(NAME).await?.is_none(),
+        "recreated"
+    );
+    let seen = uids.lock().map(|u| u.clone()).unwrap_or_default();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![sts_uid]);
     Ok(())
 }
 
@@ -300,6 +329,25 @@ async fn a_foreign_statefulset_is_left_untouched() -> TestResult {
         !managers.iter().any(|m| m == "redis-operator"),
         "{managers:?}"
     );
-    drop(setup.client);
+
+    // Its owner removes it. Nothing about that reaches the operator's watches (it was never
+    // labelled as ours); the blocked cluster's own recheck must notice within a minute.
+    let removed = std::time::Instant::now();
+    setup
+        .statefulsets
+        .delete(NAME, &DeleteParams::foreground())
+        .await?;
+    wait_for_within(
+        Duration::from_secs(60) + Duration::from_secs(30),
+        &setup.clusters,
+        NAME,
+        "Running once the blocker is gone",
+        e2e::reports(Phase::Running, 3),
+    )
+    .await?;
+    let healed = removed.elapsed();
+    assert!(healed < Duration::from_secs(60), "healed after {healed:?}");
+    setup.wait_running(3).await?;
+    println!("foreign StatefulSet removed -> Running after {healed:?}");
     Ok(())
 }

@@ -249,6 +249,45 @@ fn redis_container(image: &str) -> Container {
     }
 }
 
+/// The StatefulSet fields the API server refuses to update, by name, that differ between what
+/// we would apply and what exists. A StatefulSet made by another version of the operator (or a
+/// spec change that reaches such a field) can only get them by being recreated.
+pub fn immutable_changes(desired: &StatefulSet, observed: &StatefulSet) -> Vec<&'static str> {
+    let (Some(desired), Some(observed)) = (desired.spec.as_ref(), observed.spec.as_ref()) else {
+        return Vec::new();
+    };
+    let mut changed = Vec::new();
+    if desired.selector != observed.selector {
+        changed.push("selector");
+    }
+    if desired.service_name != observed.service_name {
+        changed.push("serviceName");
+    }
+    // The API server defaults an absent policy to OrderedReady.
+    let policy = |spec: &StatefulSetSpec| {
+        spec.pod_management_policy
+            .clone()
+            .unwrap_or_else(|| "OrderedReady".to_owned())
+    };
+    if policy(desired) != policy(observed) {
+        changed.push("podManagementPolicy");
+    }
+    // Claim templates: the same names, each saying at least what we would (the server adds
+    // defaults and a status to every template).
+    let templates =
+        |spec: &StatefulSetSpec| spec.volume_claim_templates.clone().unwrap_or_default();
+    let (want, have) = (templates(desired), templates(observed));
+    let same_templates = want.len() == have.len()
+        && want
+            .iter()
+            .zip(&have)
+            .all(|(w, h)| w.metadata.name == h.metadata.name && crate::drift::is_applied(w, h));
+    if !same_templates {
+        changed.push("volumeClaimTemplates");
+    }
+    changed
+}
+
 /// The image of the Redis container in a StatefulSet, if it has one.
 pub fn redis_image(statefulset: &StatefulSet) -> Option<&str> {
     statefulset

@@ -28,8 +28,9 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
     Permission {
         group: "apps",
         resource: "statefulsets",
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "create and apply the StatefulSet; get only when a create finds the name taken",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "create and apply the StatefulSet; get only when a create finds the name taken; \
+              delete (orphaning its pods) only to recreate it when an immutable field must change",
     },
     Permission {
         group: "",

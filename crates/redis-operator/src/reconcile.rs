@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -111,6 +111,23 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
 
     let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
+    let statefulset_step = async {
+        match observed_statefulset.as_deref() {
+            Some(sts) if build::is_controlled_by(sts, &uid) => {
+                if sts.metadata.deletion_timestamp.is_some() {
+                    // Ours and on its way out (we orphaned it): create it anew once it is gone.
+                    return Ok(ChildOutcome::Terminating);
+                }
+                let changes = build::immutable_changes(&desired_statefulset, sts);
+                if !changes.is_empty() {
+                    orphan(&statefulsets, sts).await?;
+                    return Ok(ChildOutcome::Recreating(changes));
+                }
+                ensure_child(&statefulsets, Some(sts), &desired_statefulset, &uid).await
+            }
+            observed => ensure_child(&statefulsets, observed, &desired_statefulset, &uid).await,
+        }
+    };
     // The two children do not depend on each other: one round trip instead of two.
     let (service_outcome, statefulset_outcome) = futures::try_join!(
         ensure_child(
@@ -119,12 +136,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
             &desired_service,
             &uid,
         ),
-        ensure_child(
-            &statefulsets,
-            observed_statefulset.as_deref(),
-            &desired_statefulset,
-            &uid,
-        ),
+        statefulset_step,
     )?;
 
     let mut events: Vec<Event> = creation_event(
@@ -140,6 +152,19 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         (&statefulset_outcome, &observed_statefulset)
     {
         events.extend(statefulset_changes(observed, &desired_statefulset));
+    }
+    if let ChildOutcome::Recreating(changes) = &statefulset_outcome {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "RecreatingStatefulSet".to_owned(),
+            note: Some(format!(
+                "recreating StatefulSet {name} to change {}, which cannot be updated; its pods \
+                 are kept and adopted by the new one",
+                changes.join(", ")
+            )),
+            action: "RecreateStatefulSet".to_owned(),
+            secondary: None,
+        });
     }
 
     let blocker = service_outcome
@@ -219,6 +244,10 @@ enum ChildOutcome<K> {
     Created(K),
     Updated(K),
     Blocked(Blocker),
+    /// Deleted, its pods orphaned, to be created anew: these immutable fields must change.
+    Recreating(Vec<&'static str>),
+    /// Being deleted (by us, to recreate it): nothing to do until it is gone.
+    Terminating,
 }
 
 impl<K: Resource<DynamicType = ()>> ChildOutcome<K> {
@@ -304,6 +333,26 @@ where
     }
 }
 
+/// Deletes our StatefulSet but not its pods (they are orphaned, then adopted by the StatefulSet
+/// created in its place, which selects them with the same labels). The uid precondition makes
+/// sure it is the object we looked at.
+async fn orphan(api: &Api<StatefulSet>, sts: &StatefulSet) -> Result<()> {
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        preconditions: Some(Preconditions {
+            uid: sts.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&sts.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        // Gone already: the next reconcile creates it.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Server-side apply, forced: fields we own that someone else changed are taken back.
 async fn apply<K>(api: &Api<K>, desired: &K) -> Result<ChildOutcome<K>>
 where
@@ -381,7 +430,8 @@ fn failure_event(status: &RedisClusterStatus) -> Event {
 fn lost_readiness_event(cluster: &RedisCluster, status: &RedisClusterStatus) -> Option<Event> {
     let previous = cluster.status.as_ref()?;
     let unprompted = previous.observed_generation == status.observed_generation;
-    if previous.phase != Phase::Running || status.phase != Phase::Scaling || !unprompted {
+    let lost = status.ready_replicas < previous.ready_replicas;
+    if previous.phase != Phase::Running || status.phase != Phase::Scaling || !unprompted || !lost {
         return None;
     }
     Some(Event {

@@ -143,3 +143,57 @@ fn serialized_children_name_their_kind_for_server_side_apply() {
     assert_eq!(svc["apiVersion"], "v1");
     assert_eq!(svc["kind"], "Service");
 }
+
+#[test]
+fn immutable_fields_that_differ_are_named() {
+    let cluster = cluster(3, "redis:7.0");
+    let desired = statefulset(&cluster).unwrap();
+    let mut served = desired.clone();
+    // What the API server adds to a claim template must not count as a change.
+    let template = |name: &str, size: &str| -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": size}}}
+        }))
+        .unwrap()
+    };
+    assert!(immutable_changes(&desired, &served).is_empty());
+    fn spec(sts: &mut StatefulSet) -> &mut StatefulSetSpec {
+        sts.spec.as_mut().unwrap()
+    }
+
+    spec(&mut served).pod_management_policy = None;
+    spec(&mut served).service_name = Some("other".to_owned());
+    assert_eq!(
+        immutable_changes(&desired, &served),
+        ["serviceName", "podManagementPolicy"]
+    );
+
+    let mut with_claims = desired.clone();
+    spec(&mut with_claims).volume_claim_templates = Some(vec![template("data", "1Gi")]);
+    let mut served_claims = with_claims.clone();
+    let claim = &mut spec(&mut served_claims)
+        .volume_claim_templates
+        .as_mut()
+        .unwrap()[0];
+    claim.spec.as_mut().unwrap().volume_mode = Some("Filesystem".to_owned());
+    claim.status = Some(Default::default());
+    assert!(immutable_changes(&with_claims, &served_claims).is_empty());
+    assert_eq!(
+        immutable_changes(&with_claims, &desired),
+        ["volumeClaimTemplates"],
+        "claims added"
+    );
+    assert_eq!(
+        immutable_changes(&desired, &with_claims),
+        ["volumeClaimTemplates"],
+        "claims removed"
+    );
+    let mut bigger = with_claims.clone();
+    spec(&mut bigger).volume_claim_templates = Some(vec![template("data", "2Gi")]);
+    assert_eq!(
+        immutable_changes(&bigger, &served_claims),
+        ["volumeClaimTemplates"]
+    );
+}

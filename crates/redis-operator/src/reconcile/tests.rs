@@ -496,3 +496,55 @@ async fn a_name_no_child_can_take_fails_the_cluster_and_creates_nothing() {
     );
     assert_eq!(event_reasons(&sent), ["InvalidName"]);
 }
+
+#[tokio::test]
+async fn an_immutable_field_change_recreates_the_statefulset_keeping_its_pods() {
+    let cluster = cluster(3, "redis:7.0");
+    let cluster = settled(cluster.clone(), statefulset(&cluster, sts_status(3, 3))).await;
+    // Made by a release that let the policy default (OrderedReady); ours is Parallel.
+    let mut older = statefulset(&cluster, sts_status(3, 3));
+    older.spec.as_mut().unwrap().pod_management_policy = None;
+    older.metadata.uid = Some("sts-uid-1".to_owned());
+    let answer = healthy(&cluster);
+    let harness = Harness::new(move |sent: &Sent| {
+        if sent.method == "DELETE" {
+            (
+                StatusCode::OK,
+                json!({"kind": "StatefulSet", "apiVersion": "apps/v1",
+                                    "metadata": {"name": NAME}}),
+            )
+        } else {
+            answer(sent)
+        }
+    })
+    .with_children(&cluster, older.clone());
+    let (result, sent) = harness.reconcile(&cluster).await;
+    assert!(result.is_ok(), "{result:?}");
+
+    let writes = writes_to(&sent, "statefulsets");
+    assert_eq!(writes.len(), 1, "one delete, no apply: {sent:#?}");
+    let delete = writes[0];
+    assert_eq!(delete.method, "DELETE");
+    assert!(delete.path.ends_with(&format!("/statefulsets/{NAME}")));
+    assert_eq!(delete.body["propagationPolicy"], "Orphan", "pods must stay");
+    assert_eq!(delete.body["preconditions"]["uid"], "sts-uid-1");
+    assert_eq!(event_reasons(&sent), ["RecreatingStatefulSet"]);
+    let status = written_status(&sent).unwrap();
+    assert_eq!((status.phase, status.ready_replicas), (Phase::Scaling, 3));
+
+    // While it is being deleted, nothing is sent for it; once gone, it is created anew.
+    let scaling = with_status(cluster.clone(), status);
+    let mut terminating = older;
+    terminating.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::fixtures::at(0)),
+    );
+    let harness = Harness::new(healthy(&scaling)).with_children(&scaling, terminating);
+    let (_, sent) = harness.reconcile(&scaling).await;
+    assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
+    let harness = Harness::new(healthy(&scaling));
+    let (_, sent) = harness.reconcile(&scaling).await;
+    let creates: Vec<_> = writes_to(&sent, "statefulsets");
+    assert_eq!(creates.len(), 1);
+    assert_eq!(creates[0].method, "POST");
+    assert_eq!(creates[0].body["spec"]["podManagementPolicy"], "Parallel");
+}

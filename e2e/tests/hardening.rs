@@ -1,0 +1,297 @@
+//! States that used to leave a cluster stuck, against a live API server: names no child can
+//! take, pods that can never be created, other field managers' additions, a StatefulSet whose
+//! immutable fields must change.
+
+use std::time::{Duration, Instant};
+
+use e2e::{
+    NAME, Operator, Setup, TestResult, WAIT, failure_grace, free_port, http_get, kubectl, metric,
+    wait_for_within,
+};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ResourceQuota;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use rediscluster_crd::conditions::DEGRADED;
+use rediscluster_crd::{Phase, RedisCluster};
+use serde_json::json;
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn kubectl_apply_refuses_names_no_child_can_take() -> TestResult {
+    let setup = Setup::new("names").await?;
+    let ns = setup.namespace.name.clone();
+    let longest = format!("r{}", "e".repeat(51));
+    let cases = [
+        (format!("{longest}s"), "at most 52 characters"),
+        ("my.redis".to_owned(), "DNS-1035"),
+    ];
+    for (name, says) in cases {
+        let manifest = format!(
+            "apiVersion: cache.example.com/v1alpha1\nkind: RedisCluster\nmetadata:\n  name: {name}\n\
+             spec:\n  image: redis:7.0\n  replicas: 1\n"
+        );
+        let path = std::env::temp_dir().join(format!("{ns}-{}.yaml", name.len()));
+        std::fs::write(&path, manifest)?;
+        let args = ["apply", "-n", &ns, "-f"].map(String::from).to_vec();
+        let applied = kubectl([args, vec![path.display().to_string()]].concat()).await;
+        let error = applied
+            .expect_err(&format!("{name} was accepted"))
+            .to_string();
+        assert!(error.contains(says), "{name}: {error}");
+    }
+    // The longest name that works is accepted.
+    setup
+        .clusters
+        .create(
+            &PostParams::default(),
+            &e2e::redis_cluster(&longest, "redis:7.0", 1)?,
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn pods_that_cannot_be_created_fail_the_cluster_until_the_cause_goes() -> TestResult {
+    let setup = Setup::new("quota").await?;
+    let quotas: Api<ResourceQuota> = Api::namespaced(setup.client.clone(), &setup.namespace.name);
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "one-pod"},
+        "spec": {"hard": {"pods": "1"}}
+    }))?;
+    quotas.create(&PostParams::default(), &quota).await?;
+    let _operator = Operator::start(&setup.namespace.name)?;
+    let created = Instant::now();
+    setup.create_cluster("redis:7.0", 3).await?;
+
+    let failed = wait_for_within(
+        failure_grace() + Duration::from_secs(30) + WAIT,
+        &setup.clusters,
+        NAME,
+        "Failed: pods not created",
+        |c: Option<&RedisCluster>| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.phase == Phase::Failed)
+        },
+    )
+    .await?
+    .ok_or("the RedisCluster vanished")?;
+    let after = created.elapsed();
+    let degraded = failed
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(DEGRADED))
+        .ok_or("no Degraded condition")?;
+    assert_eq!(degraded.reason, "PodsNotCreated", "{degraded:?}");
+    assert!(degraded.message.contains("1/3"), "{}", degraded.message);
+    assert!(
+        after < failure_grace() + Duration::from_secs(30),
+        "Failed only after {after:?}"
+    );
+
+    quotas.delete("one-pod", &DeleteParams::default()).await?;
+    let fixed = Instant::now();
+    setup.wait_running(3).await?;
+    println!(
+        "quota of 1 pod: Failed/PodsNotCreated after {after:?}; Running {:?} after removing it",
+        fixed.elapsed()
+    );
+    Ok(())
+}
+
+/// The operator's count of requests by verb, from its /metrics.
+fn requests(port: u16, verb: &str) -> TestResult<f64> {
+    let text = http_get(port, "/metrics")?;
+    let series = format!("redis_operator_kube_requests_total{{verb=\"{verb}\"}}");
+    Ok(metric(&text, &series).unwrap_or(0.0))
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> TestResult {
+    let setup = Setup::new("foreign-fields").await?;
+    let port = free_port()?;
+    // Its own process with a known port, so its requests can be counted (local mode only).
+    let addr = format!("127.0.0.1:{port}");
+    let _operator = if e2e::in_cluster() {
+        None
+    } else {
+        Some(Operator::start_with(
+            &setup.namespace.name,
+            "operator",
+            &["--http-addr", &addr, "--resync-interval", "20s"],
+        )?)
+    };
+    setup.create_cluster("redis:7.0", 2).await?;
+    setup.wait_running(2).await?;
+
+    // A sidecar injector's additions, through server-side apply under its own name.
+    let injected = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": NAME, "labels": {"team": "cache"},
+                     "annotations": {"injector.example.com/injected": "true"}},
+        "spec": {"template": {
+            "metadata": {"annotations": {"injector.example.com/version": "1"}},
+            "spec": {
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "cache",
+                                 "effect": "NoSchedule"}],
+                "volumes": [{"name": "injected", "emptyDir": {}}],
+                "containers": [{
+                    "name": "sidecar", "image": "redis:7.0",
+                    "command": ["redis-server", "--port", "6380", "--save", ""],
+                    "securityContext": {"allowPrivilegeEscalation": false,
+                                        "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "injected", "mountPath": "/injected"}]
+                }]
+            }
+        }}
+    });
+    setup
+        .statefulsets
+        .patch(
+            NAME,
+            &PatchParams::apply("sidecar-injector"),
+            &Patch::Apply(&injected),
+        )
+        .await?;
+    let injected_generation = setup.statefulsets.get(NAME).await?.metadata.generation;
+    // The pods roll to take the sidecar; the operator must reach Running with it in place.
+    wait_for_within(
+        WAIT,
+        &setup.statefulsets,
+        NAME,
+        "rolled with the sidecar",
+        |sts: Option<&StatefulSet>| {
+            sts.and_then(|s| s.status.as_ref()).is_some_and(|s| {
+                s.observed_generation == injected_generation
+                    && s.updated_replicas == Some(2)
+                    && s.ready_replicas == Some(2)
+                    && s.current_revision == s.update_revision
+            })
+        },
+    )
+    .await?;
+    setup.wait_running(2).await?;
+
+    // Settled: for a minute (three resyncs), no write to the StatefulSet or anything else.
+    let patches = if e2e::in_cluster() {
+        None
+    } else {
+        Some(requests(port, "patch")? + requests(port, "create")?)
+    };
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let sts = setup.statefulsets.get(NAME).await?;
+    assert_eq!(
+        sts.metadata.generation, injected_generation,
+        "spec rewritten"
+    );
+    let containers: Vec<String> = sts
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers.into_iter().map(|c| c.name).collect())
+        .unwrap_or_default();
+    assert_eq!(containers, ["redis", "sidecar"]);
+    assert_eq!(
+        sts.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("cache")
+    );
+    if let Some(before) = patches {
+        let after = requests(port, "patch")? + requests(port, "create")?;
+        assert_eq!(after, before, "the operator wrote while settled");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn a_statefulset_whose_immutable_fields_differ_is_recreated_keeping_its_pods() -> TestResult {
+    let setup = Setup::new("immutable").await?;
+    // The cluster exists before any operator runs; its StatefulSet is what a release that left
+    // podManagementPolicy at its default (OrderedReady) would have made.
+    setup.create_cluster("redis:7.0", 2).await?;
+    let cluster = setup.clusters.get(NAME).await?;
+    let mut older = redis_operator::build::statefulset(&cluster)?;
+    if let Some(spec) = older.spec.as_mut() {
+        spec.pod_management_policy = None;
+    }
+    let older = setup
+        .statefulsets
+        .create(&PostParams::default(), &older)
+        .await?;
+    // Its pods run before the operator comes.
+    wait_for_within(
+        WAIT,
+        &setup.statefulsets,
+        NAME,
+        "the older StatefulSet's pods ready",
+        |sts: Option<&StatefulSet>| {
+            sts.and_then(|s| s.status.as_ref())
+                .is_some_and(|s| s.ready_replicas == Some(2))
+        },
+    )
+    .await?;
+    let pods_before: Vec<String> = e2e::cluster_pods(&setup.client, &setup.namespace.name, NAME)
+        .await?
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+    assert_eq!(pods_before.len(), 2);
+
+    let _operator = Operator::start(&setup.namespace.name)?;
+    let recreated = wait_for_within(
+        WAIT,
+        &setup.statefulsets,
+        NAME,
+        "recreated as Parallel",
+        |sts: Option<&StatefulSet>| {
+            sts.is_some_and(|s| {
+                s.uid() != older.uid()
+                    && s.spec
+                        .as_ref()
+                        .and_then(|s| s.pod_management_policy.as_deref())
+                        == Some("Parallel")
+            })
+        },
+    )
+    .await?
+    .ok_or("StatefulSet gone")?;
+    setup.wait_running(2).await?;
+    let pods_after: Vec<String> = e2e::cluster_pods(&setup.client, &setup.namespace.name, NAME)
+        .await?
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+    assert_eq!(
+        pods_after, pods_before,
+        "the pods were replaced, not adopted"
+    );
+    let events = kubectl(
+        [
+            "get",
+            "events",
+            "-n",
+            &setup.namespace.name,
+            "-o",
+            "name",
+            "--field-selector",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain(["reason=RecreatingStatefulSet".to_owned()])
+        .collect(),
+    )
+    .await?;
+    assert!(!events.trim().is_empty(), "no RecreatingStatefulSet event");
+    assert!(
+        recreated
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "RedisCluster")
+    );
+    Ok(())
+}
