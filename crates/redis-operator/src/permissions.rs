@@ -1,6 +1,10 @@
-//! Every Kubernetes API permission the operator uses, in one place. The RBAC manifests in
-//! `config/` are tested against these lists (the namespaced variant reuses `config/rbac/role.yaml`), so a new API call without a matching rule (or a
-//! rule nothing uses) fails the ordinary test run.
+//! Every Kubernetes API permission the operator uses, in one place. Two tests hold it true:
+//! the RBAC manifests in `config/` must grant exactly these rules (the namespaced variant reuses
+//! `config/rbac/role.yaml`), and every request the mocked-API controller tests send must be one
+//! that a rule here allows (`allows`, checked by their fake API server). A reconcile that starts
+//! using a new verb or resource therefore fails the ordinary test run until it is listed here
+//! and in the manifests; calls made only outside reconciles (watches, the Lease) are covered by
+//! the manifest test alone.
 
 /// One RBAC rule: what the code does with a resource, and why.
 #[derive(Clone, Copy, Debug)]
@@ -59,6 +63,51 @@ pub const OPERATOR_NAMESPACE: &[Permission] = &[Permission {
     verbs: &["get", "list", "watch", "create", "patch"],
     why: "leader election: read, create and apply the Lease; a standby watches it to take over at once",
 }];
+
+/// Whether a request (method, path, query) is one the rules above allow: the RBAC verb and
+/// resource are derived from the URL the way the API server's authorizer derives them.
+#[cfg(test)]
+pub fn allows(method: &str, path: &str, query: &str) -> Result<(), String> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /api/v1/namespaces/NS/... or /apis/GROUP/VERSION/namespaces/NS/...
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return Err(format!("not an API path: {path}")),
+    };
+    let rest = match rest {
+        ["namespaces", _namespace, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => ((*resource).to_owned(), false),
+        [resource, _name] => ((*resource).to_owned(), true),
+        [resource, _name, subresource] => (format!("{resource}/{subresource}"), true),
+        _ => return Err(format!("unexpected path: {path}")),
+    };
+    let verb = match (method, named) {
+        ("GET", true) => "get",
+        ("GET", false) if query.contains("watch=true") => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return Err(format!("unexpected method {method} {path}")),
+    };
+    let allowed = WATCHED_NAMESPACES
+        .iter()
+        .chain(OPERATOR_NAMESPACE)
+        .any(|p| p.group == group && p.resource == resource && p.verbs.contains(&verb));
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{method} {path} needs {verb} on {resource} in group {group:?}, which permissions.rs does not list"
+        ))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -129,6 +178,42 @@ mod tests {
             manifest_grants("config/rbac/leader_election_role.yaml", "Role"),
             grants(OPERATOR_NAMESPACE)
         );
+    }
+
+    #[test]
+    fn requests_map_to_the_verbs_the_authorizer_checks() {
+        let ns = "/api/v1/namespaces/a";
+        let apps = "/apis/apps/v1/namespaces/a";
+        let cases = [
+            ("POST", format!("{apps}/statefulsets"), "", true),
+            ("PATCH", format!("{apps}/statefulsets/x"), "", true),
+            ("DELETE", format!("{apps}/statefulsets/x"), "", true),
+            ("DELETE", format!("{apps}/statefulsets"), "", false),
+            ("PUT", format!("{apps}/statefulsets/x"), "", false),
+            ("GET", format!("{ns}/pods"), "watch=true", true),
+            ("GET", format!("{ns}/pods/x"), "", false),
+            ("PATCH", format!("{ns}/pods/x"), "", false),
+            ("GET", format!("{ns}/secrets"), "", false),
+            (
+                "PATCH",
+                "/apis/cache.example.com/v1alpha1/namespaces/a/redisclusters/x/status".to_owned(),
+                "",
+                true,
+            ),
+            (
+                "PATCH",
+                "/apis/cache.example.com/v1alpha1/namespaces/a/redisclusters/x".to_owned(),
+                "",
+                false,
+            ),
+        ];
+        for (method, path, query, allowed) in cases {
+            assert_eq!(
+                allows(method, &path, query).is_ok(),
+                allowed,
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]

@@ -63,6 +63,8 @@ struct Harness {
     context: Arc<Context>,
     respond: Arc<Mutex<Responder>>,
     sent: Arc<Mutex<Vec<Sent>>>,
+    /// Requests that no rule in permissions.rs allows.
+    denied: Arc<Mutex<Vec<String>>>,
 }
 
 impl Harness {
@@ -79,7 +81,9 @@ impl Harness {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let respond: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Box::new(respond)));
         let sent = Arc::new(Mutex::new(Vec::new()));
-        let (server_respond, server_sent) = (respond.clone(), sent.clone());
+        let denied = Arc::new(Mutex::new(Vec::new()));
+        let (server_respond, server_sent, server_denied) =
+            (respond.clone(), sent.clone(), denied.clone());
         tokio::spawn(async move {
             while let Some((request, reply)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
@@ -90,6 +94,12 @@ impl Harness {
                     query: parts.uri.query().unwrap_or_default().to_owned(),
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 };
+                // Every request a reconcile sends must be one the operator's RBAC allows.
+                if let Err(denied) =
+                    crate::permissions::allows(&request.method, &request.path, &request.query)
+                {
+                    server_denied.lock().unwrap().push(denied);
+                }
                 let (status, body) = (server_respond.lock().unwrap())(&request);
                 // Recorded before the answer, so a finished reconcile has all its requests here.
                 server_sent.lock().unwrap().push(request);
@@ -112,6 +122,7 @@ impl Harness {
             context,
             respond,
             sent,
+            denied,
         }
     }
 
@@ -132,6 +143,8 @@ impl Harness {
     /// Runs one reconcile; returns its result and the requests it sent.
     async fn reconcile(&self, cluster: &RedisCluster) -> (Result<Action>, Vec<Sent>) {
         let result = reconcile(Arc::new(cluster.clone()), self.context.clone()).await;
+        let denied = std::mem::take(&mut *self.denied.lock().unwrap());
+        assert!(denied.is_empty(), "requests RBAC would refuse: {denied:#?}");
         (result, std::mem::take(&mut *self.sent.lock().unwrap()))
     }
 }
