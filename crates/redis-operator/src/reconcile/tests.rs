@@ -1,6 +1,7 @@
 //! The reconcile against an in-process API server (tower-test behind `kube::Client`): every
 //! request it sends is recorded, so the tests assert what was written and what was not.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
@@ -34,22 +35,120 @@ impl Sent {
     }
 }
 
-/// How the fake API server answers a request: a status code and a JSON body.
-type Responder = Box<dyn Fn(&Sent) -> (StatusCode, Value) + Send + Sync>;
+/// How the fake API server answers a request: a status code and a JSON body, usually from what
+/// it stores.
+type Responder = Box<dyn Fn(&Sent, &mut Stored) -> (StatusCode, Value) + Send + Sync>;
 
-/// Answers like a healthy API server: writes echo the object back; the status subresource
-/// returns the cluster.
-fn healthy(cluster: &RedisCluster) -> impl Fn(&Sent) -> (StatusCode, Value) + use<> {
-    let cluster = serde_json::to_value(cluster).unwrap();
-    move |sent| match sent.method.as_str() {
-        _ if sent.path.contains("/redisclusters/") => (StatusCode::OK, cluster.clone()),
-        "POST" => (StatusCode::CREATED, sent.body.clone()),
-        "PATCH" => (StatusCode::OK, sent.body.clone()),
-        _ => (
-            StatusCode::NOT_FOUND,
-            status_body(404, "NotFound", "not found"),
-        ),
+/// What the fake API server holds, by object path, and how it answers writes the way the real
+/// one does: a patch is merged into the stored object (whose status it keeps), a status patch
+/// into its status, and every write bumps the resourceVersion. An answer that merely echoed the
+/// request could hide a status computed from what we sent rather than from what is there.
+#[derive(Default)]
+struct Stored {
+    objects: BTreeMap<String, Value>,
+    version: u64,
+}
+
+impl Stored {
+    fn put<K: Resource<DynamicType = ()> + serde::Serialize>(&mut self, object: &K) {
+        let path = format!(
+            "{}/{}",
+            K::url_path(&(), object.meta().namespace.as_deref()),
+            object.meta().name.as_deref().unwrap()
+        );
+        self.objects
+            .insert(path, serde_json::to_value(object).unwrap());
     }
+
+    fn stamp(&mut self, object: &mut Value) {
+        self.version += 1;
+        object["metadata"]["resourceVersion"] = json!(format!("{}", 1000 + self.version));
+    }
+
+    fn answer(&mut self, sent: &Sent) -> (StatusCode, Value) {
+        let not_found = || {
+            (
+                StatusCode::NOT_FOUND,
+                status_body(404, "NotFound", "not found"),
+            )
+        };
+        match sent.method.as_str() {
+            "POST" if sent.path.ends_with("/events") => (StatusCode::CREATED, sent.body.clone()),
+            "POST" => {
+                let name = sent.body["metadata"]["name"].as_str().unwrap_or_default();
+                let path = format!("{}/{name}", sent.path);
+                if self.objects.contains_key(&path) {
+                    return (
+                        StatusCode::CONFLICT,
+                        status_body(409, "AlreadyExists", "already exists"),
+                    );
+                }
+                let mut object = sent.body.clone();
+                object["metadata"]["generation"] = json!(1);
+                object["metadata"]["uid"] = json!(format!("uid-{}", self.version));
+                self.stamp(&mut object);
+                self.objects.insert(path, object.clone());
+                (StatusCode::CREATED, object)
+            }
+            "GET" => self
+                .objects
+                .get(&sent.path)
+                .map_or_else(not_found, |o| (StatusCode::OK, o.clone())),
+            "DELETE" => self
+                .objects
+                .remove(&sent.path)
+                .map_or_else(not_found, |o| (StatusCode::OK, o)),
+            "PATCH" if sent.path.ends_with("/status") => {
+                let path = sent.path.trim_end_matches("/status").to_owned();
+                let Some(mut object) = self.objects.get(&path).cloned() else {
+                    return not_found();
+                };
+                merge(&mut object["status"], &sent.body["status"]);
+                self.stamp(&mut object);
+                self.objects.insert(path, object.clone());
+                (StatusCode::OK, object)
+            }
+            "PATCH" => {
+                let mut patch = sent.body.clone();
+                // The main resource ignores status in a patch.
+                if let Some(patch) = patch.as_object_mut() {
+                    patch.remove("status");
+                }
+                let mut object = match self.objects.get(&sent.path) {
+                    Some(stored) => stored.clone(),
+                    // An apply creates what does not exist.
+                    None => json!({"metadata": {"generation": 0}}),
+                };
+                let spec_before = object["spec"].clone();
+                merge(&mut object, &patch);
+                if object["spec"] != spec_before {
+                    let generation = object["metadata"]["generation"].as_i64().unwrap_or(0);
+                    object["metadata"]["generation"] = json!(generation + 1);
+                }
+                self.stamp(&mut object);
+                self.objects.insert(sent.path.clone(), object.clone());
+                (StatusCode::OK, object)
+            }
+            _ => not_found(),
+        }
+    }
+}
+
+/// Merges `patch` into `target`: objects key by key, anything else replaced.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+/// Answers like a healthy API server, from and into what it stores.
+fn healthy(sent: &Sent, stored: &mut Stored) -> (StatusCode, Value) {
+    stored.answer(sent)
 }
 
 fn status_body(code: u16, reason: &str, message: &str) -> Value {
@@ -62,6 +161,7 @@ struct Harness {
     services: reflector::store::Writer<Service>,
     context: Arc<Context>,
     respond: Arc<Mutex<Responder>>,
+    stored: Arc<Mutex<Stored>>,
     sent: Arc<Mutex<Vec<Sent>>>,
     /// Requests that no rule in permissions.rs allows.
     denied: Arc<Mutex<Vec<String>>>,
@@ -69,7 +169,9 @@ struct Harness {
 
 impl Harness {
     /// A context whose client talks to a fake API server answering with `respond`.
-    fn new(respond: impl Fn(&Sent) -> (StatusCode, Value) + Send + Sync + 'static) -> Self {
+    fn new(
+        respond: impl Fn(&Sent, &mut Stored) -> (StatusCode, Value) + Send + Sync + 'static,
+    ) -> Self {
         let (statefulset_reader, statefulsets) = reflector::store();
         let (service_reader, services) = reflector::store();
         let (pod_reader, _pods) = reflector::store();
@@ -82,8 +184,13 @@ impl Harness {
         let respond: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Box::new(respond)));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let denied = Arc::new(Mutex::new(Vec::new()));
-        let (server_respond, server_sent, server_denied) =
-            (respond.clone(), sent.clone(), denied.clone());
+        let stored = Arc::new(Mutex::new(Stored::default()));
+        let (server_respond, server_sent, server_denied, server_stored) = (
+            respond.clone(),
+            sent.clone(),
+            denied.clone(),
+            stored.clone(),
+        );
         tokio::spawn(async move {
             while let Some((request, reply)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
@@ -100,7 +207,8 @@ impl Harness {
                 {
                     server_denied.lock().unwrap().push(denied);
                 }
-                let (status, body) = (server_respond.lock().unwrap())(&request);
+                let (status, body) =
+                    (server_respond.lock().unwrap())(&request, &mut server_stored.lock().unwrap());
                 // Recorded before the answer, so a finished reconcile has all its requests here.
                 server_sent.lock().unwrap().push(request);
                 let response = Response::builder()
@@ -121,27 +229,39 @@ impl Harness {
             services,
             context,
             respond,
+            stored,
             sent,
             denied,
         }
     }
 
-    /// Caches the children the operator would have created for `cluster`.
+    /// The children the operator would have created for `cluster`, in the API server and in
+    /// the caches.
     fn with_children(mut self, cluster: &RedisCluster, sts: StatefulSet) -> Self {
+        let svc = crate::build::service(cluster).unwrap();
+        {
+            let mut stored = self.stored.lock().unwrap();
+            stored.put(&sts);
+            stored.put(&svc);
+        }
         self.statefulsets
             .apply_watcher_event(&watcher::Event::Apply(sts));
-        let svc = crate::build::service(cluster).unwrap();
         self.services
             .apply_watcher_event(&watcher::Event::Apply(svc));
         self
     }
 
-    fn respond_with(&self, respond: impl Fn(&Sent) -> (StatusCode, Value) + Send + Sync + 'static) {
+    fn respond_with(
+        &self,
+        respond: impl Fn(&Sent, &mut Stored) -> (StatusCode, Value) + Send + Sync + 'static,
+    ) {
         *self.respond.lock().unwrap() = Box::new(respond);
     }
 
-    /// Runs one reconcile; returns its result and the requests it sent.
+    /// Runs one reconcile of `cluster` (as the API server holds it); returns its result and
+    /// the requests it sent.
     async fn reconcile(&self, cluster: &RedisCluster) -> (Result<Action>, Vec<Sent>) {
+        self.stored.lock().unwrap().put(cluster);
         let result = reconcile(Arc::new(cluster.clone()), self.context.clone()).await;
         let denied = std::mem::take(&mut *self.denied.lock().unwrap());
         assert!(denied.is_empty(), "requests RBAC would refuse: {denied:#?}");
@@ -173,7 +293,7 @@ fn event_reasons(sent: &[Sent]) -> Vec<String> {
 /// A cluster whose status is what the operator wrote last time for these children, so that a
 /// reconcile sees nothing to do.
 async fn settled(cluster: RedisCluster, sts: StatefulSet) -> RedisCluster {
-    let harness = Harness::new(healthy(&cluster)).with_children(&cluster, sts);
+    let harness = Harness::new(healthy).with_children(&cluster, sts);
     let (_, sent) = harness.reconcile(&cluster).await;
     let status = written_status(&sent).expect("a first reconcile writes the status");
     with_status(cluster, status)
@@ -182,7 +302,7 @@ async fn settled(cluster: RedisCluster, sts: StatefulSet) -> RedisCluster {
 #[tokio::test]
 async fn first_reconcile_creates_both_children_and_writes_status() {
     let cluster = cluster(3, "redis:7.0");
-    let (result, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
+    let (result, sent) = Harness::new(healthy).reconcile(&cluster).await;
     assert!(result.is_ok(), "{result:?}");
 
     // Both children are created at once; their order on the wire is not fixed.
@@ -238,12 +358,12 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
 #[tokio::test]
 async fn the_reconcile_that_sees_its_own_creates_writes_nothing() {
     let cluster = cluster(3, "redis:7.0");
-    let (_, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
+    let (_, sent) = Harness::new(healthy).reconcile(&cluster).await;
     let cluster = with_status(cluster, written_status(&sent).unwrap());
 
     // The watch then delivers the new StatefulSet, which its controller has not yet acted on.
     let created = statefulset(&cluster, Default::default());
-    let harness = Harness::new(healthy(&cluster)).with_children(&cluster, created);
+    let harness = Harness::new(healthy).with_children(&cluster, created);
     let (result, sent) = harness.reconcile(&cluster).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(sent.is_empty(), "expected no request at all, got {sent:#?}");
@@ -256,7 +376,7 @@ async fn nothing_changed_means_nothing_is_written() {
     let cluster = settled(cluster, sts.clone()).await;
     assert_eq!(cluster.status.as_ref().unwrap().phase, Phase::Running);
 
-    let harness = Harness::new(healthy(&cluster)).with_children(&cluster, sts);
+    let harness = Harness::new(healthy).with_children(&cluster, sts);
     let (result, sent) = harness.reconcile(&cluster).await;
     assert_eq!(
         result.unwrap(),
@@ -271,7 +391,7 @@ async fn a_running_cluster_that_loses_a_pod_says_so_once() {
     let cluster = settled(cluster.clone(), statefulset(&cluster, sts_status(3, 3))).await;
     // The spec did not change; a pod stopped being ready (its Redis crashed, say).
     let degraded = statefulset(&cluster, sts_status(3, 2));
-    let harness = Harness::new(healthy(&cluster)).with_children(&cluster, degraded.clone());
+    let harness = Harness::new(healthy).with_children(&cluster, degraded.clone());
     let (result, sent) = harness.reconcile(&cluster).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
@@ -281,7 +401,7 @@ async fn a_running_cluster_that_loses_a_pod_says_so_once() {
 
     // The next look at the same state writes nothing and tells nobody again.
     let scaling = with_status(cluster.clone(), status);
-    let harness = Harness::new(healthy(&scaling)).with_children(&scaling, degraded);
+    let harness = Harness::new(healthy).with_children(&scaling, degraded);
     let (_, sent) = harness.reconcile(&scaling).await;
     assert!(sent.is_empty(), "{sent:#?}");
 }
@@ -295,7 +415,7 @@ async fn a_replicas_change_sends_one_apply() {
     scaled.spec.replicas = 5;
     scaled.metadata.generation = Some(2);
 
-    let harness = Harness::new(healthy(&scaled)).with_children(&scaled, sts);
+    let harness = Harness::new(healthy).with_children(&scaled, sts);
     let (result, sent) = harness.reconcile(&scaled).await;
     assert!(result.is_ok(), "{result:?}");
 
@@ -316,6 +436,9 @@ async fn a_replicas_change_sends_one_apply() {
     let status = written_status(&sent).unwrap();
     assert_eq!(status.phase, Phase::Scaling);
     assert_eq!(status.observed_generation, Some(2));
+    // Assessed from the server's answer (the stored StatefulSet with our patch merged in):
+    // its three ready pods are still there; the apply body alone would say none are.
+    assert_eq!((status.ready_replicas, status.replicas), (3, 3));
     // A scale the user asked for is no lost pod: no ReplicaNotReady warning.
     assert_eq!(event_reasons(&sent), ["Scaling"]);
 }
@@ -325,7 +448,7 @@ async fn a_hand_edit_of_an_owned_field_is_reverted() {
     let cluster = cluster(3, "redis:7.0");
     let mut edited = statefulset(&cluster, sts_status(3, 3));
     edited.spec.as_mut().unwrap().replicas = Some(1);
-    let (result, sent) = Harness::new(healthy(&cluster))
+    let (result, sent) = Harness::new(healthy)
         .with_children(&cluster, edited)
         .reconcile(&cluster)
         .await;
@@ -340,7 +463,7 @@ async fn a_cached_child_we_do_not_own_is_left_alone_and_fails_the_cluster() {
     let cluster = cluster(3, "redis:7.0");
     let mut foreign = statefulset(&cluster, sts_status(2, 2));
     foreign.metadata.owner_references = None;
-    let (result, sent) = Harness::new(healthy(&cluster))
+    let (result, sent) = Harness::new(healthy)
         .with_children(&cluster, foreign)
         .reconcile(&cluster)
         .await;
@@ -367,8 +490,7 @@ async fn an_unlabelled_object_with_the_childs_name_is_never_modified() {
     foreign.metadata.owner_references = None;
     foreign.metadata.labels = None;
     let foreign = serde_json::to_value(foreign).unwrap();
-    let healthy = healthy(&cluster);
-    let (result, sent) = Harness::new(move |sent: &Sent| {
+    let (result, sent) = Harness::new(move |sent: &Sent, stored: &mut Stored| {
         if sent.is("POST", "/statefulsets") {
             (
                 StatusCode::CONFLICT,
@@ -377,7 +499,7 @@ async fn an_unlabelled_object_with_the_childs_name_is_never_modified() {
         } else if sent.is("GET", &format!("/statefulsets/{NAME}")) {
             (StatusCode::OK, foreign.clone())
         } else {
-            healthy(sent)
+            healthy(sent, stored)
         }
     })
     .reconcile(&cluster)
@@ -399,8 +521,7 @@ async fn an_unlabelled_object_with_the_childs_name_is_never_modified() {
 #[tokio::test]
 async fn a_rejected_child_fails_the_cluster_without_retrying_hot() {
     let cluster = cluster(3, "redis:7.0");
-    let healthy = healthy(&cluster);
-    let (result, sent) = Harness::new(move |sent: &Sent| {
+    let (result, sent) = Harness::new(move |sent: &Sent, stored: &mut Stored| {
         if sent.is("POST", "/statefulsets") {
             (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -411,7 +532,7 @@ async fn a_rejected_child_fails_the_cluster_without_retrying_hot() {
                 ),
             )
         } else {
-            healthy(sent)
+            healthy(sent, stored)
         }
     })
     .reconcile(&cluster)
@@ -433,15 +554,14 @@ async fn a_rejected_child_fails_the_cluster_without_retrying_hot() {
 #[tokio::test]
 async fn an_api_error_backs_off_per_object_and_a_success_resets_it() {
     let cluster = cluster(3, "redis:7.0");
-    let healthy_cluster = cluster.clone();
-    let harness = Harness::new(move |sent: &Sent| {
+    let harness = Harness::new(move |sent: &Sent, stored: &mut Stored| {
         if sent.is("POST", "/services") {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 status_body(503, "ServiceUnavailable", "etcd is down"),
             )
         } else {
-            healthy(&healthy_cluster)(sent)
+            healthy(sent, stored)
         }
     });
     let (result, sent) = harness.reconcile(&cluster).await;
@@ -472,7 +592,7 @@ async fn an_api_error_backs_off_per_object_and_a_success_resets_it() {
     // A successful reconcile forgets the failures.
     let key = ObjectRef::from_obj(&cluster);
     assert_eq!(context.backoff.failures(&key), 2);
-    harness.respond_with(healthy(&cluster));
+    harness.respond_with(healthy);
     harness.reconcile(&cluster).await.0.unwrap();
     assert_eq!(context.backoff.failures(&key), 0);
 }
@@ -484,7 +604,7 @@ async fn a_cluster_being_deleted_gets_no_writes_even_with_its_children_gone() {
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::fixtures::at(0)),
     );
     // The garbage collector took the children already: nothing may recreate them.
-    let (result, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
+    let (result, sent) = Harness::new(healthy).reconcile(&cluster).await;
     assert_eq!(result.unwrap(), Action::await_change());
     assert!(sent.is_empty(), "expected no request at all, got {sent:#?}");
 }
@@ -493,7 +613,7 @@ async fn a_cluster_being_deleted_gets_no_writes_even_with_its_children_gone() {
 async fn a_name_no_child_can_take_fails_the_cluster_and_creates_nothing() {
     let mut cluster = cluster(3, "redis:7.0");
     cluster.metadata.name = Some(format!("r{}", "e".repeat(60)));
-    let (result, sent) = Harness::new(healthy(&cluster)).reconcile(&cluster).await;
+    let (result, sent) = Harness::new(healthy).reconcile(&cluster).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
     assert!(writes_to(&sent, "services").is_empty(), "{sent:#?}");
@@ -518,19 +638,7 @@ async fn an_immutable_field_change_recreates_the_statefulset_keeping_its_pods() 
     let mut older = statefulset(&cluster, sts_status(3, 3));
     older.spec.as_mut().unwrap().pod_management_policy = None;
     older.metadata.uid = Some("sts-uid-1".to_owned());
-    let answer = healthy(&cluster);
-    let harness = Harness::new(move |sent: &Sent| {
-        if sent.method == "DELETE" {
-            (
-                StatusCode::OK,
-                json!({"kind": "StatefulSet", "apiVersion": "apps/v1",
-                                    "metadata": {"name": NAME}}),
-            )
-        } else {
-            answer(sent)
-        }
-    })
-    .with_children(&cluster, older.clone());
+    let harness = Harness::new(healthy).with_children(&cluster, older.clone());
     let (result, sent) = harness.reconcile(&cluster).await;
     assert!(result.is_ok(), "{result:?}");
 
@@ -551,10 +659,10 @@ async fn an_immutable_field_change_recreates_the_statefulset_keeping_its_pods() 
     terminating.metadata.deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(crate::fixtures::at(0)),
     );
-    let harness = Harness::new(healthy(&scaling)).with_children(&scaling, terminating);
+    let harness = Harness::new(healthy).with_children(&scaling, terminating);
     let (_, sent) = harness.reconcile(&scaling).await;
     assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
-    let harness = Harness::new(healthy(&scaling));
+    let harness = Harness::new(healthy);
     let (_, sent) = harness.reconcile(&scaling).await;
     let creates: Vec<_> = writes_to(&sent, "statefulsets");
     assert_eq!(creates.len(), 1);
