@@ -210,6 +210,14 @@ async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> T
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn a_statefulset_whose_immutable_fields_differ_is_recreated_keeping_its_pods() -> TestResult {
+    if e2e::in_cluster() {
+        // The deployed operator would make the StatefulSet before the test could.
+        eprintln!(
+            "SKIPPED immutable: needs the operator to start after the older StatefulSet exists \
+             (local mode, make e2e-local)"
+        );
+        return Ok(());
+    }
     let setup = Setup::new("immutable").await?;
     // The cluster exists before any operator runs; its StatefulSet is what a release that left
     // podManagementPolicy at its default (OrderedReady) would have made.
