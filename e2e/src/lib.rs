@@ -475,6 +475,33 @@ impl Setup {
             .ok_or_else(|| "the RedisCluster vanished".into())
     }
 
+    /// Waits until the cluster is Failed (allowing for the operator's grace period) and returns
+    /// its Degraded condition, which must be True.
+    pub async fn wait_failed(
+        &self,
+    ) -> TestResult<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        let failed = wait_for_within(
+            failure_grace() + WAIT,
+            &self.clusters,
+            NAME,
+            "Failed",
+            |c: Option<&RedisCluster>| {
+                c.and_then(|c| c.status.as_ref())
+                    .is_some_and(|s| s.phase == Phase::Failed)
+            },
+        )
+        .await?
+        .ok_or("the RedisCluster vanished")?;
+        let degraded = failed
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(rediscluster_crd::conditions::DEGRADED))
+            .ok_or("no Degraded condition")?
+            .clone();
+        assert_eq!(degraded.status, "True", "{degraded:?}");
+        Ok(degraded)
+    }
+
     /// Waits for Running with `ready` pods, then proves that Redis answers on each of them.
     pub async fn wait_running(&self, ready: i32) -> TestResult<RedisCluster> {
         let cluster = self.wait_phase(Phase::Running, ready).await?;

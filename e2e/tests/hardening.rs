@@ -12,8 +12,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use rediscluster_crd::conditions::DEGRADED;
-use rediscluster_crd::{Phase, RedisCluster};
 use serde_json::json;
 
 #[tokio::test]
@@ -65,24 +63,8 @@ async fn pods_that_cannot_be_created_fail_the_cluster_until_the_cause_goes() -> 
     let created = Instant::now();
     setup.create_cluster("redis:7.0", 3).await?;
 
-    let failed = wait_for_within(
-        failure_grace() + Duration::from_secs(30) + WAIT,
-        &setup.clusters,
-        NAME,
-        "Failed: pods not created",
-        |c: Option<&RedisCluster>| {
-            c.and_then(|c| c.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Failed)
-        },
-    )
-    .await?
-    .ok_or("the RedisCluster vanished")?;
+    let degraded = setup.wait_failed().await?;
     let after = created.elapsed();
-    let degraded = failed
-        .status
-        .as_ref()
-        .and_then(|s| s.condition(DEGRADED))
-        .ok_or("no Degraded condition")?;
     assert_eq!(degraded.reason, "PodsNotCreated", "{degraded:?}");
     assert!(degraded.message.contains("1/3"), "{}", degraded.message);
     assert!(

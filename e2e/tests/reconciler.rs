@@ -6,41 +6,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{
-    NAME, Operator, Setup, TestResult, WAIT, failure_grace, has_real_node, wait_for,
-    wait_for_within,
-};
+use e2e::{NAME, Operator, Setup, TestResult, has_real_node, wait_for, wait_for_within};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use rediscluster_crd::conditions::DEGRADED;
-use rediscluster_crd::{Phase, RedisCluster};
+use rediscluster_crd::Phase;
 use serde_json::json;
-
-/// Waits until the cluster is Failed and returns its Degraded condition.
-async fn wait_failed(setup: &Setup) -> TestResult<Condition> {
-    let failed = wait_for_within(
-        failure_grace() + WAIT,
-        &setup.clusters,
-        NAME,
-        "Failed",
-        |c: Option<&RedisCluster>| {
-            c.and_then(|c| c.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Failed)
-        },
-    )
-    .await?
-    .ok_or("the RedisCluster vanished")?;
-    let degraded = failed
-        .status
-        .as_ref()
-        .and_then(|s| s.condition(DEGRADED))
-        .ok_or("no Degraded condition")?
-        .clone();
-    assert_eq!(degraded.status, "True");
-    Ok(degraded)
-}
 
 /// Deletes the child and waits until the operator has made a new one (a new uid, not deleting).
 async fn delete_and_wait_recreated<K>(api: &Api<K>) -> TestResult
@@ -200,7 +171,7 @@ async fn an_unpullable_image_fails_and_fixing_it_recovers() -> TestResult {
     setup.create_cluster("redis:does-not-exist", 2).await?;
 
     // A real kubelet reports ErrImagePull and ImagePullBackOff in turn; either is the reason.
-    let degraded = wait_failed(&setup).await?;
+    let degraded = setup.wait_failed().await?;
     assert!(
         ["ErrImagePull", "ImagePullBackOff"].contains(&degraded.reason.as_str()),
         "{degraded:?}"
@@ -304,7 +275,7 @@ async fn a_foreign_statefulset_is_left_untouched() -> TestResult {
     let _operator = Operator::start(&setup.namespace.name)?;
     setup.create_cluster("redis:7.0", 3).await?;
 
-    let degraded = wait_failed(&setup).await?;
+    let degraded = setup.wait_failed().await?;
     assert_eq!(degraded.reason, "ChildNotOwned");
     assert!(
         degraded.message.contains(&format!("StatefulSet {NAME}")),
