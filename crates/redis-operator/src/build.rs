@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The label the StatefulSet controller puts on each pod: the revision it was made from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
 /// The value of `app.kubernetes.io/name` on everything the operator creates.
 pub const APP_NAME: &str = "redis";
 

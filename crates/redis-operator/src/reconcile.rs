@@ -112,21 +112,22 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
     let statefulset_step = async {
-        match observed_statefulset.as_deref() {
-            Some(sts) if build::is_controlled_by(sts, &uid) => {
-                if sts.metadata.deletion_timestamp.is_some() {
-                    // Ours and on its way out (we orphaned it): create it anew once it is gone.
-                    return Ok(ChildOutcome::Terminating);
-                }
-                let changes = build::immutable_changes(&desired_statefulset, sts);
-                if !changes.is_empty() {
-                    orphan(&statefulsets, sts).await?;
-                    return Ok(ChildOutcome::Recreating(changes));
-                }
-                ensure_child(&statefulsets, Some(sts), &desired_statefulset, &uid).await
+        let ours = observed_statefulset
+            .as_deref()
+            .filter(|sts| build::is_controlled_by(*sts, &uid));
+        if let Some(sts) = ours {
+            if sts.metadata.deletion_timestamp.is_some() {
+                // On its way out (we orphaned it): created anew once it is gone.
+                return Ok(ChildOutcome::Terminating);
             }
-            observed => ensure_child(&statefulsets, observed, &desired_statefulset, &uid).await,
+            let changes = build::immutable_changes(&desired_statefulset, sts);
+            if !changes.is_empty() {
+                orphan(&statefulsets, sts).await?;
+                return Ok(ChildOutcome::Recreating(changes));
+            }
         }
+        let observed = observed_statefulset.as_deref();
+        ensure_child(&statefulsets, observed, &desired_statefulset, &uid).await
     };
     // The two children do not depend on each other: one round trip instead of two.
     let (service_outcome, statefulset_outcome) = futures::try_join!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -178,7 +178,12 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
     let verdict = match observed.statefulset {
         Some(sts) if matches!(verdict.phase, Phase::Pending | Phase::Scaling) => {
             if stalled_for >= observed.failure_grace {
-                stall_verdict(sts, observed.pods, desired, observed.failure_grace)
+                let counts = Counts {
+                    desired,
+                    exist: replicas,
+                    ready,
+                };
+                stall_verdict(sts, counts, observed.pods, observed.failure_grace)
             } else {
                 let left = observed.failure_grace.saturating_sub(stalled_for);
                 recheck_after = Some(recheck_after.map_or(left, |r: Duration| r.min(left)));
@@ -239,14 +244,15 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
 }
 
 /// Why a cluster whose counts have not moved for the grace period is stuck, as precisely as the
-/// StatefulSet and its pods say: pods never created, pods never scheduled, containers that do
-/// not start, or else plainly no progress.
-fn stall_verdict(sts: &StatefulSet, pods: &[&Pod], desired: i32, grace: Duration) -> Verdict {
-    let name = sts.name_any();
+/// StatefulSet's counts and its pods say: pods never created, pods never scheduled, containers
+/// that do not start, or else plainly no progress.
+fn stall_verdict(sts: &StatefulSet, counts: Counts, pods: &[&Pod], grace: Duration) -> Verdict {
+    let Counts {
+        desired,
+        exist,
+        ready,
+    } = counts;
     let grace = grace.as_secs();
-    let status = sts.status.as_ref();
-    let exist = status.map_or(0, |s| s.replicas);
-    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
     if exist < desired {
         return Verdict {
             phase: Phase::Failed,
@@ -254,23 +260,21 @@ fn stall_verdict(sts: &StatefulSet, pods: &[&Pod], desired: i32, grace: Duration
             message: format!(
                 "{exist}/{desired} Redis pods exist and none was created for {grace}s: a resource \
                  quota, Pod Security admission or an invalid pod template refuses them; \
-                 `kubectl describe statefulset {name}` shows the FailedCreate events"
+                 `kubectl describe statefulset {}` shows the FailedCreate events",
+                sts.name_any()
             ),
         };
     }
-    let condition = |pod: &Pod, type_: &str| {
-        pod.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "False"))
-            .map(|c| c.message.clone().unwrap_or_default())
-    };
-    let mut pods: Vec<&&Pod> = pods.iter().collect();
+    let mut pods = pods.to_vec();
     pods.sort_by_key(|pod| pod.name_any());
-    if let Some((pod, why)) = pods
-        .iter()
-        .find_map(|pod| Some((pod.name_any(), condition(pod, "PodScheduled")?)))
-    {
+    let unscheduled = pods.iter().find_map(|pod| {
+        let condition = false_condition(pod, "PodScheduled")?;
+        Some((
+            pod.name_any(),
+            condition.message.clone().unwrap_or_default(),
+        ))
+    });
+    if let Some((pod, why)) = unscheduled {
         return Verdict {
             phase: Phase::Failed,
             reason: "PodsUnschedulable",
@@ -278,24 +282,25 @@ fn stall_verdict(sts: &StatefulSet, pods: &[&Pod], desired: i32, grace: Duration
         };
     }
     let waiting = pods.iter().find_map(|pod| {
-        let container = pod
+        let (container, waiting) = pod
             .status
             .as_ref()?
             .container_statuses
             .iter()
             .flatten()
-            .find_map(|c| Some((c.name.clone(), c.state.as_ref()?.waiting.clone()?)))?;
-        Some((pod.name_any(), container))
+            .find_map(|c| Some((&c.name, c.state.as_ref()?.waiting.as_ref()?)))?;
+        Some(format!(
+            "container {container} of pod {} has waited in {} for {grace}s: {}",
+            pod.name_any(),
+            waiting.reason.as_deref().unwrap_or_default(),
+            waiting.message.as_deref().unwrap_or_default()
+        ))
     });
-    if let Some((pod, (container, waiting))) = waiting {
+    if let Some(message) = waiting {
         return Verdict {
             phase: Phase::Failed,
             reason: "ContainersNotStarting",
-            message: format!(
-                "container {container} of pod {pod} has waited in {} for {grace}s: {}",
-                waiting.reason.unwrap_or_default(),
-                waiting.message.unwrap_or_default()
-            ),
+            message,
         };
     }
     Verdict {
@@ -303,9 +308,17 @@ fn stall_verdict(sts: &StatefulSet, pods: &[&Pod], desired: i32, grace: Duration
         reason: "NoProgress",
         message: format!(
             "{ready}/{desired} Redis pods are ready and nothing changed for {grace}s{}",
-            not_ready_clause(&pods.into_iter().copied().collect::<Vec<_>>())
+            not_ready_clause(&pods)
         ),
     }
+}
+
+/// Pod counts of a cluster: asked for, existing, ready.
+#[derive(Clone, Copy)]
+struct Counts {
+    desired: i32,
+    exist: i32,
+    ready: i32,
 }
 
 /// The StatefulSet controller has caught up with its spec, every pod runs the current revision
@@ -354,28 +367,28 @@ struct StuckPod {
     for_: Duration,
 }
 
-/// The label the StatefulSet controller puts on each pod: the revision it was created from.
-pub const REVISION_LABEL: &str = "controller-revision-hash";
-
 /// Whether the pod was made from a revision other than `update_revision`. Such a pod is on its
 /// way out (the StatefulSet controller replaces it), so it cannot hold the cluster back.
 fn is_outdated(pod: &Pod, update_revision: Option<&str>) -> bool {
-    match (pod.labels().get(REVISION_LABEL), update_revision) {
+    match (pod.labels().get(build::REVISION_LABEL), update_revision) {
         (Some(revision), Some(update)) => revision != update,
         _ => false,
     }
 }
 
+/// The pod's condition of this type, if the kubelet or scheduler reports it False.
+fn false_condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "False")
+}
+
 /// Whether the pod's containers are known not to be ready.
 fn is_not_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "ContainersReady" && c.status == "False")
-        })
+    false_condition(pod, "ContainersReady").is_some()
 }
 
 /// "; not ready: a (…), b" naming each pod that is not ready, with its containers' restarts,
@@ -449,11 +462,7 @@ fn stuck_pod(pods: &[&Pod], update_revision: Option<&str>, now: Timestamp) -> Op
                         .find(|r| waiting.reason.as_deref() == Some(*r))?;
                     Some((reason, waiting.message.clone().unwrap_or_default()))
                 })?;
-            let since = status
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == "ContainersReady" && c.status == "False")
+            let since = false_condition(pod, "ContainersReady")
                 .and_then(|c| c.last_transition_time.as_ref())
                 .or(pod.metadata.creation_timestamp.as_ref())?;
             let for_ = now

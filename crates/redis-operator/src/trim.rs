@@ -12,7 +12,6 @@ use kube::api::ObjectMeta;
 use rediscluster_crd::RedisCluster;
 
 use crate::build;
-use crate::status::REVISION_LABEL;
 
 mod decode;
 pub use decode::WithoutManagedFields;
@@ -30,8 +29,8 @@ pub fn keep<K>(_: &mut K) {}
 
 /// Pods are cached only to find which cluster they belong to, whether one is stuck and why one
 /// is not ready: keep the name, namespace, instance and revision labels, creation time, the
-/// ContainersReady and PodScheduled conditions, and of each container that waits or has restarted its waiting
-/// state, restart count and last termination.
+/// ContainersReady and PodScheduled conditions, and, of each container that waits or has
+/// restarted, its waiting state, restart count and last termination.
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     pod.metadata = ObjectMeta {
@@ -41,7 +40,7 @@ pub fn pod(pod: &mut Pod) {
         labels: metadata.labels.map(|labels| {
             labels
                 .into_iter()
-                .filter(|(key, _)| key == build::INSTANCE_LABEL || key == REVISION_LABEL)
+                .filter(|(key, _)| key == build::INSTANCE_LABEL || key == build::REVISION_LABEL)
                 .collect()
         }),
         ..ObjectMeta::default()

@@ -440,7 +440,7 @@ fn a_stuck_pod_of_an_outdated_revision_is_not_waited_for() {
         pod.metadata
             .labels
             .get_or_insert_default()
-            .insert(REVISION_LABEL.to_owned(), rev.to_owned());
+            .insert(build::REVISION_LABEL.to_owned(), rev.to_owned());
     };
     revision(&mut pod, "rev-1");
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));

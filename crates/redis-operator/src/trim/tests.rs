@@ -149,7 +149,7 @@ fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
         pod.labels(),
         &BTreeMap::from([
             (build::INSTANCE_LABEL.to_owned(), NAME.to_owned()),
-            (REVISION_LABEL.to_owned(), "rev-1".to_owned()),
+            (build::REVISION_LABEL.to_owned(), "rev-1".to_owned()),
         ])
     );
     assert!(pod.spec.is_none() && pod.metadata.managed_fields.is_none());
