@@ -12,6 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, Resource};
@@ -290,6 +291,35 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// Every reconcile an operator ran, whatever its result, from its /metrics text.
+pub fn reconciles_total(text: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with("redis_operator_reconciles_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The requests an operator on a local port sent to the API server, by verb (every verb the
+/// operator could use is present, 0 when unused), from its own counter.
+pub fn request_counts(port: u16) -> TestResult<std::collections::BTreeMap<String, f64>> {
+    let text = http_get(port, "/metrics")?;
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let series = line
+            .strip_prefix("redis_operator_kube_requests_total{verb=\"")
+            .and_then(|rest| rest.split_once("\"} "));
+        if let Some((verb, value)) = series {
+            counts.insert(verb.to_owned(), value.parse()?);
+        }
+    }
+    for verb in [
+        "get", "list", "watch", "create", "patch", "update", "delete",
+    ] {
+        counts.entry(verb.to_owned()).or_insert(0.0);
+    }
+    Ok(counts)
+}
+
 /// Whether the cluster has a node whose kubelet really runs pods. The development control
 /// plane's fake kubelet only marks pods Ready and registers no Node: there, scenarios that need
 /// a Redis process are skipped (with a message), never passed silently.
@@ -323,7 +353,8 @@ pub async fn real_node_or_skip(client: &Client, test: &str) -> TestResult<bool> 
 }
 
 /// Runs `kubectl ARGS` off the async runtime and returns its stdout, or its stderr as the error.
-pub async fn kubectl(args: Vec<String>) -> TestResult<String> {
+pub async fn kubectl(args: impl IntoIterator<Item = impl Into<String>>) -> TestResult<String> {
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
     let output =
         tokio::task::spawn_blocking(move || Command::new("kubectl").args(&args).output()).await??;
     if output.status.success() {
@@ -340,11 +371,11 @@ pub async fn kubectl(args: Vec<String>) -> TestResult<String> {
 /// Runs a command in the Redis container of a pod, through the API server (`kubectl exec`), so
 /// that it works where the host cannot reach pod IPs (kind). Returns its trimmed stdout.
 pub async fn exec(namespace: &str, pod: &str, command: &[&str]) -> TestResult<String> {
-    let mut args: Vec<String> = ["exec", "-n", namespace, pod, "-c", "redis", "--"]
-        .map(String::from)
-        .to_vec();
-    args.extend(command.iter().map(|s| (*s).to_owned()));
-    Ok(kubectl(args).await?.trim().to_owned())
+    let args = ["exec", "-n", namespace, pod, "-c", "redis", "--"];
+    Ok(kubectl(args.iter().chain(command).copied())
+        .await?
+        .trim()
+        .to_owned())
 }
 
 /// A `redis-cli` command against the Redis in `pod`.
@@ -391,15 +422,21 @@ pub async fn assert_redis_serves(
     Ok(())
 }
 
-/// Every status a RedisCluster had while it was recorded, as its watch delivered them.
-pub struct StatusLog {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<RedisCluster>>>,
+/// Every version of one object while it was recorded, as its watch delivered them.
+pub struct WatchLog<K> {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<K>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl StatusLog {
-    /// Starts recording the named cluster; the first entry is its state now.
-    pub fn start(api: &Api<RedisCluster>, name: &str) -> Self {
+/// Every status a RedisCluster had while it was recorded.
+pub type StatusLog = WatchLog<RedisCluster>;
+
+impl<K> WatchLog<K>
+where
+    K: Resource + Clone + Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    /// Starts recording the named object; the first entry is its state now.
+    pub fn start(api: &Api<K>, name: &str) -> Self {
         use futures::StreamExt;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let config =
@@ -408,9 +445,9 @@ impl StatusLog {
         let log = seen.clone();
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(stream));
-            while let Some(Ok(cluster)) = stream.next().await {
+            while let Some(Ok(object)) = stream.next().await {
                 if let Ok(mut log) = log.lock() {
-                    log.push(cluster);
+                    log.push(object);
                 }
             }
         });
@@ -418,14 +455,14 @@ impl StatusLog {
     }
 
     /// What was seen so far, oldest first.
-    pub fn snapshot(&self) -> Vec<RedisCluster> {
+    pub fn snapshot(&self) -> Vec<K> {
         self.seen.lock().map(|log| log.clone()).unwrap_or_default()
     }
 
     /// Stops recording and returns what was seen, oldest first.
-    pub fn stop(self) -> Vec<RedisCluster> {
+    pub fn stop(self) -> Vec<K> {
         self.task.abort();
-        self.seen.lock().map(|log| log.clone()).unwrap_or_default()
+        self.snapshot()
     }
 }
 
@@ -477,9 +514,7 @@ impl Setup {
 
     /// Waits until the cluster is Failed (allowing for the operator's grace period) and returns
     /// its Degraded condition, which must be True.
-    pub async fn wait_failed(
-        &self,
-    ) -> TestResult<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    pub async fn wait_failed(&self) -> TestResult<Condition> {
         let failed = wait_for_within(
             failure_grace() + WAIT,
             &self.clusters,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    NAME, Operator, Setup, TestResult, WAIT, failure_grace, free_port, http_get, kubectl, metric,
+    NAME, Operator, Setup, TestResult, WAIT, failure_grace, free_port, kubectl, request_counts,
     wait_for_within,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -31,8 +31,8 @@ async fn kubectl_apply_refuses_names_no_child_can_take() -> TestResult {
         );
         let path = std::env::temp_dir().join(format!("{ns}-{}.yaml", name.len()));
         std::fs::write(&path, manifest)?;
-        let args = ["apply", "-n", &ns, "-f"].map(String::from).to_vec();
-        let applied = kubectl([args, vec![path.display().to_string()]].concat()).await;
+        let path = path.display().to_string();
+        let applied = kubectl(["apply", "-n", &ns, "-f", &path]).await;
         let error = applied
             .expect_err(&format!("{name} was accepted"))
             .to_string();
@@ -82,11 +82,10 @@ async fn pods_that_cannot_be_created_fail_the_cluster_until_the_cause_goes() -> 
     Ok(())
 }
 
-/// The operator's count of requests by verb, from its /metrics.
-fn requests(port: u16, verb: &str) -> TestResult<f64> {
-    let text = http_get(port, "/metrics")?;
-    let series = format!("redis_operator_kube_requests_total{{verb=\"{verb}\"}}");
-    Ok(metric(&text, &series).unwrap_or(0.0))
+/// The operator's writes so far (creates and patches), from its own request counter.
+fn writes(port: u16) -> TestResult<f64> {
+    let counts = request_counts(port)?;
+    Ok(counts["create"] + counts["patch"])
 }
 
 #[tokio::test]
@@ -160,7 +159,7 @@ async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> T
     let patches = if e2e::in_cluster() {
         None
     } else {
-        Some(requests(port, "patch")? + requests(port, "create")?)
+        Some(writes(port)?)
     };
     tokio::time::sleep(Duration::from_secs(60)).await;
     let sts = setup.statefulsets.get(NAME).await?;
@@ -183,7 +182,7 @@ async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> T
         Some("cache")
     );
     if let Some(before) = patches {
-        let after = requests(port, "patch")? + requests(port, "create")?;
+        let after = writes(port)?;
         assert_eq!(after, before, "the operator wrote while settled");
     }
     Ok(())
@@ -260,21 +259,16 @@ async fn a_statefulset_whose_immutable_fields_differ_is_recreated_keeping_its_po
         pods_after, pods_before,
         "the pods were replaced, not adopted"
     );
-    let events = kubectl(
-        [
-            "get",
-            "events",
-            "-n",
-            &setup.namespace.name,
-            "-o",
-            "name",
-            "--field-selector",
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain(["reason=RecreatingStatefulSet".to_owned()])
-        .collect(),
-    )
+    let events = kubectl([
+        "get",
+        "events",
+        "-n",
+        &setup.namespace.name,
+        "-o",
+        "name",
+        "--field-selector",
+        "reason=RecreatingStatefulSet",
+    ])
     .await?;
     assert!(!events.trim().is_empty(), "no RecreatingStatefulSet event");
     assert!(

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    Operator, TestNamespace, TestResult, client, free_port, http_get, metric, redis_cluster,
-    wait_for,
+    Operator, TestNamespace, TestResult, client, free_port, http_get, metric, reconciles_total,
+    redis_cluster, wait_for,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
@@ -58,17 +58,9 @@ fn leads(candidate: &Candidate) -> Option<bool> {
     metric(&text, "redis_operator_leader").map(|v| v == 1.0)
 }
 
+/// Every reconcile the candidate ran, whatever its result.
 fn reconciles(candidate: &Candidate) -> TestResult<f64> {
-    Ok(all_reconciles(&http_get(candidate.port, "/metrics")?))
-}
-
-/// Every reconcile the process ran, whatever its result.
-fn all_reconciles(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("redis_operator_reconciles_total{"))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    Ok(reconciles_total(&http_get(candidate.port, "/metrics")?))
 }
 
 #[tokio::test]
@@ -165,12 +157,8 @@ const OPERATOR_NAMESPACE: &str = "redis-operator-system";
 
 /// The /metrics of an operator pod, through the API server's pod proxy (works on kind too).
 async fn pod_metrics(pod: &str) -> TestResult<String> {
-    e2e::kubectl(vec![
-        "get".to_owned(),
-        "--raw".to_owned(),
-        format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/{pod}:8080/proxy/metrics"),
-    ])
-    .await
+    let path = format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/{pod}:8080/proxy/metrics");
+    e2e::kubectl(["get", "--raw", &path]).await
 }
 
 /// The same claims against the deployed operator (`make e2e`): its two pods share the Lease,
@@ -182,20 +170,16 @@ async fn deployed_leader_reconciles_and_hands_over() -> TestResult {
     let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let lease = leases.get(LEASE).await?;
     let leader = holder(Some(&lease)).ok_or("no holder")?.to_owned();
-    let pods = e2e::kubectl(
-        [
-            "get",
-            "pods",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=redis-operator",
-            "-o",
-            "name",
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
+    let pods = e2e::kubectl([
+        "get",
+        "pods",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-l",
+        "app.kubernetes.io/name=redis-operator",
+        "-o",
+        "name",
+    ])
     .await?;
     let standby = pods
         .lines()
@@ -226,26 +210,22 @@ async fn deployed_leader_reconciles_and_hands_over() -> TestResult {
         e2e::reports(rediscluster_crd::Phase::Running, 2),
     )
     .await?;
-    assert!(all_reconciles(&pod_metrics(&leader).await?) > 0.0);
+    assert!(reconciles_total(&pod_metrics(&leader).await?) > 0.0);
     assert_eq!(
-        all_reconciles(&pod_metrics(&standby).await?),
+        reconciles_total(&pod_metrics(&standby).await?),
         0.0,
         "the standby must not reconcile"
     );
 
     let deleted = Instant::now();
-    e2e::kubectl(
-        [
-            "delete",
-            "pod",
-            "-n",
-            OPERATOR_NAMESPACE,
-            &leader,
-            "--wait=false",
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
+    e2e::kubectl([
+        "delete",
+        "pod",
+        "-n",
+        OPERATOR_NAMESPACE,
+        &leader,
+        "--wait=false",
+    ])
     .await?;
     let old_leader = leader.clone();
     wait_for(&leases, LEASE, "a new holder", |l| {

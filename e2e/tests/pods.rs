@@ -62,8 +62,13 @@ fn assert_never_running_short(log: &[RedisCluster]) {
     }
 }
 
-/// Waits until the log shows Scaling, then Running with `ready` again after it.
-async fn wait_scaling_then_running(setup: &Setup, log: &StatusLog, ready: i32) -> TestResult {
+/// Waits until the log shows Scaling, then Running with `ready` again after it; stops the log
+/// and returns what it saw, which never says Running with fewer ready pods than asked for.
+async fn wait_scaling_then_running(
+    setup: &Setup,
+    log: StatusLog,
+    ready: i32,
+) -> TestResult<Vec<RedisCluster>> {
     let deadline = Instant::now() + e2e::WAIT;
     while Instant::now() < deadline {
         let seen = phases(&log.snapshot());
@@ -71,7 +76,9 @@ async fn wait_scaling_then_running(setup: &Setup, log: &StatusLog, ready: i32) -
         if let Some(at) = scaling
             && seen[at..].contains(&(Phase::Running, ready))
         {
-            return Ok(());
+            let seen = log.stop();
+            assert_never_running_short(&seen);
+            return Ok(seen);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -108,10 +115,8 @@ async fn a_deleted_redis_pod_is_recreated_and_the_status_says_so_throughout() ->
         pod.is_some_and(|p| p.uid() != old_uid)
     })
     .await?;
-    wait_scaling_then_running(&setup, &log, 3).await?;
+    let seen = wait_scaling_then_running(&setup, log, 3).await?;
     let recovered = deleted.elapsed();
-    let seen = log.stop();
-    assert_never_running_short(&seen);
     assert!(
         phases(&seen)
             .iter()
@@ -148,10 +153,8 @@ async fn a_redis_process_that_exits_is_restarted_and_shows_in_the_status() -> Te
         |pod: Option<&Pod>| pod.is_some_and(|p| redis_restarts(p) > restarts_before),
     )
     .await?;
-    wait_scaling_then_running(&setup, &log, 3).await?;
+    let seen = wait_scaling_then_running(&setup, log, 3).await?;
     let recovered = killed.elapsed();
-    let seen = log.stop();
-    assert_never_running_short(&seen);
 
     // The restart is visible: in the Ready condition's message while it lasted, and as an event.
     let restart_said = format!("{victim} (container redis restarted");
@@ -323,9 +326,7 @@ async fn pods_run_as_redis_read_only_and_readiness_follows_redis() -> TestResult
     .await?;
     let unready_after = paused.elapsed();
     setup.wait_phase(Phase::Scaling, 1).await?;
-    wait_scaling_then_running(&setup, &log, 2).await?;
-    let seen = log.stop();
-    assert_never_running_short(&seen);
+    wait_scaling_then_running(&setup, log, 2).await?;
     println!(
         "paused Redis: pod unready after {unready_after:?}, Running again after {:?}",
         paused.elapsed()

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{NAME, Operator, Setup, TestResult, has_real_node, wait_for, wait_for_within};
+use e2e::{NAME, Operator, Setup, TestResult, WatchLog, has_real_node, wait_for, wait_for_within};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -195,22 +195,7 @@ async fn deleting_the_cluster_removes_its_children() -> TestResult {
 
     // Watch the StatefulSet from before the delete until it is gone: the operator must never
     // recreate a child of a cluster on its way out.
-    let uids = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
-    let watch = {
-        use futures::StreamExt;
-        let config =
-            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={NAME}"));
-        let stream = kube::runtime::watcher(setup.statefulsets.clone(), config);
-        let uids = uids.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(stream));
-            while let Some(Ok(sts)) = stream.next().await {
-                if let Ok(mut uids) = uids.lock() {
-                    uids.insert(sts.uid());
-                }
-            }
-        })
-    };
+    let versions = WatchLog::start(&setup.statefulsets, NAME);
     setup
         .clusters
         .delete(NAME, &DeleteParams::foreground())
@@ -223,12 +208,12 @@ async fn deleting_the_cluster_removes_its_children() -> TestResult {
     wait_for(&setup.services, NAME, "Service gone", |o| o.is_none()).await?;
     // A moment for a recreate to show, had one been sent.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    watch.abort();
+    let seen: std::collections::BTreeSet<_> =
+        versions.stop().iter().map(ResourceExt::uid).collect();
     assert!(
         setup.statefulsets.get_opt(NAME).await?.is_none(),
         "recreated"
     );
-    let seen = uids.lock().map(|u| u.clone()).unwrap_or_default();
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![sts_uid]);
     Ok(())
 }

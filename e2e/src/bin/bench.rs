@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use e2e::{Operator, TestNamespace, TestResult, client, free_port, http_get, redis_cluster};
+use e2e::{
+    Operator, TestNamespace, TestResult, client, free_port, http_get, reconciles_total,
+    redis_cluster, request_counts,
+};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -217,13 +220,7 @@ fn start_operator(namespace: &str, name: &str, port: u16, args: &Args) -> TestRe
 async fn wait_reconciled(port: u16, count: usize, limit: Duration) -> TestResult {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let text = http_get(port, "/metrics")?;
-        let done: f64 = text
-            .lines()
-            .filter(|line| line.starts_with("redis_operator_reconciles_total{"))
-            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum();
-        if done >= count as f64 {
+        if reconciles_total(&http_get(port, "/metrics")?) >= count as f64 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -455,25 +452,6 @@ fn requests_since(port: u16, before: &BTreeMap<String, f64>) -> TestResult<BTree
             (verb, delta)
         })
         .collect())
-}
-
-fn request_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
-    let text = http_get(port, "/metrics")?;
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let series = line
-            .strip_prefix("redis_operator_kube_requests_total{verb=\"")
-            .and_then(|rest| rest.split_once("\"} "));
-        if let Some((verb, value)) = series {
-            counts.insert(verb.to_owned(), value.parse()?);
-        }
-    }
-    for verb in [
-        "get", "list", "watch", "create", "patch", "update", "delete",
-    ] {
-        counts.entry(verb.to_owned()).or_insert(0.0);
-    }
-    Ok(counts)
 }
 
 /// Where a scale change is written: the RedisCluster (through the operator) or, for the API
