@@ -18,12 +18,16 @@ use rediscluster_crd::RedisCluster;
 
 use crate::MANAGER;
 use crate::error::{Error, Result};
+use crate::topology::{Role, UNASSIGNED_HOST, UNASSIGNED_PORT};
 
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The label the StatefulSet controller puts on each pod: the revision it was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
+/// The label the operator sets on each pod once it has given it a role (`primary` or
+/// `replica`, see topology.rs); the `-primary` and `-replicas` Services select on it.
+pub const ROLE_LABEL: &str = "cache.example.com/role";
 /// The value of `app.kubernetes.io/name` on everything the operator creates.
 pub const APP_NAME: &str = "redis";
 
@@ -98,8 +102,53 @@ pub fn is_controlled_by<K: Resource>(child: &K, owner_uid: &str) -> bool {
         .any(|owner| owner.controller == Some(true) && owner.uid == owner_uid)
 }
 
+/// The Services of a cluster: the headless one for per-pod DNS, then `<name>-primary` (writes)
+/// and `<name>-replicas` (reads), which route to pods by their role label, so that a change of
+/// primary moves the label and never rewrites a Service.
+pub fn services(cluster: &RedisCluster) -> Result<[Service; 3]> {
+    let name = cluster.name_any();
+    let by_role = |role: Role| -> Result<Service> {
+        let mut selector = selector_labels(&name);
+        selector.insert(ROLE_LABEL.to_owned(), role.as_str().to_owned());
+        let mut metadata = child_meta(cluster)?;
+        metadata.name = Some(role_service_name(&name, role));
+        Ok(Service {
+            metadata,
+            spec: Some(ServiceSpec {
+                selector: Some(selector),
+                ports: Some(vec![redis_service_port()]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        })
+    };
+    Ok([
+        headless_service(cluster)?,
+        by_role(Role::Primary)?,
+        by_role(Role::Replica)?,
+    ])
+}
+
+/// `<name>-primary` or `<name>-replicas`.
+pub fn role_service_name(cluster_name: &str, role: Role) -> String {
+    match role {
+        Role::Primary => format!("{cluster_name}-primary"),
+        Role::Replica => format!("{cluster_name}-replicas"),
+    }
+}
+
+fn redis_service_port() -> ServicePort {
+    ServicePort {
+        name: Some(REDIS_PORT_NAME.to_owned()),
+        port: REDIS_PORT,
+        target_port: Some(IntOrString::String(REDIS_PORT_NAME.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}
+
 /// The headless Service that gives each Redis pod a stable DNS name.
-pub fn service(cluster: &RedisCluster) -> Result<Service> {
+fn headless_service(cluster: &RedisCluster) -> Result<Service> {
     Ok(Service {
         metadata: child_meta(cluster)?,
         spec: Some(ServiceSpec {
@@ -107,13 +156,7 @@ pub fn service(cluster: &RedisCluster) -> Result<Service> {
             selector: Some(selector_labels(&cluster.name_any())),
             // Peers must find each other before they are ready, for replication to start.
             publish_not_ready_addresses: Some(true),
-            ports: Some(vec![ServicePort {
-                name: Some(REDIS_PORT_NAME.to_owned()),
-                port: REDIS_PORT,
-                target_port: Some(IntOrString::String(REDIS_PORT_NAME.to_owned())),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![redis_service_port()]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -181,31 +224,50 @@ fn pod_spec(image: &str) -> PodSpec {
     }
 }
 
+/// Exit 0 when this Redis serves as a primary or is a replica linked to one.
+const READINESS_SCRIPT: &str = "info=$(timeout 2 redis-cli -p 6379 info replication) || exit 1; \
+     case \"$info\" in *role:master*|*master_link_status:up*) exit 0;; esac; exit 1";
+
+/// How Redis runs in every pod: append-only persistence, so that a Redis restarting in its pod
+/// reloads its data instead of coming back empty, and no role until the operator gives one.
+fn redis_args() -> Vec<String> {
+    [
+        "redis-server",
+        "--dir",
+        DATA_PATH,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--replicaof",
+        UNASSIGNED_HOST,
+        &UNASSIGNED_PORT.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn redis_container(image: &str) -> Container {
     Container {
         name: REDIS_CONTAINER.to_owned(),
         image: Some(image.to_owned()),
+        args: Some(redis_args()),
         ports: Some(vec![ContainerPort {
             name: Some(REDIS_PORT_NAME.to_owned()),
             container_port: REDIS_PORT,
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        // Ready only once Redis answers a command, not merely when the port is open. The
-        // probe bounds redis-cli itself: when the kubelet's timeout kills only `sh`, a hung
-        // redis-cli keeps the pipe open and the runtime waits for it, so a Redis that stopped
-        // answering was seen failing once every 35 s instead of every period, and stayed ready.
+        // Ready only in a role: a primary that answers, or a replica whose link to its primary
+        // is up (so its initial sync is done). A pod the operator has not given a role yet is
+        // a replica of nothing and stays unready; a StatefulSet roll therefore waits for each
+        // new pod to hold the primary's data before it takes the next one. The probe bounds
+        // redis-cli itself: when the kubelet's timeout kills only `sh`, a hung redis-cli keeps
+        // the pipe open and the runtime waits for it, so a Redis that stopped answering was
+        // seen failing once every 35 s instead of every period, and stayed ready.
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
-                command: Some(
-                    [
-                        "sh",
-                        "-c",
-                        "timeout 2 redis-cli -p 6379 ping | grep -q PONG",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                ),
+                command: Some(["sh", "-c", READINESS_SCRIPT].map(String::from).to_vec()),
             }),
             initial_delay_seconds: Some(2),
             period_seconds: Some(5),

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::context::Settings;
 use crate::controller::{self, RunConfig};
 use crate::leader::Election;
+use crate::pod_redis::Route;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -55,6 +56,16 @@ pub struct RunArgs {
     /// How long a pod may be stuck (image pull, crash loop) before the cluster is Failed.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub failure_grace_period: Duration,
+    /// How often each cluster's Redis is asked about replication, besides pod events.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub redis_probe_interval: Duration,
+    /// How long a Redis may take to connect or answer before it counts as not answering.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+    /// How to reach the pods' Redis (default: direct inside a cluster, port-forward through
+    /// the API server outside one, where the pod network is often not routable).
+    #[arg(long, value_enum)]
+    pub redis_route: Option<Route>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -111,7 +122,16 @@ impl TryFrom<RunArgs> for RunConfig {
             settings: Settings {
                 failure_grace: args.failure_grace_period,
                 resync_interval: args.resync_interval,
+                redis_probe_interval: args.redis_probe_interval,
             },
+            redis_route: args.redis_route.unwrap_or_else(|| {
+                if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+                    Route::Direct
+                } else {
+                    Route::PortForward
+                }
+            }),
+            redis_timeout: args.redis_timeout,
             http_addr: args.http_addr,
             election,
         })

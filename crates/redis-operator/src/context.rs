@@ -13,6 +13,7 @@ use rediscluster_crd::RedisCluster;
 use crate::MANAGER;
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use crate::pod_redis::RedisAccess;
 
 /// Tunables of the reconcile loop, from the command line.
 #[derive(Clone, Debug)]
@@ -21,6 +22,9 @@ pub struct Settings {
     pub failure_grace: Duration,
     /// How often every cluster is looked at again even when nothing changed.
     pub resync_interval: Duration,
+    /// How often the Redis of a cluster whose pods have addresses is asked about replication
+    /// (pod events trigger it too).
+    pub redis_probe_interval: Duration,
 }
 
 impl Default for Settings {
@@ -28,6 +32,7 @@ impl Default for Settings {
         Self {
             failure_grace: Duration::from_secs(120),
             resync_interval: Duration::from_secs(600),
+            redis_probe_interval: Duration::from_secs(5),
         }
     }
 }
@@ -48,10 +53,18 @@ pub struct Context {
     pub settings: Settings,
     pub backoff: Backoff<ObjectRef<RedisCluster>>,
     pub metrics: Arc<Metrics>,
+    /// The pods' Redis.
+    pub redis: Arc<dyn RedisAccess>,
 }
 
 impl Context {
-    pub fn new(client: Client, stores: Stores, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        redis: Arc<dyn RedisAccess>,
+    ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -63,6 +76,7 @@ impl Context {
             settings,
             backoff: Backoff::standard(),
             metrics,
+            redis,
         }
     }
 }

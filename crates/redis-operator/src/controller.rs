@@ -4,7 +4,7 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Pod;
@@ -25,6 +25,7 @@ use crate::context::{Context, Settings, Stores};
 use crate::http::{self, Health};
 use crate::leader::{Election, Lease};
 use crate::metrics::Metrics;
+use crate::pod_redis::{Connections, Route};
 use crate::reconcile::{error_policy, reconcile};
 use crate::trim::{self, WithoutManagedFields};
 
@@ -42,7 +43,14 @@ pub struct RunConfig {
     pub http_addr: SocketAddr,
     /// Take part in leader election and reconcile only while leading.
     pub election: Option<Election>,
+    /// How the pods' Redis is reached, and how long it may take to answer.
+    pub redis_route: Route,
+    pub redis_timeout: Duration,
 }
+
+/// Redis requests in flight at once, over all clusters: enough for every pod of a few clusters
+/// being asked at once, few enough that thousands of silent pods cannot pile up sockets.
+const REDIS_IN_FLIGHT: usize = 64;
 
 /// Why the operator could not start or had to stop; each message says what to do about it.
 #[derive(Debug, Error)]
@@ -318,11 +326,18 @@ async fn reconcile_until(
         }
     };
 
+    let redis = Arc::new(Connections::new(
+        client.clone(),
+        config.redis_route,
+        config.redis_timeout,
+        REDIS_IN_FLIGHT,
+    ));
     let context = Arc::new(Context::new(
         client,
         stores,
         config.settings.clone(),
         health.metrics.clone(),
+        redis,
     ));
     info!(
         namespace = namespace.unwrap_or("(all)"),

@@ -14,6 +14,8 @@ use serde_json::json;
 pub const NAMESPACE: &str = "team-a";
 pub const NAME: &str = "cache";
 pub const UID: &str = "6a3c1f0e-0000-4000-8000-000000000001";
+/// The uid of the cluster's StatefulSet, which controls its pods.
+pub const STATEFULSET_UID: &str = "6a3c1f0e-0000-4000-8000-000000000002";
 
 /// A RedisCluster as read from the API server (namespace, uid and generation set).
 pub fn cluster(replicas: i32, image: &str) -> RedisCluster {
@@ -40,6 +42,7 @@ pub fn with_status(mut cluster: RedisCluster, status: RedisClusterStatus) -> Red
 pub fn statefulset(cluster: &RedisCluster, status: StatefulSetStatus) -> StatefulSet {
     let mut sts = crate::build::statefulset(cluster).unwrap();
     sts.metadata.generation = Some(1);
+    sts.metadata.uid = Some(STATEFULSET_UID.to_owned());
     sts.metadata.resource_version = Some("100".to_owned());
     sts.status = Some(status);
     sts
@@ -151,4 +154,52 @@ pub fn managed_fields() -> Vec<ManagedFieldsEntry> {
                 "k:{\"type\":\"Ready\"}": {".": {}, "f:status": {}}}}}),
         ),
     ]
+}
+
+/// The IP of the cluster's pod `index`.
+pub fn pod_ip(index: i32) -> String {
+    format!("10.244.0.{}", 10 + index)
+}
+
+/// A running pod of the cluster, with an IP, ready or not, labelled with `role` if given.
+pub fn redis_pod(index: i32, ready: bool, role: Option<crate::topology::Role>) -> Pod {
+    let mut labels = crate::build::labels(NAME);
+    if let Some(role) = role {
+        labels.insert(
+            crate::build::ROLE_LABEL.to_owned(),
+            role.as_str().to_owned(),
+        );
+    }
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{NAME}-{index}")),
+            namespace: Some(NAMESPACE.to_owned()),
+            uid: Some(format!("pod-uid-{index}")),
+            labels: Some(labels),
+            owner_references: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "apps/v1".to_owned(),
+                    kind: "StatefulSet".to_owned(),
+                    name: NAME.to_owned(),
+                    uid: STATEFULSET_UID.to_owned(),
+                    controller: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            creation_timestamp: Some(Time(at(0))),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            phase: Some("Running".to_owned()),
+            pod_ip: Some(pod_ip(index)),
+            conditions: Some(vec![PodCondition {
+                type_: "ContainersReady".to_owned(),
+                status: if ready { "True" } else { "False" }.to_owned(),
+                last_transition_time: Some(Time(at(0))),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        }),
+    }
 }

@@ -18,9 +18,12 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod permissions;
+pub mod pod_redis;
 pub mod reconcile;
+pub mod roles;
 pub mod status;
 pub mod telemetry;
+pub mod topology;
 pub mod trim;
 
 /// The field manager of every write, and the `app.kubernetes.io/managed-by` value of every child.

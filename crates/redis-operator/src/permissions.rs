@@ -45,8 +45,10 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
     Permission {
         group: "",
         resource: "pods",
-        verbs: &["list", "watch"],
-        why: "spot pods stuck in image pull or crash loops",
+        verbs: &["list", "watch", "patch"],
+        why: "find each pod's Redis and spot pods stuck in image pull or crash loops; patch \
+              only the role label (cache.example.com/role) that routes the primary and \
+              replicas Services",
     },
     Permission {
         group: "events.k8s.io",
@@ -62,6 +64,18 @@ pub const OPERATOR_NAMESPACE: &[Permission] = &[Permission {
     resource: "leases",
     verbs: &["get", "list", "watch", "create", "patch"],
     why: "leader election: read, create and apply the Lease; a standby watches it to take over at once",
+}];
+
+/// Needed only when the operator runs outside the cluster with `--redis-route port-forward`
+/// (the default there): it then reaches each pod's Redis through the API server. The deployed
+/// operator reaches pods directly, so its ServiceAccount is not granted this; the kubeconfig
+/// user of an operator run from outside needs it. A WebSocket port-forward is a GET, which
+/// API servers before 1.30 authorize as `get` and later ones as `create` too.
+pub const OUT_OF_CLUSTER: &[Permission] = &[Permission {
+    group: "",
+    resource: "pods/portforward",
+    verbs: &["get", "create"],
+    why: "reach each pod's Redis where the pod network is not routable (kind from the host)",
 }];
 
 /// Whether a request (method, path, query) is one the rules above allow: the RBAC verb and
@@ -192,7 +206,8 @@ mod tests {
             ("PUT", format!("{apps}/statefulsets/x"), "", false),
             ("GET", format!("{ns}/pods"), "watch=true", true),
             ("GET", format!("{ns}/pods/x"), "", false),
-            ("PATCH", format!("{ns}/pods/x"), "", false),
+            ("PATCH", format!("{ns}/pods/x"), "", true),
+            ("DELETE", format!("{ns}/pods/x"), "", false),
             ("GET", format!("{ns}/secrets"), "", false),
             (
                 "PATCH",

@@ -24,7 +24,9 @@ use crate::build;
 use crate::context::Context;
 use crate::drift;
 use crate::error::{Error, Result};
+use crate::roles;
 use crate::status::{self, Blocker, Observed};
+use crate::topology::{self, Member, Plan};
 
 /// Reconciles one RedisCluster and logs the outcome: one line per reconcile.
 pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -89,6 +91,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
                 pods: &[],
                 statefulset_in_sync: false,
                 blocker: Some(&blocker),
+                roles: &Plan::default(),
                 now,
                 failure_grace: ctx.settings.failure_grace,
             },
@@ -97,17 +100,38 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         report(ctx, cluster, &namespace, &assessment.status, Vec::new()).await?;
         return Ok((Action::requeue(ctx.settings.resync_interval), phase));
     }
-    let desired_service = build::service(cluster)?;
-    let desired_statefulset = build::statefulset(cluster)?;
-
-    let observed_service = ctx
-        .stores
-        .services
-        .get(&ObjectRef::new(&name).within(&namespace));
+    let pods = cluster_pods(ctx, &namespace, &name);
     let observed_statefulset = ctx
         .stores
         .statefulsets
         .get(&ObjectRef::new(&name).within(&namespace));
+    // Roles are given only to the pods of our own StatefulSet: pods that merely carry the
+    // cluster's labels are not ours to label or to tell whom to follow.
+    let our_pods: Vec<Arc<Pod>> = observed_statefulset
+        .as_deref()
+        .filter(|sts| build::is_controlled_by(*sts, &uid))
+        .and_then(|sts| sts.uid())
+        .map(|sts_uid| {
+            pods.iter()
+                .filter(|pod| build::is_controlled_by(pod.as_ref(), &sts_uid))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let members = roles::members(&our_pods);
+    let member_list: Vec<Member> = members.iter().map(|(m, _)| m.clone()).collect();
+    let (kept, primary_in_the_way) = topology::pods_to_keep(&member_list, cluster.spec.replicas);
+    let scale_blocker = primary_in_the_way.map(|primary| Blocker::PrimaryInTheWay {
+        primary: primary.to_owned(),
+        desired: cluster.spec.replicas,
+        kept,
+    });
+
+    let desired_services = build::services(cluster)?;
+    let mut desired_statefulset = build::statefulset(cluster)?;
+    if let Some(spec) = desired_statefulset.spec.as_mut() {
+        spec.replicas = Some(kept);
+    }
 
     let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
@@ -129,26 +153,30 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         let observed = observed_statefulset.as_deref();
         ensure_child(&statefulsets, observed, &desired_statefulset, &uid).await
     };
-    // The two children do not depend on each other: one round trip instead of two.
-    let (service_outcome, statefulset_outcome) = futures::try_join!(
-        ensure_child(
-            &services,
-            observed_service.as_deref(),
-            &desired_service,
-            &uid,
-        ),
+    let service_steps = desired_services.iter().map(|desired| {
+        let observed = ctx
+            .stores
+            .services
+            .get(&ObjectRef::new(&desired.name_any()).within(&namespace));
+        let services = &services;
+        let uid = &uid;
+        async move { ensure_child(services, observed.as_deref(), desired, uid).await }
+    });
+    let previous_primary = cluster.status.as_ref().and_then(|s| s.primary.as_deref());
+    // The children and the roles do not depend on each other: one round trip, not several.
+    let (service_outcomes, statefulset_outcome, roles) = futures::try_join!(
+        futures::future::try_join_all(service_steps),
         statefulset_step,
+        roles::ensure(ctx, &namespace, members, kept, previous_primary),
     )?;
 
-    let mut events: Vec<Event> = creation_event(
-        &name,
-        &[
-            service_outcome.created_kind(),
-            statefulset_outcome.created_kind(),
-        ],
-    )
-    .into_iter()
-    .collect();
+    let created: Vec<Option<String>> = service_outcomes
+        .iter()
+        .map(ChildOutcome::created)
+        .chain([statefulset_outcome.created()])
+        .collect();
+    let mut events: Vec<Event> = creation_event(&created).into_iter().collect();
+    events.extend(roles.events);
     if let (ChildOutcome::Updated(_), Some(observed)) =
         (&statefulset_outcome, &observed_statefulset)
     {
@@ -168,9 +196,11 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         });
     }
 
-    let blocker = service_outcome
-        .blocker()
-        .or_else(|| statefulset_outcome.blocker());
+    let blocker = service_outcomes
+        .iter()
+        .find_map(ChildOutcome::blocker)
+        .or_else(|| statefulset_outcome.blocker())
+        .or(scale_blocker.as_ref());
     // What the API server answered to our write is newer than the cache: assessing from it
     // gives the status the next reconcile would compute, so that one has nothing to write.
     // A StatefulSet that is not ours says nothing about this cluster.
@@ -178,7 +208,6 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         .written()
         .or(observed_statefulset.as_deref())
         .filter(|sts| build::is_controlled_by(*sts, &uid));
-    let pods = cluster_pods(ctx, &namespace, &name, cluster.spec.replicas, ours);
     let pod_refs: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
     let assessment = status::assess(
         cluster,
@@ -187,6 +216,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
             pods: &pod_refs,
             statefulset_in_sync: matches!(statefulset_outcome, ChildOutcome::Unchanged),
             blocker,
+            roles: &roles.plan,
             now,
             failure_grace: ctx.settings.failure_grace,
         },
@@ -205,6 +235,10 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         });
     if blocker.is_some() {
         requeue = requeue.min(BLOCKED_RECHECK);
+    }
+    if roles.reachable {
+        // Replication breaks without a pod event (a link drops, a Redis hangs): look again.
+        requeue = requeue.min(ctx.settings.redis_probe_interval);
     }
     Ok((Action::requeue(requeue), phase))
 }
@@ -266,21 +300,27 @@ impl<K: Resource<DynamicType = ()>> ChildOutcome<K> {
         }
     }
 
-    fn created_kind(&self) -> Option<String> {
-        matches!(self, ChildOutcome::Created(_)).then(|| K::kind(&()).into_owned())
+    /// "Kind name" of the object, if this reconcile created it.
+    fn created(&self) -> Option<String> {
+        match self {
+            ChildOutcome::Created(object) => {
+                Some(format!("{} {}", K::kind(&()), object.name_any()))
+            }
+            _ => None,
+        }
     }
 }
 
 /// One event for every child created in a reconcile (each event is a write to the API server).
-fn creation_event(name: &str, kinds: &[Option<String>]) -> Option<Event> {
-    let kinds: Vec<&str> = kinds.iter().flatten().map(String::as_str).collect();
-    if kinds.is_empty() {
+fn creation_event(created: &[Option<String>]) -> Option<Event> {
+    let created: Vec<&str> = created.iter().flatten().map(String::as_str).collect();
+    if created.is_empty() {
         return None;
     }
     Some(Event {
         type_: EventType::Normal,
         reason: "Created".to_owned(),
-        note: Some(format!("created {} {name}", kinds.join(" and "))),
+        note: Some(format!("created {}", created.join(", "))),
         action: "CreateChildren".to_owned(),
         secondary: None,
     })
@@ -444,22 +484,8 @@ fn lost_readiness_event(cluster: &RedisCluster, status: &RedisClusterStatus) -> 
     })
 }
 
-/// The cluster's pods from the cache, only while some replica is not ready: that is when a stuck
-/// pod can matter, and skipping the scan keeps steady-state reconciles cheap.
-fn cluster_pods(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    desired: i32,
-    statefulset: Option<&StatefulSet>,
-) -> Vec<Arc<Pod>> {
-    let ready = statefulset
-        .and_then(|sts| sts.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    if statefulset.is_none() || ready >= desired {
-        return Vec::new();
-    }
+/// The cluster's pods from the cache.
+fn cluster_pods(ctx: &Context, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
     ctx.stores
         .pods
         .state()

@@ -12,6 +12,7 @@ use rediscluster_crd::conditions::{DEGRADED, PROGRESSING, READY};
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 
 use crate::build;
+use crate::topology::Plan;
 
 /// Container waiting reasons that mean a pod will not start without someone fixing something.
 pub const STUCK_REASONS: [&str; 6] = [
@@ -32,6 +33,12 @@ pub enum Blocker {
     Rejected { kind: String, message: String },
     /// The RedisCluster's name cannot yield its children (made before the CRD refused it).
     InvalidName(String),
+    /// A scale-down to `desired` would remove the primary, so `kept` pods stay.
+    PrimaryInTheWay {
+        primary: String,
+        desired: i32,
+        kept: i32,
+    },
 }
 
 impl Blocker {
@@ -40,6 +47,7 @@ impl Blocker {
             Blocker::NotOwned { .. } => "ChildNotOwned",
             Blocker::Rejected { .. } => "ChildRejected",
             Blocker::InvalidName(_) => "InvalidName",
+            Blocker::PrimaryInTheWay { .. } => "PrimaryInTheWay",
         }
     }
 
@@ -55,6 +63,15 @@ impl Blocker {
             Blocker::InvalidName(problem) => {
                 format!("{problem}; recreate the RedisCluster under a valid name")
             }
+            Blocker::PrimaryInTheWay {
+                primary,
+                desired,
+                kept,
+            } => format!(
+                "scaling down to {desired} pods would remove the primary {primary}, so {kept} \
+                 are kept; the primary is never removed (switching it over to a lower ordinal \
+                 first is not implemented yet): ask for at least {kept} pods"
+            ),
         }
     }
 }
@@ -67,6 +84,9 @@ pub struct Observed<'a> {
     /// Whether the observed StatefulSet already says everything we would apply.
     pub statefulset_in_sync: bool,
     pub blocker: Option<&'a Blocker>,
+    /// Roles as decided for this reconcile: the primary, how many pods are ready in their
+    /// role, and why the rest are not.
+    pub roles: &'a Plan,
     pub now: Timestamp,
     pub failure_grace: Duration,
 }
@@ -90,7 +110,15 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
     let previous = cluster.status.clone().unwrap_or_default();
     let desired = cluster.spec.replicas;
     let sts_status = observed.statefulset.and_then(|sts| sts.status.as_ref());
-    let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    // Ready means ready in a role: a pod the StatefulSet counts as ready may still be unlinked.
+    let ready = observed.roles.in_role;
+    let roles_settled = ready >= desired && observed.roles.primary.is_some();
+    let waiting = observed
+        .roles
+        .waiting
+        .as_ref()
+        .map(|why| format!("; {why}"))
+        .unwrap_or_default();
     let replicas = sts_status.map_or(0, |s| s.replicas);
 
     let updated = sts_status.and_then(|s| s.updated_replicas).unwrap_or(0);
@@ -131,23 +159,37 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
                 reason: "Creating",
                 message: "the StatefulSet does not exist yet".to_owned(),
             },
-            Some(sts) if observed.statefulset_in_sync && is_rolled_out(sts, desired) => Verdict {
-                phase: Phase::Running,
-                reason: "AllReplicasReady",
-                message: format!("{ready}/{desired} Redis pods are ready"),
-            },
+            Some(sts)
+                if observed.statefulset_in_sync && is_rolled_out(sts, desired) && roles_settled =>
+            {
+                Verdict {
+                    phase: Phase::Running,
+                    reason: "AllReplicasReady",
+                    message: format!(
+                        "{ready}/{desired} Redis pods are ready in their role, {} is the primary",
+                        observed.roles.primary.as_deref().unwrap_or_default()
+                    ),
+                }
+            }
             Some(_) if ready == 0 && !matches!(previous.phase, Phase::Running | Phase::Scaling) => {
                 Verdict {
                     phase: Phase::Pending,
                     reason: "WaitingForFirstPod",
-                    message: format!("0/{desired} Redis pods are ready"),
+                    message: format!(
+                        "0/{desired} Redis pods are ready in their role{waiting}{}",
+                        not_ready_clause(observed.pods)
+                    ),
                 }
             }
             Some(sts) => Verdict {
                 phase: Phase::Scaling,
-                reason: scaling_reason(sts, desired, observed.statefulset_in_sync),
+                reason: if observed.statefulset_in_sync && is_rolled_out(sts, desired) {
+                    "WaitingForReplication"
+                } else {
+                    scaling_reason(sts, desired, observed.statefulset_in_sync)
+                },
                 message: format!(
-                    "{ready}/{desired} Redis pods are ready, {replicas} exist, {updated} run the current spec{}",
+                    "{ready}/{desired} Redis pods are ready in their role, {replicas} exist, {updated} run the current spec{waiting}{}",
                     not_ready_clause(observed.pods),
                 ),
             },
@@ -183,7 +225,7 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
                     exist: replicas,
                     ready,
                 };
-                stall_verdict(sts, counts, observed.pods, observed.failure_grace)
+                stall_verdict(sts, counts, observed.pods, &waiting, observed.failure_grace)
             } else {
                 let left = observed.failure_grace.saturating_sub(stalled_for);
                 recheck_after = Some(recheck_after.map_or(left, |r: Duration| r.min(left)));
@@ -232,6 +274,7 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
         status: RedisClusterStatus {
             phase: verdict.phase,
             ready_replicas: ready,
+            primary: observed.roles.primary.clone(),
             replicas,
             updated_replicas: updated,
             last_progress_time,
@@ -246,7 +289,13 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
 /// Why a cluster whose counts have not moved for the grace period is stuck, as precisely as the
 /// StatefulSet's counts and its pods say: pods never created, pods never scheduled, containers
 /// that do not start, or else plainly no progress.
-fn stall_verdict(sts: &StatefulSet, counts: Counts, pods: &[&Pod], grace: Duration) -> Verdict {
+fn stall_verdict(
+    sts: &StatefulSet,
+    counts: Counts,
+    pods: &[&Pod],
+    roles_clause: &str,
+    grace: Duration,
+) -> Verdict {
     let Counts {
         desired,
         exist,
@@ -307,7 +356,7 @@ fn stall_verdict(sts: &StatefulSet, counts: Counts, pods: &[&Pod], grace: Durati
         phase: Phase::Failed,
         reason: "NoProgress",
         message: format!(
-            "{ready}/{desired} Redis pods are ready and nothing changed for {grace}s{}",
+            "{ready}/{desired} Redis pods are ready in their role and nothing changed for {grace}s{roles_clause}{}",
             not_ready_clause(&pods)
         ),
     }

@@ -27,20 +27,38 @@ pub fn cluster(cluster: &mut RedisCluster) {
 /// so they are kept whole.
 pub fn keep<K>(_: &mut K) {}
 
-/// Pods are cached only to find which cluster they belong to, whether one is stuck and why one
-/// is not ready: keep the name, namespace, instance and revision labels, creation time, the
-/// ContainersReady and PodScheduled conditions, and, of each container that waits or has
-/// restarted, its waiting state, restart count and last termination.
+/// Pods are cached to find which cluster they belong to, where their Redis is, which role it
+/// has, whether one is stuck and why one is not ready: keep the name, namespace, uid, controller
+/// reference, instance,
+/// revision and role labels, creation and deletion time, the pod IP, the ContainersReady and
+/// PodScheduled conditions, and, of each container that waits or has restarted, its waiting
+/// state, restart count and last termination.
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     pod.metadata = ObjectMeta {
         name: metadata.name,
         namespace: metadata.namespace,
+        uid: metadata.uid,
+        // Only the controller: the StatefulSet a pod belongs to.
+        owner_references: metadata.owner_references.map(|owners| {
+            owners
+                .into_iter()
+                .filter(|owner| owner.controller == Some(true))
+                .collect()
+        }),
         creation_timestamp: metadata.creation_timestamp,
+        deletion_timestamp: metadata.deletion_timestamp,
         labels: metadata.labels.map(|labels| {
             labels
                 .into_iter()
-                .filter(|(key, _)| key == build::INSTANCE_LABEL || key == build::REVISION_LABEL)
+                .filter(|(key, _)| {
+                    [
+                        build::INSTANCE_LABEL,
+                        build::REVISION_LABEL,
+                        build::ROLE_LABEL,
+                    ]
+                    .contains(&key.as_str())
+                })
                 .collect()
         }),
         ..ObjectMeta::default()
@@ -55,6 +73,7 @@ pub fn pod(pod: &mut Pod) {
         }),
         container_statuses: waiting_or_restarted(status.container_statuses),
         init_container_statuses: waiting_or_restarted(status.init_container_statuses),
+        pod_ip: status.pod_ip,
         ..PodStatus::default()
     });
 }

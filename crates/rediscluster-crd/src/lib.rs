@@ -77,7 +77,7 @@ pub const CRD_PATH: &str = "crds/redisclusters.cache.example.com.yaml";
     namespaced,
     status = "RedisClusterStatus",
     derive = "PartialEq",
-    doc = "A Redis cluster: a StatefulSet of Redis pods behind a headless Service, managed by redis-operator.",
+    doc = "A Redis cluster: one primary and replicas that follow it, in a StatefulSet, behind `<name>-primary` (writes) and `<name>-replicas` (reads) Services, managed by redis-operator.",
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -102,6 +102,12 @@ pub const CRD_PATH: &str = "crds/redisclusters.cache.example.com.yaml";
         description = "Redis pods ready to serve"
     ),
     printcolumn(
+        name = "Primary",
+        type_ = "string",
+        json_path = ".status.primary",
+        description = "The pod that takes writes"
+    ),
+    printcolumn(
         name = "Phase",
         type_ = "string",
         json_path = ".status.phase",
@@ -119,7 +125,8 @@ pub struct RedisClusterSpec {
     #[schemars(length(min = 1))]
     pub image: String,
 
-    /// Number of Redis pods, from 1 to 20. Changing it scales the StatefulSet.
+    /// Number of Redis pods, from 1 to 20: one primary and `replicas - 1` replicas of it.
+    /// Changing it scales the StatefulSet; the primary's pod is never the one removed.
     #[schemars(range(min = MIN_REPLICAS, max = MAX_REPLICAS))]
     pub replicas: i32,
 }
@@ -132,9 +139,15 @@ pub struct RedisClusterStatus {
     #[serde(default)]
     pub phase: Phase,
 
-    /// Redis pods that pass their readiness probe.
+    /// Redis pods that are ready in their role: the primary serving, each replica linked to
+    /// it with its initial sync done.
     #[serde(default)]
     pub ready_replicas: i32,
+
+    /// The pod that takes writes (labelled `cache.example.com/role=primary`, behind the
+    /// `<name>-primary` Service), once the operator has made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
 
     /// Redis pods that currently exist (the scale subresource's status replicas).
     #[serde(default)]

@@ -163,6 +163,7 @@ fn printer_columns() {
         ("Image", "string", ".spec.image"),
         ("Desired", "integer", ".spec.replicas"),
         ("Ready", "integer", ".status.readyReplicas"),
+        ("Primary", "string", ".status.primary"),
         ("Phase", "string", ".status.phase"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
@@ -197,6 +198,7 @@ fn status_round_trips_and_omits_what_is_unset() {
         ready_replicas: 2,
         replicas: 3,
         updated_replicas: 1,
+        primary: None,
         last_progress_time: None,
         selector: Some("app.kubernetes.io/instance=a".to_owned()),
         observed_generation: Some(4),
@@ -284,4 +286,18 @@ fn the_name_rules_are_cel_on_the_root() {
     for rule in rules {
         assert!(!rule["message"].as_str().unwrap().is_empty());
     }
+}
+
+#[test]
+fn the_primary_is_reported_when_there_is_one() {
+    let status = RedisClusterStatus {
+        primary: Some("cache-0".to_owned()),
+        ..RedisClusterStatus::default()
+    };
+    let value = serde_json::to_value(&status).unwrap();
+    assert_eq!(value["primary"], "cache-0");
+    assert_eq!(
+        serde_json::from_value::<RedisClusterStatus>(value).unwrap(),
+        status
+    );
 }

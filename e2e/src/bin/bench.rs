@@ -303,9 +303,11 @@ async fn floor(client: &Client, namespace: &str, args: &Args) -> TestResult<Dura
                 statefulsets
                     .patch(&name, apply, &Patch::Apply(&build::statefulset(&cluster)?))
                     .await?;
-                services
-                    .patch(&name, apply, &Patch::Apply(&build::service(&cluster)?))
-                    .await?;
+                for service in build::services(&cluster)? {
+                    services
+                        .patch(&service.name_any(), apply, &Patch::Apply(&service))
+                        .await?;
+                }
                 let status = json!({
                     "apiVersion": "cache.example.com/v1alpha1", "kind": "RedisCluster",
                     "status": {"phase": "Running", "readyReplicas": 0, "replicas": 0},

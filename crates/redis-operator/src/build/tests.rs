@@ -4,10 +4,19 @@ use crate::fixtures::{NAME, NAMESPACE, UID, cluster};
 #[test]
 fn children_carry_name_namespace_labels_and_controller_reference() {
     let cluster = cluster(3, "redis:7.0");
-    let service = service(&cluster).unwrap();
+    let [service, primary, replicas] = services(&cluster).unwrap();
     let statefulset = statefulset(&cluster).unwrap();
+    assert_eq!(primary.metadata.name.as_deref(), Some("cache-primary"));
+    assert_eq!(replicas.metadata.name.as_deref(), Some("cache-replicas"));
     for meta in [&service.metadata, &statefulset.metadata] {
         assert_eq!(meta.name.as_deref(), Some(NAME));
+    }
+    for meta in [
+        &service.metadata,
+        &primary.metadata,
+        &replicas.metadata,
+        &statefulset.metadata,
+    ] {
         assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE));
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels[NAME_LABEL], "redis");
@@ -35,14 +44,15 @@ fn objects_not_read_from_the_server_are_refused() {
     let mut no_namespace = cluster(3, "redis:7.0");
     no_namespace.metadata.namespace = None;
     assert!(matches!(
-        service(&no_namespace),
+        services(&no_namespace),
         Err(Error::MissingObjectKey("namespace"))
     ));
 }
 
 #[test]
 fn service_is_headless_and_publishes_unready_pods() {
-    let spec = service(&cluster(3, "redis:7.0")).unwrap().spec.unwrap();
+    let [headless, ..] = services(&cluster(3, "redis:7.0")).unwrap();
+    let spec = headless.spec.unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
     assert_eq!(spec.publish_not_ready_addresses, Some(true));
     assert_eq!(spec.selector, Some(selector_labels(NAME)));
@@ -114,13 +124,9 @@ fn pod_is_restricted_and_probed() {
         .exec
         .as_ref()
         .unwrap();
-    assert!(
-        readiness
-            .command
-            .as_ref()
-            .unwrap()
-            .join(" ")
-            .contains("ping")
+    assert_eq!(
+        readiness.command.as_deref().unwrap(),
+        ["sh", "-c", READINESS_SCRIPT]
     );
     assert!(redis.liveness_probe.as_ref().unwrap().tcp_socket.is_some());
     assert_eq!(redis.ports.as_ref().unwrap()[0].container_port, 6379);
@@ -139,7 +145,8 @@ fn serialized_children_name_their_kind_for_server_side_apply() {
     assert_eq!(sts["apiVersion"], "apps/v1");
     assert_eq!(sts["kind"], "StatefulSet");
     assert!(sts.get("status").is_none());
-    let svc = serde_json::to_value(service(&cluster(3, "redis:7.0")).unwrap()).unwrap();
+    let [headless, ..] = services(&cluster(3, "redis:7.0")).unwrap();
+    let svc = serde_json::to_value(headless).unwrap();
     assert_eq!(svc["apiVersion"], "v1");
     assert_eq!(svc["kind"], "Service");
 }
@@ -196,4 +203,99 @@ fn immutable_fields_that_differ_are_named() {
         immutable_changes(&bigger, &served_claims),
         ["volumeClaimTemplates"]
     );
+}
+
+#[test]
+fn role_services_route_ready_pods_of_one_role_through_a_cluster_ip() {
+    let [_, primary, replicas] = services(&cluster(3, "redis:7.0")).unwrap();
+    for (service, role) in [(primary, "primary"), (replicas, "replica")] {
+        let spec = service.spec.unwrap();
+        // A ClusterIP that stays put while the primary moves; only ready pods behind it.
+        assert_eq!(spec.cluster_ip, None);
+        assert_eq!(spec.publish_not_ready_addresses, None);
+        let mut selector = selector_labels(NAME);
+        selector.insert(ROLE_LABEL.to_owned(), role.to_owned());
+        assert_eq!(spec.selector, Some(selector));
+        assert_eq!(spec.ports.unwrap()[0].port, 6379);
+    }
+    // The pod template never carries the role: the StatefulSet would fight the operator.
+    let sts = statefulset(&cluster(3, "redis:7.0")).unwrap();
+    let template_labels = sts.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert!(!template_labels.contains_key(ROLE_LABEL));
+}
+
+#[test]
+fn redis_persists_and_waits_for_a_role() {
+    let sts = statefulset(&cluster(3, "redis:7.0")).unwrap();
+    let args = sts.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert_eq!(
+        args,
+        "redis-server --dir /data --appendonly yes --appendfsync everysec --replicaof 127.0.0.1 1"
+    );
+}
+
+/// Runs the readiness script with a stand-in `redis-cli` that prints `reply` and exits with
+/// `code`; returns whether the probe passed.
+fn probe_passes(reply: &str, code: i32) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "readiness-{}-{}",
+        std::process::id(),
+        reply.len() * 10 + code as usize
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cli = dir.join("redis-cli");
+    std::fs::write(
+        &cli,
+        format!("#!/bin/sh\nprintf '{}'\nexit {code}\n", reply),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let status = std::process::Command::new("sh")
+        .args(["-c", READINESS_SCRIPT])
+        .env("PATH", path)
+        .status()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    status.success()
+}
+
+#[test]
+fn readiness_means_ready_in_a_role() {
+    let cases = [
+        (
+            "# Replication\\r\\nrole:master\\r\\nconnected_slaves:0\\r\\n",
+            0,
+            true,
+        ),
+        (
+            "role:slave\\r\\nmaster_host:10.0.0.1\\r\\nmaster_link_status:up\\r\\n",
+            0,
+            true,
+        ),
+        (
+            "role:slave\\r\\nmaster_host:10.0.0.1\\r\\nmaster_link_status:down\\r\\n",
+            0,
+            false,
+        ),
+        (
+            "role:slave\\r\\nmaster_host:127.0.0.1\\r\\nmaster_port:1\\r\\nmaster_link_status:down\\r\\n",
+            0,
+            false,
+        ),
+        ("LOADING Redis is loading the dataset in memory", 0, false),
+        (
+            "Could not connect to Redis at 127.0.0.1:6379: Connection refused",
+            1,
+            false,
+        ),
+    ];
+    for (reply, code, ready) in cases {
+        assert_eq!(probe_passes(reply, code), ready, "{reply}");
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::reflector::{self, ObjectRef};
@@ -18,7 +18,11 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::context::{Context, Settings, Stores};
-use crate::fixtures::{NAME, NAMESPACE, cluster, statefulset, sts_status, with_status};
+use crate::fixtures::{
+    NAME, NAMESPACE, cluster, pod_ip, redis_pod, statefulset, sts_status, with_status,
+};
+use crate::pod_redis::{PodAddress, RedisAccess};
+use crate::topology::{Command, RedisRole, Replication, Role};
 
 /// One request the reconcile sent.
 #[derive(Debug, Clone)]
@@ -159,6 +163,8 @@ fn status_body(code: u16, reason: &str, message: &str) -> Value {
 struct Harness {
     statefulsets: reflector::store::Writer<StatefulSet>,
     services: reflector::store::Writer<Service>,
+    pods: reflector::store::Writer<Pod>,
+    redis: Arc<FakeRedis>,
     context: Arc<Context>,
     respond: Arc<Mutex<Responder>>,
     stored: Arc<Mutex<Stored>>,
@@ -174,7 +180,7 @@ impl Harness {
     ) -> Self {
         let (statefulset_reader, statefulsets) = reflector::store();
         let (service_reader, services) = reflector::store();
-        let (pod_reader, _pods) = reflector::store();
+        let (pod_reader, pods) = reflector::store();
         let stores = Stores {
             statefulsets: statefulset_reader,
             services: service_reader,
@@ -218,15 +224,19 @@ impl Harness {
                 reply.send_response(response);
             }
         });
+        let redis = Arc::new(FakeRedis::default());
         let context = Arc::new(Context::new(
             Client::new(service, NAMESPACE),
             stores,
             Settings::default(),
             Arc::default(),
+            redis.clone(),
         ));
         Harness {
             statefulsets,
             services,
+            pods,
+            redis,
             context,
             respond,
             stored,
@@ -236,18 +246,48 @@ impl Harness {
     }
 
     /// The children the operator would have created for `cluster`, in the API server and in
-    /// the caches.
+    /// the caches, with the pods its StatefulSet status counts: pod 0 the primary, the others
+    /// replicas linked to it, the first `readyReplicas` of them ready.
     fn with_children(mut self, cluster: &RedisCluster, sts: StatefulSet) -> Self {
-        let svc = crate::build::service(cluster).unwrap();
+        let status = sts.status.clone().unwrap_or_default();
+        let sts_uid = sts.metadata.uid.clone();
         {
             let mut stored = self.stored.lock().unwrap();
             stored.put(&sts);
-            stored.put(&svc);
+            for svc in crate::build::services(cluster).unwrap() {
+                stored.put(&svc);
+                self.services
+                    .apply_watcher_event(&watcher::Event::Apply(svc));
+            }
         }
         self.statefulsets
             .apply_watcher_event(&watcher::Event::Apply(sts));
-        self.services
-            .apply_watcher_event(&watcher::Event::Apply(svc));
+        let ready = status.ready_replicas.unwrap_or(0);
+        for index in 0..status.replicas {
+            let role = if index == 0 {
+                Role::Primary
+            } else {
+                Role::Replica
+            };
+            let seen = if index == 0 {
+                FakeRedis::primary()
+            } else {
+                FakeRedis::replica_of(0, true)
+            };
+            let mut pod = redis_pod(index, index < ready, Some(role));
+            // Controlled by this StatefulSet, whichever uid it has.
+            pod.metadata.owner_references.as_mut().unwrap()[0].uid =
+                sts_uid.clone().unwrap_or_default();
+            self = self.with_pod(pod, seen);
+        }
+        self
+    }
+
+    /// A pod in the API server and the cache, and what its Redis answers.
+    fn with_pod(mut self, pod: Pod, redis: Result<Replication, String>) -> Self {
+        self.stored.lock().unwrap().put(&pod);
+        self.redis.answer(&pod.name_any(), redis);
+        self.pods.apply_watcher_event(&watcher::Event::Apply(pod));
         self
     }
 
@@ -266,6 +306,80 @@ impl Harness {
         let denied = std::mem::take(&mut *self.denied.lock().unwrap());
         assert!(denied.is_empty(), "requests RBAC would refuse: {denied:#?}");
         (result, std::mem::take(&mut *self.sent.lock().unwrap()))
+    }
+}
+
+/// Redis as the reconcile sees it: a set answer to `INFO replication` per pod, and a record of
+/// the commands sent.
+#[derive(Default)]
+struct FakeRedis {
+    answers: Mutex<BTreeMap<String, Result<Replication, String>>>,
+    ran: Mutex<Vec<(String, Command)>>,
+}
+
+impl FakeRedis {
+    fn answer(&self, pod: &str, replication: Result<Replication, String>) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(pod.to_owned(), replication);
+    }
+
+    fn ran(&self) -> Vec<(String, Command)> {
+        std::mem::take(&mut *self.ran.lock().unwrap())
+    }
+
+    fn primary() -> Result<Replication, String> {
+        Ok(Replication {
+            role: RedisRole::Primary,
+            offset: 100,
+        })
+    }
+
+    fn replica_of(index: i32, linked: bool) -> Result<Replication, String> {
+        Ok(Replication {
+            role: RedisRole::Replica {
+                host: pod_ip(index),
+                port: 6379,
+                link_up: linked,
+                syncing: false,
+            },
+            offset: 100,
+        })
+    }
+
+    fn unassigned() -> Result<Replication, String> {
+        Ok(Replication {
+            role: RedisRole::Replica {
+                host: crate::topology::UNASSIGNED_HOST.to_owned(),
+                port: crate::topology::UNASSIGNED_PORT,
+                link_up: false,
+                syncing: false,
+            },
+            offset: 0,
+        })
+    }
+}
+
+impl RedisAccess for FakeRedis {
+    fn replication<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+    ) -> futures::future::BoxFuture<'a, Result<Replication, String>> {
+        let answer = self.answers.lock().unwrap().get(&pod.name).cloned();
+        Box::pin(async move { answer.unwrap_or_else(|| Err("connection refused".to_owned())) })
+    }
+
+    fn run<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+        command: &'a Command,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        self.ran
+            .lock()
+            .unwrap()
+            .push((pod.name.clone(), command.clone()));
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -305,18 +419,21 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
     let (result, sent) = Harness::new(healthy).reconcile(&cluster).await;
     assert!(result.is_ok(), "{result:?}");
 
-    // Both children are created at once; their order on the wire is not fixed.
+    // Every child is created at once; their order on the wire is not fixed.
     let mut creates: Vec<&str> = sent
         .iter()
         .filter(|s| s.method == "POST" && !s.path.ends_with("/events"))
         .map(|s| s.path.as_str())
         .collect();
     creates.sort_unstable();
+    let services = format!("/api/v1/namespaces/{NAMESPACE}/services");
     assert_eq!(
         creates,
         [
-            format!("/api/v1/namespaces/{NAMESPACE}/services"),
-            format!("/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets"),
+            services.as_str(),
+            &services,
+            &services,
+            &format!("/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets"),
         ]
     );
     for create in sent
@@ -344,7 +461,7 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
     assert!(
         patch.query.contains("fieldManager=redis-operator") && patch.query.contains("force=true")
     );
-    // One event for both children: every event is a write.
+    // One event for all children: every event is a write.
     assert_eq!(event_reasons(&sent), ["Created"]);
     let note = sent
         .iter()
@@ -352,7 +469,13 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
         .unwrap()
         .body["note"]
         .clone();
-    assert_eq!(note, format!("created Service and StatefulSet {NAME}"));
+    assert_eq!(
+        note,
+        format!(
+            "created Service {NAME}, Service {NAME}-primary, Service {NAME}-replicas, \
+             StatefulSet {NAME}"
+        )
+    );
 }
 
 #[tokio::test]
@@ -378,11 +501,13 @@ async fn nothing_changed_means_nothing_is_written() {
 
     let harness = Harness::new(healthy).with_children(&cluster, sts);
     let (result, sent) = harness.reconcile(&cluster).await;
+    // Its pods have addresses: their Redis is asked again after the probe interval.
     assert_eq!(
         result.unwrap(),
-        Action::requeue(Settings::default().resync_interval)
+        Action::requeue(Settings::default().redis_probe_interval)
     );
     assert!(sent.is_empty(), "expected no request at all, got {sent:#?}");
+    assert!(harness.redis.ran().is_empty());
 }
 
 #[tokio::test]
@@ -668,4 +793,171 @@ async fn an_immutable_field_change_recreates_the_statefulset_keeping_its_pods() 
     assert_eq!(creates.len(), 1);
     assert_eq!(creates[0].method, "POST");
     assert_eq!(creates[0].body["spec"]["podManagementPolicy"], "Parallel");
+}
+
+/// The role label PATCHes sent to pods: (pod, label value or None for removed, uid precondition).
+fn role_patches(sent: &[Sent]) -> Vec<(String, Option<String>, Option<String>)> {
+    sent.iter()
+        .filter(|s| s.method == "PATCH" && s.path.contains("/pods/"))
+        .map(|s| {
+            let pod = s.path.rsplit('/').next().unwrap().to_owned();
+            let labels = &s.body["metadata"]["labels"];
+            assert_eq!(
+                labels.as_object().unwrap().len(),
+                1,
+                "only the role label is touched: {s:?}"
+            );
+            (
+                pod,
+                labels[crate::build::ROLE_LABEL].as_str().map(str::to_owned),
+                s.body["metadata"]["uid"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
+    items.sort();
+    items
+}
+
+#[tokio::test]
+async fn new_pods_get_their_roles_from_the_operator() {
+    let cluster = cluster(3, "redis:7.0");
+    let mut harness =
+        Harness::new(healthy).with_children(&cluster, statefulset(&cluster, sts_status(3, 0)));
+    for index in 0..3 {
+        harness = harness.with_pod(redis_pod(index, false, None), FakeRedis::unassigned());
+    }
+    let (result, sent) = harness.reconcile(&cluster).await;
+    assert!(result.is_ok(), "{result:?}");
+
+    assert_eq!(
+        sorted(harness.redis.ran()),
+        [
+            (format!("{NAME}-0"), Command::Promote),
+            (format!("{NAME}-1"), Command::Follow { host: pod_ip(0) }),
+            (format!("{NAME}-2"), Command::Follow { host: pod_ip(0) }),
+        ]
+    );
+    let label = |index: i32, role: &str| {
+        (
+            format!("{NAME}-{index}"),
+            Some(role.to_owned()),
+            Some(format!("pod-uid-{index}")),
+        )
+    };
+    assert_eq!(
+        sorted(role_patches(&sent)),
+        [
+            label(0, "primary"),
+            label(1, "replica"),
+            label(2, "replica")
+        ]
+    );
+    let patch = sent.iter().find(|s| s.path.contains("/pods/")).unwrap();
+    assert!(
+        !patch.query.contains("force"),
+        "a merge patch, not an apply"
+    );
+
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.primary.as_deref(), Some(&*format!("{NAME}-0")));
+    assert_eq!(status.phase, Phase::Pending, "nobody is linked yet");
+    assert!(event_reasons(&sent).contains(&"PrimaryChanged".to_owned()));
+}
+
+#[tokio::test]
+async fn pods_whose_redis_does_not_answer_get_no_role_and_the_status_says_why() {
+    let cluster = cluster(2, "redis:7.0");
+    let mut harness =
+        Harness::new(healthy).with_children(&cluster, statefulset(&cluster, sts_status(2, 0)));
+    for index in 0..2 {
+        harness = harness.with_pod(
+            redis_pod(index, false, None),
+            Err("connection refused".into()),
+        );
+    }
+    let (result, sent) = harness.reconcile(&cluster).await;
+    // Asked again after the probe interval, not hot.
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Settings::default().redis_probe_interval)
+    );
+    assert!(harness.redis.ran().is_empty());
+    assert!(role_patches(&sent).is_empty(), "{sent:#?}");
+    let status = written_status(&sent).unwrap();
+    assert_eq!(
+        (status.phase, status.primary.as_deref()),
+        (Phase::Pending, None)
+    );
+    let message = &status.condition(READY).unwrap().message;
+    assert!(
+        message.contains(&format!(
+            "no primary yet: pod {NAME}-0 does not answer: connection refused"
+        )),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn of_two_pods_labelled_primary_the_one_redis_disowns_loses_the_label() {
+    let cluster = cluster(2, "redis:7.0");
+    let cluster = settled(cluster.clone(), statefulset(&cluster, sts_status(2, 2))).await;
+    let harness = Harness::new(healthy)
+        .with_children(&cluster, statefulset(&cluster, sts_status(2, 2)))
+        // Pod 1 is labelled primary too, but its Redis follows pod 0.
+        .with_pod(
+            redis_pod(1, true, Some(Role::Primary)),
+            FakeRedis::replica_of(0, true),
+        );
+    let (_, sent) = harness.reconcile(&cluster).await;
+    assert_eq!(
+        role_patches(&sent),
+        [(
+            format!("{NAME}-1"),
+            Some("replica".to_owned()),
+            Some("pod-uid-1".to_owned())
+        )]
+    );
+    assert!(harness.redis.ran().is_empty(), "Redis already agrees");
+    assert!(writes_to(&sent, "statefulsets").is_empty());
+}
+
+#[tokio::test]
+async fn a_scale_down_keeps_the_primarys_pod_and_says_so() {
+    let before = cluster(3, "redis:7.0");
+    let sts = statefulset(&before, sts_status(3, 3));
+    let running = settled(before, sts.clone()).await;
+    let mut scaled = running.clone();
+    scaled.spec.replicas = 2;
+    scaled.metadata.generation = Some(2);
+    // After some change of primary, pod 2 holds the role.
+    let mut harness = Harness::new(healthy).with_children(&scaled, sts);
+    for index in 0..2 {
+        harness = harness.with_pod(
+            redis_pod(index, true, Some(Role::Replica)),
+            FakeRedis::replica_of(2, true),
+        );
+    }
+    let harness = harness.with_pod(
+        redis_pod(2, true, Some(Role::Primary)),
+        FakeRedis::primary(),
+    );
+    let (_, sent) = harness.reconcile(&scaled).await;
+    let applies = writes_to(&sent, "statefulsets");
+    assert!(
+        applies.iter().all(|a| a.body["spec"]["replicas"] == 3),
+        "the StatefulSet keeps 3 pods: {applies:#?}"
+    );
+    assert!(harness.redis.ran().is_empty() && role_patches(&sent).is_empty());
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    let degraded = status.condition(DEGRADED).unwrap();
+    assert_eq!(degraded.reason, "PrimaryInTheWay");
+    assert!(
+        degraded.message.contains(&format!("the primary {NAME}-2")),
+        "{}",
+        degraded.message
+    );
 }

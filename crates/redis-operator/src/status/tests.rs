@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
 use crate::fixtures::{at, cluster, restarted, statefulset, sts_status, waiting_pod, with_status};
+use crate::topology::Plan;
 
 const GRACE: Duration = Duration::from_secs(120);
 
@@ -24,6 +25,9 @@ struct Case {
     generation_lag: bool,
     in_sync: bool,
     blocker: Option<Blocker>,
+    /// What Redis says, when it is not simply that every pod the StatefulSet counts as ready
+    /// is ready in its role.
+    roles: Option<Plan>,
     phase: Phase,
     reason: &'static str,
 }
@@ -38,6 +42,7 @@ impl Default for Case {
             generation_lag: false,
             in_sync: true,
             blocker: None,
+            roles: None,
             phase: Phase::Running,
             reason: "AllReplicasReady",
         }
@@ -57,6 +62,10 @@ fn run(case: &Case) -> Assessment {
         }
         sts
     });
+    let roles = case
+        .roles
+        .clone()
+        .unwrap_or_else(|| roles_agreeing_with(sts.as_ref()));
     assess(
         &cluster,
         &Observed {
@@ -64,6 +73,7 @@ fn run(case: &Case) -> Assessment {
             pods: &[],
             statefulset_in_sync: case.in_sync,
             blocker: case.blocker.as_ref(),
+            roles: &roles,
             now: at(0),
             failure_grace: GRACE,
         },
@@ -85,10 +95,25 @@ fn look(
             pods,
             statefulset_in_sync: true,
             blocker,
+            roles: &roles_agreeing_with(Some(sts)),
             now,
             failure_grace: GRACE,
         },
     )
+}
+
+/// Roles as Redis reports them when every pod the StatefulSet counts as ready is ready in its
+/// role, pod 0 the primary.
+fn roles_agreeing_with(sts: Option<&StatefulSet>) -> Plan {
+    let ready = sts
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    Plan {
+        primary: (ready > 0).then(|| format!("{}-0", crate::fixtures::NAME)),
+        in_role: ready,
+        ..Plan::default()
+    }
 }
 
 fn ready_reason(status: &RedisClusterStatus) -> String {
@@ -101,7 +126,49 @@ fn phase_table() {
         updated_replicas: Some(updated),
         ..sts_status(replicas, ready)
     };
+    let linked = |in_role: i32, waiting: &str| Plan {
+        primary: Some("x-0".into()),
+        in_role,
+        waiting: Some(waiting.into()),
+        ..Plan::default()
+    };
     let cases = [
+        Case {
+            name: "every pod ready, a replica not linked yet",
+            roles: Some(linked(2, "pod x-2 has no link to the primary")),
+            phase: Phase::Scaling,
+            reason: "WaitingForReplication",
+            ..Case::default()
+        },
+        Case {
+            name: "every pod ready, no primary chosen",
+            previous: Some(Phase::Pending),
+            roles: Some(Plan {
+                waiting: Some("no primary yet: pod x-0 has no address yet".into()),
+                ..Plan::default()
+            }),
+            phase: Phase::Pending,
+            reason: "WaitingForFirstPod",
+            ..Case::default()
+        },
+        Case {
+            name: "a Running cluster whose replica unlinks",
+            previous: Some(Phase::Running),
+            roles: Some(linked(2, "pod x-1 is syncing with the primary")),
+            phase: Phase::Scaling,
+            reason: "WaitingForReplication",
+            ..Case::default()
+        },
+        Case {
+            name: "all in role but no primary recorded cannot be Running",
+            roles: Some(Plan {
+                in_role: 3,
+                ..Plan::default()
+            }),
+            phase: Phase::Scaling,
+            reason: "WaitingForReplication",
+            ..Case::default()
+        },
         Case {
             name: "no StatefulSet yet",
             statefulset: None,
@@ -213,6 +280,17 @@ fn phase_table() {
             }),
             phase: Phase::Failed,
             reason: "ChildRejected",
+            ..Case::default()
+        },
+        Case {
+            name: "a scale-down would remove the primary",
+            blocker: Some(Blocker::PrimaryInTheWay {
+                primary: "x-2".to_owned(),
+                desired: 2,
+                kept: 3,
+            }),
+            phase: Phase::Failed,
+            reason: "PrimaryInTheWay",
             ..Case::default()
         },
     ];
@@ -470,7 +548,7 @@ fn pods_that_are_not_ready_are_named_with_their_restarts() {
     assert_eq!(assessment.status.phase, Phase::Scaling);
     assert_eq!(
         assessment.status.conditions[0].message,
-        "1/3 Redis pods are ready, 3 exist, 3 run the current spec; not ready: cache-1, \
+        "1/3 Redis pods are ready in their role, 3 exist, 3 run the current spec; not ready: cache-1, \
          cache-2 (container redis restarted 2 times, last exit Error (code 137))"
     );
     // The same observation gives the same message: no rewrite on the next look.
@@ -568,7 +646,7 @@ fn a_stall_says_what_holds_the_pods() {
         (
             vec![],
             "NoProgress",
-            "1/2 Redis pods are ready and nothing changed",
+            "1/2 Redis pods are ready in their role and nothing changed",
         ),
     ];
     for (pods, reason, says) in cases {
@@ -592,4 +670,27 @@ fn a_spec_change_restarts_the_deadline_and_running_clears_it() {
     let status = look(&cluster, &running, &[], None, at(500)).status;
     assert_eq!(status.phase, Phase::Running);
     assert_eq!(status.last_progress_time, None);
+}
+
+#[test]
+fn ready_replicas_and_primary_come_from_the_roles_not_the_statefulset() {
+    let roles = Plan {
+        primary: Some("x-1".into()),
+        in_role: 1,
+        waiting: Some("pod x-2 is syncing with the primary".into()),
+        ..Plan::default()
+    };
+    let assessment = run(&Case {
+        roles: Some(roles),
+        ..Case::default()
+    });
+    let status = assessment.status;
+    assert_eq!((status.ready_replicas, status.replicas), (1, 3));
+    assert_eq!(status.primary.as_deref(), Some("x-1"));
+    let message = &status.condition(READY).unwrap().message;
+    assert!(
+        message.starts_with("1/3 Redis pods are ready in their role")
+            && message.contains("; pod x-2 is syncing with the primary"),
+        "{message}"
+    );
 }

@@ -10,6 +10,7 @@ use rediscluster_crd::Phase;
 use super::*;
 use crate::fixtures::{NAME, at, cluster, restarted, statefulset, sts_status, waiting_pod};
 use crate::status::{Assessment, Observed, assess};
+use crate::topology::Plan;
 
 /// A pod as the API server sends it: spec, every label, all conditions, addresses, and a
 /// running container beside the waiting one.
@@ -132,6 +133,7 @@ fn assess_at(cluster: &RedisCluster, sts: &StatefulSet, pods: &[Pod], seconds: i
             pods: &pods,
             statefulset_in_sync: true,
             blocker: None,
+            roles: &Plan::default(),
             now: at(seconds),
             failure_grace: Duration::from_secs(120),
         },

@@ -45,7 +45,9 @@ fn every_cached_kind_decodes_whole_but_for_its_managed_fields() {
     assert!(pod.spec.is_some());
 
     assert_decodes_without_managed_fields(statefulset(&cluster, sts_status(3, 2)));
-    assert_decodes_without_managed_fields(build::service(&cluster).unwrap());
+    let [headless, primary, _] = build::services(&cluster).unwrap();
+    assert_decodes_without_managed_fields(headless);
+    assert_decodes_without_managed_fields(primary);
     assert_decodes_without_managed_fields(pod);
     assert_decodes_without_managed_fields(cluster);
 }

@@ -1,0 +1,245 @@
+//! Talking to the Redis in each pod: `INFO replication` and `REPLICAOF`, with a bounded number
+//! of requests in flight, a short timeout, connections reused per pod, and a per-pod backoff
+//! after a failure, so that a Redis that does not answer costs little and never holds up
+//! other clusters' reconciles.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, Client};
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+use crate::build::REDIS_PORT;
+use crate::topology::{Command, Replication};
+
+/// Where one pod's Redis is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodAddress {
+    pub namespace: String,
+    pub name: String,
+    /// The pod's uid: a pod recreated under the same name is another Redis.
+    pub uid: String,
+    pub ip: String,
+}
+
+/// What the reconcile needs from Redis. Behind a trait so that the controller tests run
+/// against a fake.
+pub trait RedisAccess: Send + Sync {
+    /// The pod's `INFO replication`, or why it could not be had.
+    fn replication<'a>(&'a self, pod: &'a PodAddress)
+    -> BoxFuture<'a, Result<Replication, String>>;
+    fn run<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+        command: &'a Command,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// How the operator reaches a pod's Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Route {
+    /// The pod's IP (in the cluster, or wherever the pod network is routable).
+    Direct,
+    /// The API server's port-forward (a pod network the operator cannot reach, such as kind's
+    /// from the host).
+    PortForward,
+}
+
+/// The real thing: connections to pods' Redis, direct or through port-forward.
+pub struct Connections {
+    client: Client,
+    route: Route,
+    timeout: Duration,
+    in_flight: Semaphore,
+    state: Mutex<HashMap<String, PodState>>,
+}
+
+/// What is kept per pod (by uid).
+#[derive(Default)]
+struct PodState {
+    connection: Option<(String, MultiplexedConnection)>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+    last_used: Option<Instant>,
+}
+
+/// Connections unused this long are dropped (their pod is most likely gone).
+const IDLE: Duration = Duration::from_secs(300);
+/// The longest a pod that does not answer waits between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Connections {
+    pub fn new(client: Client, route: Route, timeout: Duration, max_in_flight: usize) -> Self {
+        Self {
+            client,
+            route,
+            timeout,
+            in_flight: Semaphore::new(max_in_flight),
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pod's connection: the cached one if it is for the same IP, else a new one. Fails at
+    /// once while the pod is backing off.
+    async fn connection(&self, pod: &PodAddress) -> Result<MultiplexedConnection, String> {
+        {
+            let mut state = self.state.lock().map_err(|_| "poisoned".to_owned())?;
+            let now = Instant::now();
+            state.retain(|_, s| s.last_used.is_none_or(|used| now - used < IDLE));
+            let entry = state.entry(pod.uid.clone()).or_default();
+            entry.last_used = Some(now);
+            if let Some(retry_at) = entry.retry_at
+                && now < retry_at
+            {
+                return Err(entry.last_error.clone());
+            }
+            if let Some((ip, connection)) = &entry.connection
+                && *ip == pod.ip
+            {
+                return Ok(connection.clone());
+            }
+        }
+        let connection = tokio::time::timeout(self.timeout, self.connect(pod))
+            .await
+            .map_err(|_| format!("no connection within {:?}", self.timeout))??;
+        if let Ok(mut state) = self.state.lock() {
+            state.entry(pod.uid.clone()).or_default().connection =
+                Some((pod.ip.clone(), connection.clone()));
+        }
+        Ok(connection)
+    }
+
+    async fn connect(&self, pod: &PodAddress) -> Result<MultiplexedConnection, String> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        match self.route {
+            Route::Direct => {
+                let client = redis::Client::open(format!("redis://{}:{REDIS_PORT}/", pod.ip))
+                    .map_err(|e| e.to_string())?;
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Route::PortForward => {
+                let pods = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace);
+                let port = REDIS_PORT as u16;
+                let mut forwarder = pods
+                    .portforward(&pod.name, &[port])
+                    .await
+                    .map_err(|e| format!("port-forward: {e}"))?;
+                let stream = forwarder
+                    .take_stream(port)
+                    .ok_or("port-forward gave no stream")?;
+                let (connection, driver) = MultiplexedConnection::new_with_config(
+                    &redis::RedisConnectionInfo::default(),
+                    stream,
+                    config,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let name = pod.name.clone();
+                tokio::spawn(async move {
+                    driver.await;
+                    // The connection is gone (dropped or failed): so is the forward.
+                    forwarder.abort();
+                    debug!(pod = %name, "port-forward closed");
+                });
+                Ok(connection)
+            }
+        }
+    }
+
+    /// Runs `request` on the pod's connection within the timeout; a failure drops the
+    /// connection and starts (or lengthens) the pod's backoff.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        pod: &PodAddress,
+        request: redis::Cmd,
+    ) -> Result<T, String> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| "shutting down".to_owned())?;
+        let result = async {
+            let mut connection = self.connection(pod).await?;
+            tokio::time::timeout(self.timeout, request.query_async::<T>(&mut connection))
+                .await
+                .map_err(|_| format!("no answer within {:?}", self.timeout))?
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Ok(mut state) = self.state.lock() {
+            let entry = state.entry(pod.uid.clone()).or_default();
+            match &result {
+                Ok(_) => {
+                    entry.failures = 0;
+                    entry.retry_at = None;
+                }
+                Err(error) => {
+                    if entry.retry_at.is_none_or(|at| Instant::now() >= at) {
+                        entry.failures += 1;
+                        entry.retry_at = Some(Instant::now() + backoff(entry.failures));
+                        entry.last_error = error.clone();
+                    }
+                    entry.connection = None;
+                }
+            }
+        }
+        result
+    }
+}
+
+/// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1 << failures.saturating_sub(1).min(5)).min(MAX_BACKOFF)
+}
+
+impl RedisAccess for Connections {
+    fn replication<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+    ) -> BoxFuture<'a, Result<Replication, String>> {
+        Box::pin(async move {
+            let info: String = self
+                .call(pod, redis::cmd("INFO").arg("replication").clone())
+                .await?;
+            Replication::parse(&info)
+        })
+    }
+
+    fn run<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+        command: &'a Command,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut request = redis::cmd("REPLICAOF");
+            match command {
+                Command::Promote => request.arg("NO").arg("ONE"),
+                Command::Follow { host } => request.arg(host).arg(REDIS_PORT),
+            };
+            self.call::<()>(pod, request).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_thirty() {
+        let delays: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}
