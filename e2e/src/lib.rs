@@ -4,10 +4,11 @@
 //! The tests are `#[ignore]`d so that `cargo test --workspace` stays hermetic; `make e2e-local`
 //! runs them against the current kubeconfig.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::wait::await_condition;
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use rediscluster_crd::{Phase, RedisCluster};
 use serde_json::json;
 
@@ -537,11 +538,16 @@ impl Setup {
         Ok(degraded)
     }
 
-    /// Waits for Running with `ready` pods, then proves that Redis answers on each of them.
+    /// Waits for Running with `ready` pods, then proves that Redis answers on each of them
+    /// and that they are one primary with replicas linked to it, as the labels and the status
+    /// say.
     pub async fn wait_running(&self, ready: i32) -> TestResult<RedisCluster> {
         let cluster = self.wait_phase(Phase::Running, ready).await?;
         let expected = usize::try_from(ready)?;
         assert_redis_serves(&self.client, &self.namespace.name, NAME, expected).await?;
+        if has_real_node(&self.client).await? {
+            self.assert_one_primary_and_linked_replicas().await?;
+        }
         Ok(cluster)
     }
 
@@ -577,4 +583,186 @@ pub fn reports(phase: Phase, ready: i32) -> impl Fn(Option<&RedisCluster>) -> bo
             })
         })
     }
+}
+
+/// The label the operator puts on each pod it gave a role.
+pub const ROLE_LABEL: &str = "cache.example.com/role";
+
+/// `key:1 … key:count`, and the value written under each: `value-<i>`.
+pub fn test_keys(count: usize) -> Vec<(String, String)> {
+    (1..=count)
+        .map(|i| (format!("key:{i}"), format!("value-{i}")))
+        .collect()
+}
+
+/// A pod's `INFO replication`, field by field.
+pub async fn replication_info(namespace: &str, pod: &str) -> TestResult<BTreeMap<String, String>> {
+    let info = redis_cli(namespace, pod, &["info", "replication"]).await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.trim().split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+impl Setup {
+    /// The cluster's live pods, by name.
+    pub async fn live_pods(&self) -> TestResult<Vec<Pod>> {
+        Ok(cluster_pods(&self.client, &self.namespace.name, NAME)
+            .await?
+            .into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .collect())
+    }
+
+    /// Checks that labels, `status.primary` and what each Redis reports agree: exactly one pod
+    /// labelled primary, the one the status names, a Redis primary; every other pod labelled
+    /// replica, its Redis linked to the primary's IP. Returns the primary's name.
+    pub async fn assert_one_primary_and_linked_replicas(&self) -> TestResult<String> {
+        let cluster = self.clusters.get(NAME).await?;
+        let primary = cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.primary.clone())
+            .ok_or("status.primary is not set")?;
+        let pods = self.live_pods().await?;
+        let role = |pod: &Pod| pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
+        let labelled: Vec<String> = pods
+            .iter()
+            .filter(|pod| role(pod) == "primary")
+            .map(|pod| pod.name_any())
+            .collect();
+        assert_eq!(
+            labelled,
+            std::slice::from_ref(&primary),
+            "pods labelled primary"
+        );
+        let primary_ip = pods
+            .iter()
+            .find(|pod| pod.name_any() == primary)
+            .and_then(|pod| pod.status.as_ref()?.pod_ip.clone())
+            .ok_or("the primary has no IP")?;
+        for pod in &pods {
+            let name = pod.name_any();
+            let info = replication_info(&self.namespace.name, &name).await?;
+            if name == primary {
+                assert_eq!(info["role"], "master", "{name}: {info:?}");
+                continue;
+            }
+            assert_eq!(role(pod), "replica", "{name} is labelled replica");
+            assert_eq!(info["role"], "slave", "{name}: {info:?}");
+            assert_eq!(
+                info["master_host"], primary_ip,
+                "{name} follows the primary"
+            );
+            assert_eq!(info["master_link_status"], "up", "{name}: {info:?}");
+        }
+        Ok(primary)
+    }
+
+    /// A pod of the cluster other than `than`, to run a client in (a pod reaching a Service
+    /// that routes back to itself needs hairpin NAT, which not every bridge has).
+    async fn pod_other_than(&self, than: &str) -> TestResult<String> {
+        self.live_pods()
+            .await?
+            .iter()
+            .map(|pod| pod.name_any())
+            .find(|name| name != than)
+            .ok_or_else(|| "no other pod".into())
+    }
+
+    /// Writes `keys` with one MSET through the `<name>-primary` Service, from a replica pod.
+    pub async fn write_through_primary_service(&self, keys: &[(String, String)]) -> TestResult {
+        let primary = self.assert_one_primary_and_linked_replicas().await?;
+        let client_pod = self.pod_other_than(&primary).await?;
+        let service = format!("{NAME}-primary");
+        let mut command = vec!["-h", &service, "mset"];
+        for (key, value) in keys {
+            command.extend([key.as_str(), value.as_str()]);
+        }
+        let answer = redis_cli(&self.namespace.name, &client_pod, &command).await?;
+        assert_eq!(answer, "OK", "MSET through {service}");
+        Ok(())
+    }
+
+    /// The values of `keys` as read with one MGET in `pod`, or, with `service`, from `pod`
+    /// through that Service.
+    pub async fn read_keys(
+        &self,
+        pod: &str,
+        service: Option<&str>,
+        keys: &[(String, String)],
+    ) -> TestResult<Vec<String>> {
+        let mut command: Vec<&str> = Vec::new();
+        if let Some(service) = service {
+            command.extend(["-h", service]);
+        }
+        command.push("mget");
+        command.extend(keys.iter().map(|(key, _)| key.as_str()));
+        let answer = redis_cli(&self.namespace.name, pod, &command).await?;
+        Ok(answer.lines().map(str::to_owned).collect())
+    }
+
+    /// Asserts that every pod holds every one of `keys` with its value, read in the pod, and
+    /// that a read through `<name>-replicas` (from the primary's pod) returns them all.
+    /// Replication is asynchronous: each read is retried for up to 10 s.
+    pub async fn assert_every_pod_holds(&self, keys: &[(String, String)]) -> TestResult {
+        let expected: Vec<String> = keys.iter().map(|(_, value)| value.clone()).collect();
+        let primary = self.assert_one_primary_and_linked_replicas().await?;
+        let replicas_service = format!("{NAME}-replicas");
+        let mut reads: Vec<(String, Option<&str>)> = self
+            .live_pods()
+            .await?
+            .iter()
+            .map(|pod| (pod.name_any(), None))
+            .collect();
+        if reads.len() > 1 {
+            reads.push((primary.clone(), Some(replicas_service.as_str())));
+        }
+        for (pod, service) in reads {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let values = self.read_keys(&pod, service, keys).await?;
+                if values == expected {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let missing = values.iter().zip(&expected).filter(|(a, b)| a != b).count();
+                    return Err(format!(
+                        "{pod} (through {service:?}) lacks {missing} of {} keys",
+                        keys.len()
+                    )
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The operator's Redis commands so far, by `command/result` (from its /metrics).
+pub fn redis_command_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
+    let text = http_get(port, "/metrics")?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("redis_operator_redis_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        counts.insert(
+            format!("{}/{}", label("command"), label("result")),
+            value.parse()?,
+        );
+    }
+    Ok(counts)
 }

@@ -179,10 +179,16 @@ async fn a_redis_process_that_exits_is_restarted_and_shows_in_the_status() -> Te
         "no ReplicaNotReady event names {victim}: {:#?}",
         warnings.items
     );
-    // No thrashing: a handful of status writes for one restart, not one per look.
+    // No thrashing: a handful of status writes for one restart, not one per look. Each step
+    // back into the replica role (not answering, restarted, re-pointed, syncing, linked) is
+    // a state of its own that the status says.
     let versions: std::collections::BTreeSet<_> =
         seen.iter().filter_map(|c| c.resource_version()).collect();
-    assert!(versions.len() <= 8, "{} status versions", versions.len());
+    assert!(
+        versions.len() <= 10,
+        "{} status versions: {messages:#?}",
+        versions.len()
+    );
     e2e::assert_redis_serves(&setup.client, &ns, NAME, 3).await?;
     println!(
         "Redis exited -> Running again: {recovered:?}; statuses {:?}",

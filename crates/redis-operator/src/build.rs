@@ -229,7 +229,9 @@ const READINESS_SCRIPT: &str = "info=$(timeout 2 redis-cli -p 6379 info replicat
      case \"$info\" in *role:master*|*master_link_status:up*) exit 0;; esac; exit 1";
 
 /// How Redis runs in every pod: append-only persistence, so that a Redis restarting in its pod
-/// reloads its data instead of coming back empty, and no role until the operator gives one.
+/// reloads its data instead of coming back empty; a full sync that starts at once rather than
+/// after Redis's default 5 s wait for more replicas to share it (a replica is unready, and
+/// the roll or the scale waits, until it is synced); and no role until the operator gives one.
 fn redis_args() -> Vec<String> {
     [
         "redis-server",
@@ -239,6 +241,8 @@ fn redis_args() -> Vec<String> {
         "yes",
         "--appendfsync",
         "everysec",
+        "--repl-diskless-sync-delay",
+        "0",
         "--replicaof",
         UNASSIGNED_HOST,
         &UNASSIGNED_PORT.to_string(),

@@ -328,6 +328,7 @@ async fn reconcile_until(
 
     let redis = Arc::new(Connections::new(
         client.clone(),
+        health.metrics.clone(),
         config.redis_route,
         config.redis_timeout,
         REDIS_IN_FLIGHT,

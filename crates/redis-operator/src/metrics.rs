@@ -28,6 +28,12 @@ pub struct VerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisLabels {
+    pub command: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
 }
@@ -42,6 +48,7 @@ pub struct Metrics {
     clusters: Family<PhaseLabels, Gauge>,
     leader: Gauge,
     requests: Family<VerbLabels, Counter>,
+    redis_requests: Family<RedisLabels, Counter>,
     process: ProcessMetrics,
 }
 
@@ -60,6 +67,7 @@ impl Default for Metrics {
         let clusters = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
         let requests = Family::<VerbLabels, Counter>::default();
+        let redis_requests = Family::<RedisLabels, Counter>::default();
         // 1 ms to about 16 s.
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         {
@@ -86,6 +94,12 @@ impl Default for Metrics {
                 "kube_requests",
                 "Requests this process sent to the Kubernetes API server, by verb",
                 requests.clone(),
+            );
+            operator.register(
+                "redis_requests",
+                "Commands sent to the pods' Redis (info, replicaof) by result: ok, error, or \
+                 backoff (not sent: the pod failed recently)",
+                redis_requests.clone(),
             );
         }
         let process = ProcessMetrics {
@@ -134,6 +148,7 @@ impl Default for Metrics {
             clusters,
             leader,
             requests,
+            redis_requests,
             process,
         }
     }
@@ -156,6 +171,13 @@ impl Metrics {
     pub fn count_request(&self, method: &http::Method, uri: &http::Uri) {
         let verb = verb(method, uri.query().unwrap_or_default());
         self.requests.get_or_create(&VerbLabels { verb }).inc();
+    }
+
+    /// Counts one command meant for a pod's Redis.
+    pub fn count_redis(&self, command: &'static str, result: &'static str) {
+        self.redis_requests
+            .get_or_create(&RedisLabels { command, result })
+            .inc();
     }
 
     pub fn set_leader(&self, leader: bool) {

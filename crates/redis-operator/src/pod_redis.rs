@@ -4,7 +4,7 @@
 //! other clusters' reconciles.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::build::REDIS_PORT;
+use crate::metrics::Metrics;
 use crate::topology::{Command, Replication};
 
 /// Where one pod's Redis is.
@@ -54,6 +55,7 @@ pub enum Route {
 /// The real thing: connections to pods' Redis, direct or through port-forward.
 pub struct Connections {
     client: Client,
+    metrics: Arc<Metrics>,
     route: Route,
     timeout: Duration,
     in_flight: Semaphore,
@@ -76,9 +78,16 @@ const IDLE: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Connections {
-    pub fn new(client: Client, route: Route, timeout: Duration, max_in_flight: usize) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        route: Route,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Self {
         Self {
             client,
+            metrics,
             route,
             timeout,
             in_flight: Semaphore::new(max_in_flight),
@@ -87,10 +96,13 @@ impl Connections {
     }
 
     /// The pod's connection: the cached one if it is for the same IP, else a new one. Fails at
-    /// once while the pod is backing off.
-    async fn connection(&self, pod: &PodAddress) -> Result<MultiplexedConnection, String> {
+    /// once (`Backoff`) while the pod is backing off.
+    async fn connection(&self, pod: &PodAddress) -> Result<MultiplexedConnection, Failure> {
         {
-            let mut state = self.state.lock().map_err(|_| "poisoned".to_owned())?;
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| Failure::Error("poisoned".to_owned()))?;
             let now = Instant::now();
             state.retain(|_, s| s.last_used.is_none_or(|used| now - used < IDLE));
             let entry = state.entry(pod.uid.clone()).or_default();
@@ -98,7 +110,7 @@ impl Connections {
             if let Some(retry_at) = entry.retry_at
                 && now < retry_at
             {
-                return Err(entry.last_error.clone());
+                return Err(Failure::Backoff(entry.last_error.clone()));
             }
             if let Some((ip, connection)) = &entry.connection
                 && *ip == pod.ip
@@ -108,7 +120,8 @@ impl Connections {
         }
         let connection = tokio::time::timeout(self.timeout, self.connect(pod))
             .await
-            .map_err(|_| format!("no connection within {:?}", self.timeout))??;
+            .map_err(|_| format!("no connection within {:?}", self.timeout))?
+            .map_err(Failure::Error)?;
         if let Ok(mut state) = self.state.lock() {
             state.entry(pod.uid.clone()).or_default().connection =
                 Some((pod.ip.clone(), connection.clone()));
@@ -163,6 +176,7 @@ impl Connections {
     async fn call<T: redis::FromRedisValue>(
         &self,
         pod: &PodAddress,
+        name: &'static str,
         request: redis::Cmd,
     ) -> Result<T, String> {
         let _permit = self
@@ -175,9 +189,15 @@ impl Connections {
             tokio::time::timeout(self.timeout, request.query_async::<T>(&mut connection))
                 .await
                 .map_err(|_| format!("no answer within {:?}", self.timeout))?
-                .map_err(|e| e.to_string())
+                .map_err(|e| Failure::Error(e.to_string()))
         }
         .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Failure::Backoff(_)) => "backoff",
+            Err(Failure::Error(_)) => "error",
+        };
+        self.metrics.count_redis(name, outcome);
         if let Ok(mut state) = self.state.lock() {
             let entry = state.entry(pod.uid.clone()).or_default();
             match &result {
@@ -185,17 +205,30 @@ impl Connections {
                     entry.failures = 0;
                     entry.retry_at = None;
                 }
-                Err(error) => {
-                    if entry.retry_at.is_none_or(|at| Instant::now() >= at) {
-                        entry.failures += 1;
-                        entry.retry_at = Some(Instant::now() + backoff(entry.failures));
-                        entry.last_error = error.clone();
-                    }
+                Err(Failure::Error(error)) => {
+                    entry.failures += 1;
+                    entry.retry_at = Some(Instant::now() + backoff(entry.failures));
+                    entry.last_error = error.clone();
                     entry.connection = None;
                 }
+                Err(Failure::Backoff(_)) => {}
             }
         }
-        result
+        result.map_err(|failure| match failure {
+            Failure::Error(why) | Failure::Backoff(why) => why,
+        })
+    }
+}
+
+/// Why a call got no answer: it failed now, or it was not sent because the pod failed lately.
+enum Failure {
+    Error(String),
+    Backoff(String),
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Self {
+        Failure::Error(error)
     }
 }
 
@@ -211,7 +244,7 @@ impl RedisAccess for Connections {
     ) -> BoxFuture<'a, Result<Replication, String>> {
         Box::pin(async move {
             let info: String = self
-                .call(pod, redis::cmd("INFO").arg("replication").clone())
+                .call(pod, "info", redis::cmd("INFO").arg("replication").clone())
                 .await?;
             Replication::parse(&info)
         })
@@ -228,7 +261,7 @@ impl RedisAccess for Connections {
                 Command::Promote => request.arg("NO").arg("ONE"),
                 Command::Follow { host } => request.arg(host).arg(REDIS_PORT),
             };
-            self.call::<()>(pod, request).await
+            self.call::<()>(pod, "replicaof", request).await
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::build;
 use crate::context::Context;
 use crate::error::Result;
 use crate::pod_redis::PodAddress;
+use crate::status::STUCK_REASONS;
 use crate::topology::{self, Member, Plan, Relabel, Role, Seen};
 
 /// What the Redis side of one reconcile found and did.
@@ -42,6 +43,7 @@ pub fn members(pods: &[Arc<Pod>]) -> Vec<(Member, Option<PodAddress>)> {
                 }),
                 _ => None,
             };
+            let never_started = never_started(pod);
             let member = Member {
                 name,
                 ordinal,
@@ -52,9 +54,12 @@ pub fn members(pods: &[Arc<Pod>]) -> Vec<(Member, Option<PodAddress>)> {
                     .labels()
                     .get(build::ROLE_LABEL)
                     .and_then(|value| Role::parse(value)),
-                seen: Seen::NoAddress,
+                seen: never_started
+                    .clone()
+                    .map_or(Seen::NoAddress, Seen::NeverStarted),
             };
-            Some((member, target))
+            // Nothing to ask where Redis never ran.
+            Some((member, target.filter(|_| never_started.is_none())))
         })
         .collect()
 }
@@ -70,11 +75,26 @@ async fn probe(
                 Ok(replication) => Seen::Answered(replication),
                 Err(why) => Seen::Silent(why),
             },
-            None => Seen::NoAddress,
+            None => member.seen.clone(),
         };
         (Member { seen, ..member }, target)
     });
     futures::future::join_all(asked).await
+}
+
+/// Why the pod's Redis container never ran, if it waits in a state that needs someone to act
+/// (the reasons that also make a cluster Failed after the grace period) and never restarted.
+fn never_started(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter(|c| c.name == build::REDIS_CONTAINER && c.restart_count == 0)
+        .find_map(|c| {
+            let reason = c.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
+            STUCK_REASONS.contains(&reason.as_str()).then_some(reason)
+        })
 }
 
 fn is_ready(pod: &Pod) -> bool {

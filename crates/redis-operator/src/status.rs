@@ -110,8 +110,12 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
     let previous = cluster.status.clone().unwrap_or_default();
     let desired = cluster.spec.replicas;
     let sts_status = observed.statefulset.and_then(|sts| sts.status.as_ref());
-    // Ready means ready in a role: a pod the StatefulSet counts as ready may still be unlinked.
-    let ready = observed.roles.in_role;
+    // Ready means ready in a role: a pod the StatefulSet counts as ready may still be unlinked,
+    // and the StatefulSet's count trails the pods' (no status says 3/3 and not Running).
+    let ready = observed
+        .roles
+        .in_role
+        .min(sts_status.and_then(|s| s.ready_replicas).unwrap_or(0));
     let roles_settled = ready >= desired && observed.roles.primary.is_some();
     let waiting = observed
         .roles

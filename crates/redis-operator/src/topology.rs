@@ -45,7 +45,8 @@ impl Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replication {
     pub role: RedisRole,
-    /// The replication offset: how much of the primary's write stream this Redis has.
+    /// The replication offset (`master_repl_offset`): how much of a primary's write stream
+    /// this Redis has applied; 0 for one that never had a replica or a primary.
     pub offset: i64,
 }
 
@@ -84,11 +85,9 @@ impl Replication {
             },
             other => return Err(format!("INFO replication has no known role: {other:?}")),
         };
-        let offset = match role {
-            RedisRole::Primary => number("master_repl_offset"),
-            RedisRole::Replica { .. } => number("slave_repl_offset"),
-        }
-        .unwrap_or(0);
+        // master_repl_offset, for a replica too: the stream it has applied. Its
+        // slave_repl_offset is 1, not 0, before it ever had a primary.
+        let offset = number("master_repl_offset").unwrap_or(0);
         Ok(Replication { role, offset })
     }
 
@@ -110,6 +109,9 @@ pub enum Seen {
     NoAddress,
     /// It has an IP but its Redis did not answer (or answered with an error): why.
     Silent(String),
+    /// Its Redis container never started and waits in a state that needs someone to act
+    /// (`ErrImagePull` and the like): it holds no data, and may never run.
+    NeverStarted(String),
     Answered(Replication),
 }
 
@@ -183,8 +185,9 @@ pub struct Plan {
 ///   it restarted and came back unassigned). While it does not answer, nothing changes.
 /// - With no labelled primary (a new cluster, an adopted one, a primary pod deleted), the pod
 ///   whose Redis holds the most of the write stream is chosen, the ready ones first and then
-///   the lowest ordinal. No choice is made while a pod that may hold data does not answer:
-///   choosing without it could make an empty Redis the source its data is replaced from.
+///   the lowest ordinal. While no pod that answered holds data, no choice is made until every
+///   pod answers: choosing without one could make an empty Redis the source its data is
+///   replaced from.
 /// - Every other answering pod follows the primary's IP.
 pub fn decide(members: &[Member], replicas: i32) -> Plan {
     let mut members: Vec<&Member> = members
@@ -313,8 +316,10 @@ fn elect<'a>(members: &[&'a Member], reasons: &mut Vec<String>) -> Option<&'a Me
             let offset = m.replication().map_or(0, |r| r.offset);
             (m.ready, offset, Reverse(m.ordinal))
         });
-    let silent = members.iter().find(|m| matches!(m.seen, Seen::Silent(_)));
-    match (best, silent) {
+    let unanswered = members
+        .iter()
+        .find(|m| m.replication().is_none() && !matches!(m.seen, Seen::NeverStarted(_)));
+    match (best, unanswered) {
         (None, _) => {
             let first = members.first().map_or_else(
                 || "no pod exists yet".to_owned(),
@@ -323,13 +328,14 @@ fn elect<'a>(members: &[&'a Member], reasons: &mut Vec<String>) -> Option<&'a Me
             reasons.push(format!("no primary yet: {first}"));
             None
         }
-        // A pod that answered with data outranks whatever a silent one may hold only if the
-        // silent one cannot be ahead of it; without offsets to compare, wait for it.
-        (Some(best), Some(silent)) if best.replication().is_some_and(|r| r.offset == 0) => {
+        // Nobody that answered holds data: wait for the others, which may (and, in a new
+        // cluster, so that the primary is pod 0 rather than whichever started first). A pod
+        // whose container never started holds nothing and may never start: not waited for.
+        (Some(best), Some(other)) if best.replication().is_some_and(|r| r.offset == 0) => {
             reasons.push(format!(
-                "no primary yet: pod {} may hold data and {}",
-                silent.name,
-                silence(&silent.seen)
+                "no primary yet: pod {} {}",
+                other.name,
+                silence(&other.seen)
             ));
             None
         }
@@ -341,6 +347,7 @@ fn silence(seen: &Seen) -> String {
     match seen {
         Seen::NoAddress => "has no address yet".to_owned(),
         Seen::Silent(why) => format!("does not answer: {why}"),
+        Seen::NeverStarted(why) => format!("never started: {why}"),
         Seen::Answered(_) => "answers".to_owned(),
     }
 }

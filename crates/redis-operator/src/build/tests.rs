@@ -234,7 +234,8 @@ fn redis_persists_and_waits_for_a_role() {
         .join(" ");
     assert_eq!(
         args,
-        "redis-server --dir /data --appendonly yes --appendfsync everysec --replicaof 127.0.0.1 1"
+        "redis-server --dir /data --appendonly yes --appendfsync everysec \
+         --repl-diskless-sync-delay 0 --replicaof 127.0.0.1 1"
     );
 }
 

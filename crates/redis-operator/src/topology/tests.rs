@@ -1,8 +1,9 @@
 use super::*;
 
 const INFO_PRIMARY: &str = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=10.244.0.7,port=6379,state=online,offset=1180,lag=0\r\nmaster_failover_state:no-failover\r\nmaster_replid:5e2c\r\nmaster_repl_offset:1180\r\nsecond_repl_offset:-1\r\n";
-const INFO_REPLICA: &str = "# Replication\r\nrole:slave\r\nmaster_host:10.244.0.5\r\nmaster_port:6379\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaster_sync_in_progress:0\r\nslave_read_repl_offset:1180\r\nslave_repl_offset:1170\r\nslave_priority:100\r\n";
-const INFO_UNASSIGNED: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:1\r\nmaster_link_status:down\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:0\r\n";
+const INFO_REPLICA: &str = "# Replication\r\nrole:slave\r\nmaster_host:10.244.0.5\r\nmaster_port:6379\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaster_sync_in_progress:0\r\nslave_read_repl_offset:1180\r\nslave_repl_offset:1170\r\nslave_priority:100\r\nmaster_replid:5e2c\r\nmaster_repl_offset:1170\r\n";
+/// As Redis 7.0 answers before it ever had a primary: slave_repl_offset 1, master_repl_offset 0.
+const INFO_UNASSIGNED: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:1\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nmaster_sync_in_progress:0\r\nslave_read_repl_offset:1\r\nslave_repl_offset:1\r\nconnected_slaves:0\r\nmaster_replid:57f0\r\nmaster_repl_offset:0\r\n";
 
 #[test]
 fn info_replication_parses_each_role() {
@@ -26,13 +27,17 @@ fn info_replication_parses_each_role() {
         })
     );
     assert_eq!(
-        Replication::parse(INFO_UNASSIGNED).map(|r| r.role),
-        Ok(RedisRole::Replica {
-            host: UNASSIGNED_HOST.into(),
-            port: UNASSIGNED_PORT,
-            link_up: false,
-            syncing: false
-        })
+        Replication::parse(INFO_UNASSIGNED),
+        Ok(Replication {
+            role: RedisRole::Replica {
+                host: UNASSIGNED_HOST.into(),
+                port: UNASSIGNED_PORT,
+                link_up: false,
+                syncing: false
+            },
+            offset: 0
+        }),
+        "no data: the pod that answers first must not look like a source"
     );
     let syncing = INFO_REPLICA
         .replace("master_link_status:up", "master_link_status:down")
@@ -244,7 +249,7 @@ fn a_deleted_primary_is_replaced_by_the_replica_with_the_most_data() {
 }
 
 #[test]
-fn no_primary_is_chosen_while_a_pod_that_may_hold_data_is_silent() {
+fn no_primary_is_chosen_while_a_pod_that_may_hold_data_does_not_answer() {
     let members = [
         member(0, None, false, unassigned(0)),
         member(1, R, false, Seen::Silent("connection refused".into())),
@@ -254,7 +259,18 @@ fn no_primary_is_chosen_while_a_pod_that_may_hold_data_is_silent() {
     assert!(plan.commands.is_empty() && plan.relabel.is_empty());
     assert_eq!(
         plan.waiting.as_deref(),
-        Some("no primary yet: pod r-1 may hold data and does not answer: connection refused")
+        Some("no primary yet: pod r-1 does not answer: connection refused")
+    );
+    // A new cluster waits for pod 0 rather than electing whichever pod started first.
+    let members = [
+        member(0, None, false, Seen::NoAddress),
+        member(1, None, false, unassigned(0)),
+    ];
+    let plan = decide(&members, 2);
+    assert_eq!(plan.primary, None);
+    assert_eq!(
+        plan.waiting.as_deref(),
+        Some("no primary yet: pod r-0 has no address yet")
     );
     // A pod with data outranks the silent one's unknowns only when it has some to compare.
     let members = [
@@ -338,4 +354,21 @@ fn a_scale_down_keeps_the_pod_labelled_primary() {
     let mut leaving = members.clone();
     leaving[2].terminating = true;
     assert_eq!(pods_to_keep(&leaving, 2), (2, None));
+}
+
+#[test]
+fn a_pod_that_never_started_is_not_waited_for() {
+    // The image was fixed: pod 1 runs the new one, pod 0 still waits on the old, unpullable
+    // one, and the StatefulSet replaces pod 0 only once pod 1 is ready.
+    let members = [
+        member(0, None, false, Seen::NeverStarted("ErrImagePull".into())),
+        member(1, None, false, unassigned(0)),
+    ];
+    let plan = decide(&members, 2);
+    assert_eq!(plan.primary.as_deref(), Some("r-1"));
+    assert_eq!(commands(&plan), [("r-1", Command::Promote)]);
+    assert_eq!(
+        plan.waiting.as_deref(),
+        Some("pod r-0 never started: ErrImagePull")
+    );
 }
