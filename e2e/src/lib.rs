@@ -560,6 +560,17 @@ impl Setup {
         Ok((setup, operator))
     }
 
+    /// `running_sample` where pods really run; `None`, said, elsewhere.
+    pub async fn sample_on_real_pods(
+        test: &str,
+        replicas: i32,
+    ) -> TestResult<Option<(Self, Operator)>> {
+        if !real_node_or_skip(&client().await?, test).await? {
+            return Ok(None);
+        }
+        Ok(Some(Self::running_sample(test, replicas).await?))
+    }
+
     /// Merge-patches the cluster's spec, as `kubectl patch --type=merge` does.
     pub async fn patch_spec(&self, spec: serde_json::Value) -> TestResult {
         use kube::api::{Patch, PatchParams};

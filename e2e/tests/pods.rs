@@ -6,10 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{
-    NAME, Operator, Setup, StatusLog, TestResult, cluster_pods, exec, real_node_or_skip, redis_cli,
-    wait_for,
-};
+use e2e::{NAME, Setup, StatusLog, TestResult, cluster_pods, exec, redis_cli, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{DeleteParams, ListParams};
@@ -92,18 +89,10 @@ async fn wait_scaling_then_running(
     .into())
 }
 
-/// The sample Running with `replicas` pods, where pods really run; `None`, said, elsewhere.
-async fn sample_on_real_pods(test: &str, replicas: i32) -> TestResult<Option<(Setup, Operator)>> {
-    if !real_node_or_skip(&e2e::client().await?, test).await? {
-        return Ok(None);
-    }
-    Ok(Some(Setup::running_sample(test, replicas).await?))
-}
-
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn a_deleted_redis_pod_is_recreated_and_the_status_says_so_throughout() -> TestResult {
-    let Some((setup, _operator)) = sample_on_real_pods("poddelete", 3).await? else {
+    let Some((setup, _operator)) = Setup::sample_on_real_pods("poddelete", 3).await? else {
         return Ok(());
     };
     let victim = format!("{NAME}-1");
@@ -135,7 +124,7 @@ async fn a_deleted_redis_pod_is_recreated_and_the_status_says_so_throughout() ->
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn a_redis_process_that_exits_is_restarted_and_shows_in_the_status() -> TestResult {
-    let Some((setup, _operator)) = sample_on_real_pods("restart-redis", 3).await? else {
+    let Some((setup, _operator)) = Setup::sample_on_real_pods("restart-redis", 3).await? else {
         return Ok(());
     };
     let ns = setup.namespace.name.clone();
@@ -301,7 +290,7 @@ async fn an_image_roll_replaces_one_pod_at_a_time_and_is_running_only_when_done(
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn pods_run_as_redis_read_only_and_readiness_follows_redis() -> TestResult {
-    let Some((setup, _operator)) = sample_on_real_pods("podsecurity", 2).await? else {
+    let Some((setup, _operator)) = Setup::sample_on_real_pods("podsecurity", 2).await? else {
         return Ok(());
     };
     let ns = setup.namespace.name.clone();

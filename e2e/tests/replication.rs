@@ -14,22 +14,10 @@ use kube::api::{Patch, PatchParams, PostParams};
 use rediscluster_crd::Phase;
 use serde_json::json;
 
-/// The sample at `replicas` on pods that really run, or None (said) without a node.
-async fn sample_on_real_pods(test: &str, replicas: i32) -> TestResult<Option<(Setup, Operator)>> {
-    let setup = Setup::new(test).await?;
-    if !real_node_or_skip(&setup.client, test).await? {
-        return Ok(None);
-    }
-    let operator = Operator::start(&setup.namespace.name)?;
-    setup.create_cluster("redis:7.0", replicas).await?;
-    setup.wait_running(replicas).await?;
-    Ok(Some((setup, operator)))
-}
-
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn the_sample_is_one_primary_whose_keys_every_replica_serves() -> TestResult {
-    let Some((setup, _operator)) = sample_on_real_pods("replication", 3).await? else {
+    let Some((setup, _operator)) = Setup::sample_on_real_pods("replication", 3).await? else {
         return Ok(());
     };
     let primary = setup.assert_one_primary_and_linked_replicas().await?;
@@ -70,7 +58,7 @@ async fn the_sample_is_one_primary_whose_keys_every_replica_serves() -> TestResu
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn scaling_3_to_5_to_2_keeps_every_key_on_every_pod() -> TestResult {
-    let Some((setup, _operator)) = sample_on_real_pods("replication-scale", 3).await? else {
+    let Some((setup, _operator)) = Setup::sample_on_real_pods("replication-scale", 3).await? else {
         return Ok(());
     };
     let keys = test_keys(1000);

@@ -409,10 +409,11 @@ where
     }
 }
 
-/// An object the API server refuses as invalid is the user's to fix, not ours to retry.
+/// An object the API server refuses as invalid, or forbids (a ResourceQuota, a missing RBAC
+/// grant), is the user's to fix, not ours to retry: the status says why.
 fn rejected_or<K>(error: kube::Error, kind: &str) -> Result<ChildOutcome<K>> {
     match error {
-        kube::Error::Api(status) if matches!(status.code, 400 | 422) => {
+        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
             Ok(ChildOutcome::Blocked(Blocker::Rejected {
                 kind: kind.to_owned(),
                 message: status.message,

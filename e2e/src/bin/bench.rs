@@ -428,6 +428,21 @@ async fn convergence(
     let to_sts = tokio::time::timeout(limit, sts_done).await???;
     if args.skip_running {
         running_done.abort();
+        // Still wait for every pod to be ready: a kubelet that is still starting pods moves
+        // the counts of clusters that cannot reach Running, and each move restarts their
+        // progress deadline (Pending, then Failed again, with an event): figures taken while
+        // that goes on, the idle window above all, would measure the kubelet, not the operator.
+        let replicas = args.replicas;
+        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+        let pods_ready = count_until(statefulsets, args.count, move |sts: &StatefulSet| {
+            sts.status.as_ref().and_then(|s| s.ready_replicas) == Some(replicas)
+        });
+        let pods_ready = tokio::time::timeout(limit, pods_ready).await??;
+        println!(
+            "every pod ready (kubelet) after {:.3} s",
+            (pods_ready - started).as_secs_f64()
+        );
+        tokio::time::sleep(e2e::failure_grace() + Duration::from_secs(1)).await;
         return Ok((to_sts - started, None));
     }
     let to_running = tokio::time::timeout(limit, running_done).await???;

@@ -961,3 +961,37 @@ async fn a_scale_down_keeps_the_primarys_pod_and_says_so() {
         degraded.message
     );
 }
+
+#[tokio::test]
+async fn a_forbidden_service_fails_the_cluster_with_the_servers_reason() {
+    // A ResourceQuota on services (or a missing RBAC grant) answers 403: the user's to fix.
+    let cluster = cluster(3, "redis:7.0");
+    let (result, sent) = Harness::new(move |sent: &Sent, stored: &mut Stored| {
+        if sent.is("POST", "/services") && sent.body["metadata"]["name"] == "cache-replicas" {
+            (
+                StatusCode::FORBIDDEN,
+                status_body(
+                    403,
+                    "Forbidden",
+                    "services \"cache-replicas\" is forbidden: exceeded quota: svc, requested: services=1, used: services=2, limited: services=2",
+                ),
+            )
+        } else {
+            healthy(sent, stored)
+        }
+    })
+    .reconcile(&cluster)
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(BLOCKED_RECHECK));
+    let degraded = written_status(&sent)
+        .unwrap()
+        .condition(DEGRADED)
+        .cloned()
+        .unwrap();
+    assert_eq!(degraded.reason, "ChildRejected");
+    assert!(
+        degraded.message.contains("exceeded quota"),
+        "{}",
+        degraded.message
+    );
+}
