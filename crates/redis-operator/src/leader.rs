@@ -136,10 +136,22 @@ impl Lease {
     }
 
     /// Gives the lease up so that a standby takes over at once rather than after expiry.
+    /// One retry: at shutdown the release can meet a pooled connection that just closed
+    /// (seen once in the live suite as `SendRequest`), and a lost release costs the standby
+    /// the whole lease duration.
     pub async fn release(&self) {
-        match self.manager.release().await {
-            Ok(()) => info!(identity = %self.identity, "released the lease"),
-            Err(error) => warn!(%error, "could not release the lease; it expires on its own"),
+        for attempt in 1..=2 {
+            match self.manager.release().await {
+                Ok(()) => {
+                    info!(identity = %self.identity, "released the lease");
+                    return;
+                }
+                Err(error) if attempt == 1 => {
+                    warn!(%error, "could not release the lease; trying once more");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(error) => warn!(%error, "could not release the lease; it expires on its own"),
+            }
         }
     }
 }
