@@ -26,7 +26,7 @@ use crate::drift;
 use crate::error::{Error, Result};
 use crate::roles;
 use crate::status::{self, Blocker, Observed};
-use crate::topology::{self, Member, Plan};
+use crate::topology::{self, Plan};
 
 /// Reconciles one RedisCluster and logs the outcome: one line per reconcile.
 pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -105,11 +105,12 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         .stores
         .statefulsets
         .get(&ObjectRef::new(&name).within(&namespace));
+    let observed_ours = observed_statefulset
+        .as_deref()
+        .filter(|sts| build::is_controlled_by(*sts, &uid));
     // Roles are given only to the pods of our own StatefulSet: pods that merely carry the
     // cluster's labels are not ours to label or to tell whom to follow.
-    let our_pods: Vec<Arc<Pod>> = observed_statefulset
-        .as_deref()
-        .filter(|sts| build::is_controlled_by(*sts, &uid))
+    let our_pods: Vec<Arc<Pod>> = observed_ours
         .and_then(|sts| sts.uid())
         .map(|sts_uid| {
             pods.iter()
@@ -119,8 +120,8 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         })
         .unwrap_or_default();
     let members = roles::members(&our_pods);
-    let member_list: Vec<Member> = members.iter().map(|(m, _)| m.clone()).collect();
-    let (kept, primary_in_the_way) = topology::pods_to_keep(&member_list, cluster.spec.replicas);
+    let (kept, primary_in_the_way) =
+        topology::pods_to_keep(members.iter().map(|(m, _)| m), cluster.spec.replicas);
     let scale_blocker = primary_in_the_way.map(|primary| Blocker::PrimaryInTheWay {
         primary: primary.to_owned(),
         desired: cluster.spec.replicas,
@@ -136,10 +137,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
     let statefulset_step = async {
-        let ours = observed_statefulset
-            .as_deref()
-            .filter(|sts| build::is_controlled_by(*sts, &uid));
-        if let Some(sts) = ours {
+        if let Some(sts) = observed_ours {
             if sts.metadata.deletion_timestamp.is_some() {
                 // On its way out (we orphaned it): created anew once it is gone.
                 return Ok(ChildOutcome::Terminating);

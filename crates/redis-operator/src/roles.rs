@@ -14,7 +14,7 @@ use crate::build;
 use crate::context::Context;
 use crate::error::Result;
 use crate::pod_redis::PodAddress;
-use crate::status::STUCK_REASONS;
+use crate::status::{self, STUCK_REASONS};
 use crate::topology::{self, Member, Plan, Relabel, Role, Seen};
 
 /// What the Redis side of one reconcile found and did.
@@ -48,7 +48,7 @@ pub fn members(pods: &[Arc<Pod>]) -> Vec<(Member, Option<PodAddress>)> {
                 name,
                 ordinal,
                 address,
-                ready: is_ready(pod),
+                ready: status::pod_condition(pod, "ContainersReady", "True").is_some(),
                 terminating,
                 label: pod
                     .labels()
@@ -97,17 +97,6 @@ fn never_started(pod: &Pod) -> Option<String> {
         })
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "ContainersReady" && c.status == "True")
-        })
-}
-
 /// Observes, decides and acts for a cluster that keeps `replicas` pods. `previous_primary` is
 /// what the status said, for the event when the primary changes.
 pub async fn ensure(
@@ -117,25 +106,23 @@ pub async fn ensure(
     replicas: i32,
     previous_primary: Option<&str>,
 ) -> Result<Roles> {
-    let observed = probe(ctx, members).await;
-    let members: Vec<Member> = observed.iter().map(|(m, _)| m.clone()).collect();
-    let reachable = observed.iter().any(|(_, target)| target.is_some());
+    let (members, targets): (Vec<Member>, Vec<Option<PodAddress>>) =
+        probe(ctx, members).await.into_iter().unzip();
+    let reachable = targets.iter().any(Option::is_some);
     let mut plan = topology::decide(&members, replicas);
-    let uid_of = |pod: &str| {
-        observed
-            .iter()
-            .find_map(|(_, target)| target.as_ref().filter(|t| t.name == pod))
-            .map(|t| t.uid.clone())
+    // Where the pod of this name is, if it was asked.
+    let target_of = |pod: &str| {
+        let index = members.iter().position(|m| m.name == pod)?;
+        targets[index].as_ref()
     };
+    let uid_of = |pod: &str| target_of(pod).map(|t| t.uid.clone());
     let api = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
 
     // No moment with two pods labelled primary: the old one loses the label first.
     relabel_all(&api, &plan.demote, &uid_of).await?;
 
     let run = plan.commands.iter().map(|(pod, command)| {
-        let target = observed
-            .iter()
-            .find_map(|(_, target)| target.as_ref().filter(|t| t.name == *pod));
+        let target = target_of(pod);
         async move {
             let result = match target {
                 Some(target) => ctx.redis.run(target, command).await,

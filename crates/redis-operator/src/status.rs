@@ -429,14 +429,19 @@ fn is_outdated(pod: &Pod, update_revision: Option<&str>) -> bool {
     }
 }
 
-/// The pod's condition of this type, if the kubelet or scheduler reports it False.
-fn false_condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+/// The pod's condition of this type, if the kubelet or scheduler reports it with `status`.
+pub fn pod_condition<'a>(pod: &'a Pod, type_: &str, status: &str) -> Option<&'a PodCondition> {
     pod.status
         .as_ref()?
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == type_ && c.status == "False")
+        .find(|c| c.type_ == type_ && c.status == status)
+}
+
+/// The pod's condition of this type, if the kubelet or scheduler reports it False.
+fn false_condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
+    pod_condition(pod, type_, "False")
 }
 
 /// Whether the pod's containers are known not to be ready.

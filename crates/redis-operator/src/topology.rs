@@ -355,9 +355,12 @@ fn silence(seen: &Seen) -> String {
 /// How many pods the StatefulSet keeps when the spec asks for `desired`: never fewer than it
 /// takes to keep the pod labelled primary (the StatefulSet removes the highest ordinals first).
 /// Returns the count and, when it is more than `desired`, the primary in the way.
-pub fn pods_to_keep(members: &[Member], desired: i32) -> (i32, Option<&str>) {
+pub fn pods_to_keep<'a>(
+    members: impl IntoIterator<Item = &'a Member>,
+    desired: i32,
+) -> (i32, Option<&'a str>) {
     let in_the_way = members
-        .iter()
+        .into_iter()
         .filter(|m| !m.terminating && m.label == Some(Role::Primary) && m.ordinal >= desired)
         .max_by_key(|m| m.ordinal);
     match in_the_way {
