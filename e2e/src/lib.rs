@@ -20,6 +20,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use rediscluster_crd::{Phase, RedisCluster};
 use serde_json::json;
 
+pub mod faults;
+
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// How long any one wait may take before the test fails.

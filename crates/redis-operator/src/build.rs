@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
-};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
@@ -117,6 +115,11 @@ pub fn services(cluster: &RedisCluster) -> Result<[Service; 3]> {
             spec: Some(ServiceSpec {
                 selector: Some(selector),
                 ports: Some(vec![redis_service_port()]),
+                // The primary role is the operator's to give and take, from its own probe of
+                // Redis every second while in doubt: the kubelet's readiness (probed every
+                // 5 s) would hold a promoted pod out of the Service for up to that long after
+                // a restart. Replicas serve reads only while ready: linked and synced.
+                publish_not_ready_addresses: (role == Role::Primary).then_some(true),
                 ..ServiceSpec::default()
             }),
             ..Service::default()
@@ -177,12 +180,13 @@ pub fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
             },
             // Redis pods do not depend on each other's start order, so scale them all at once.
             pod_management_policy: Some("Parallel".to_owned()),
+            // The operator replaces outdated pods itself, one at a time, replicas first and the
+            // primary last, after it handed its role to an updated replica: the StatefulSet
+            // controller's own roll goes by ordinal and would take the primary down whenever
+            // its turn came.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_owned()),
-                rolling_update: Some(RollingUpdateStatefulSetStrategy {
-                    partition: Some(0),
-                    ..RollingUpdateStatefulSetStrategy::default()
-                }),
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {

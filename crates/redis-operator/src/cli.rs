@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// How often each cluster's Redis is asked about replication, besides pod events.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub redis_probe_interval: Duration,
+    /// How long a primary's Redis may go without answering before a replica is promoted in
+    /// its place (a deleted primary pod is replaced at once).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub failover_after: Duration,
     /// How long a Redis may take to connect or answer before it counts as not answering.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub redis_timeout: Duration,
@@ -123,6 +127,7 @@ impl TryFrom<RunArgs> for RunConfig {
                 failure_grace: args.failure_grace_period,
                 resync_interval: args.resync_interval,
                 redis_probe_interval: args.redis_probe_interval,
+                failover_after: args.failover_after,
             },
             redis_route: args.redis_route.unwrap_or_else(|| {
                 if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
@@ -239,6 +244,7 @@ mod tests {
         assert!(config.election.is_none());
         assert_eq!(config.settings.resync_interval, Duration::from_secs(600));
         assert_eq!(config.settings.failure_grace, Duration::from_secs(120));
+        assert_eq!(config.settings.failover_after, Duration::from_secs(5));
         assert_eq!(config.namespace, None);
     }
 

@@ -1,7 +1,8 @@
 //! What a reconcile needs, shared by all of them.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -14,6 +15,7 @@ use crate::MANAGER;
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::pod_redis::RedisAccess;
+use crate::topology::Change;
 
 /// Tunables of the reconcile loop, from the command line.
 #[derive(Clone, Debug)]
@@ -25,6 +27,8 @@ pub struct Settings {
     /// How often the Redis of a cluster whose pods have addresses is asked about replication
     /// (pod events trigger it too).
     pub redis_probe_interval: Duration,
+    /// How long a primary's Redis may stay silent before a replica is promoted.
+    pub failover_after: Duration,
 }
 
 impl Default for Settings {
@@ -33,6 +37,7 @@ impl Default for Settings {
             failure_grace: Duration::from_secs(120),
             resync_interval: Duration::from_secs(600),
             redis_probe_interval: Duration::from_secs(5),
+            failover_after: Duration::from_secs(5),
         }
     }
 }
@@ -55,6 +60,18 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The pods' Redis.
     pub redis: Arc<dyn RedisAccess>,
+    /// Per cluster (by uid): when its primary was first seen in trouble, for the failover
+    /// duration metric. Only a measurement: no decision reads it.
+    pub primary_trouble: Mutex<HashMap<String, Instant>>,
+    /// Per cluster (by uid): the last change of primary, for the status while the cached
+    /// RedisCluster does not show it yet. Only for the condition's text: no decision reads it.
+    pub primary_changes: Mutex<HashMap<String, Change>>,
+    /// Pods (by uid) that lost the primary role lately, and when: not deleted until traffic
+    /// has moved off them.
+    pub demoted: Mutex<HashMap<String, Instant>>,
+    /// Per cluster (by uid): when a handover was last ordered, so that one that does not
+    /// complete is not repeated at every look.
+    pub handovers: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -77,6 +94,10 @@ impl Context {
             backoff: Backoff::standard(),
             metrics,
             redis,
+            primary_trouble: Mutex::default(),
+            primary_changes: Mutex::default(),
+            demoted: Mutex::default(),
+            handovers: Mutex::default(),
         }
     }
 }

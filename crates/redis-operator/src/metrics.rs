@@ -34,6 +34,11 @@ pub struct RedisLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
 }
@@ -49,6 +54,8 @@ pub struct Metrics {
     leader: Gauge,
     requests: Family<VerbLabels, Counter>,
     redis_requests: Family<RedisLabels, Counter>,
+    failovers: Family<ReasonLabels, Counter>,
+    failover_duration: Histogram,
     process: ProcessMetrics,
 }
 
@@ -68,6 +75,9 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let requests = Family::<VerbLabels, Counter>::default();
         let redis_requests = Family::<RedisLabels, Counter>::default();
+        let failovers = Family::<ReasonLabels, Counter>::default();
+        // 50 ms to about 100 s.
+        let failover_duration = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         // 1 ms to about 16 s.
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         {
@@ -97,9 +107,23 @@ impl Default for Metrics {
             );
             operator.register(
                 "redis_requests",
-                "Commands sent to the pods' Redis (info, replicaof) by result: ok, error, or \
+                "Commands sent to the pods' Redis (info, replicaof, client_pause) by result: ok, error, or \
                  backoff (not sent: the pod failed recently)",
                 redis_requests.clone(),
+            );
+            operator.register(
+                "failovers",
+                "Changes of a cluster's primary by reason: primary_deleted, \
+                 primary_not_answering, primary_restarted_empty (failovers) and switchover \
+                 (planned handovers for a roll or a scale-down)",
+                failovers.clone(),
+            );
+            operator.register_with_unit(
+                "failover_duration",
+                "From the first sign of a failed primary (its first unanswered probe, or its \
+                 pod seen deleted) to the new primary labelled",
+                Unit::Seconds,
+                failover_duration.clone(),
             );
         }
         let process = ProcessMetrics {
@@ -149,6 +173,8 @@ impl Default for Metrics {
             leader,
             requests,
             redis_requests,
+            failovers,
+            failover_duration,
             process,
         }
     }
@@ -178,6 +204,14 @@ impl Metrics {
         self.redis_requests
             .get_or_create(&RedisLabels { command, result })
             .inc();
+    }
+
+    /// Counts one change of primary; `duration` for failovers (not planned handovers).
+    pub fn failed_over(&self, reason: &'static str, duration: Option<Duration>) {
+        self.failovers.get_or_create(&ReasonLabels { reason }).inc();
+        if let Some(duration) = duration {
+            self.failover_duration.observe(duration.as_secs_f64());
+        }
     }
 
     pub fn set_leader(&self, leader: bool) {

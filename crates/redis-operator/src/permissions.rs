@@ -45,10 +45,12 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
     Permission {
         group: "",
         resource: "pods",
-        verbs: &["list", "watch", "patch"],
+        verbs: &["list", "watch", "patch", "delete"],
         why: "find each pod's Redis and spot pods stuck in image pull or crash loops; patch \
               only the role label (cache.example.com/role) that routes the primary and \
-              replicas Services",
+              replicas Services; delete a pod of an outdated revision, one at a time and the \
+              primary only after it handed over, because the operator rolls its StatefulSets \
+              itself (OnDelete)",
     },
     Permission {
         group: "events.k8s.io",
@@ -207,7 +209,8 @@ mod tests {
             ("GET", format!("{ns}/pods"), "watch=true", true),
             ("GET", format!("{ns}/pods/x"), "", false),
             ("PATCH", format!("{ns}/pods/x"), "", true),
-            ("DELETE", format!("{ns}/pods/x"), "", false),
+            ("DELETE", format!("{ns}/pods/x"), "", true),
+            ("DELETE", format!("{ns}/pods"), "", false),
             ("GET", format!("{ns}/secrets"), "", false),
             (
                 "PATCH",

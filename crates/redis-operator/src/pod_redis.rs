@@ -32,14 +32,32 @@ pub struct PodAddress {
 /// What the reconcile needs from Redis. Behind a trait so that the controller tests run
 /// against a fake.
 pub trait RedisAccess: Send + Sync {
-    /// The pod's `INFO replication`, or why it could not be had.
-    fn replication<'a>(&'a self, pod: &'a PodAddress)
-    -> BoxFuture<'a, Result<Replication, String>>;
+    /// The pod's `INFO replication` and `INFO keyspace`, or why they could not be had.
+    fn replication<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+    ) -> BoxFuture<'a, Result<Replication, Unanswered>>;
+    /// Runs a one-pod command (`Promote`, `Follow`); a handover is run step by step by the
+    /// caller.
     fn run<'a>(
         &'a self,
         pod: &'a PodAddress,
         command: &'a Command,
     ) -> BoxFuture<'a, Result<(), String>>;
+    /// `CLIENT PAUSE <ms> WRITE`, or `CLIENT UNPAUSE` with `None`.
+    fn pause_writes<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+        ms: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// Why a pod's Redis gave no answer, and how long it has given none without a break (as seen
+/// by this process: a restarted operator starts counting again, which only delays a failover).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unanswered {
+    pub why: String,
+    pub for_: Duration,
 }
 
 /// How the operator reaches a pod's Redis.
@@ -70,12 +88,15 @@ struct PodState {
     retry_at: Option<Instant>,
     last_error: String,
     last_used: Option<Instant>,
+    /// The first failure since the last answer.
+    failing_since: Option<Instant>,
 }
 
 /// Connections unused this long are dropped (their pod is most likely gone).
 const IDLE: Duration = Duration::from_secs(300);
-/// The longest a pod that does not answer waits between attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest a pod that does not answer waits between attempts: a stopped primary that
+/// wakes still believes it is the primary, and must be told to follow the new one soon.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Connections {
     pub fn new(
@@ -177,13 +198,12 @@ impl Connections {
         &self,
         pod: &PodAddress,
         name: &'static str,
-        request: redis::Cmd,
-    ) -> Result<T, String> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| "shutting down".to_owned())?;
+        request: redis::Pipeline,
+    ) -> Result<T, Unanswered> {
+        let _permit = self.in_flight.acquire().await.map_err(|_| Unanswered {
+            why: "shutting down".to_owned(),
+            for_: Duration::ZERO,
+        })?;
         let result = async {
             let mut connection = self.connection(pod).await?;
             tokio::time::timeout(self.timeout, request.query_async::<T>(&mut connection))
@@ -198,24 +218,34 @@ impl Connections {
             Err(Failure::Error(_)) => "error",
         };
         self.metrics.count_redis(name, outcome);
+        let now = Instant::now();
+        let mut failing_since = now;
         if let Ok(mut state) = self.state.lock() {
             let entry = state.entry(pod.uid.clone()).or_default();
             match &result {
                 Ok(_) => {
                     entry.failures = 0;
                     entry.retry_at = None;
+                    entry.failing_since = None;
                 }
                 Err(Failure::Error(error)) => {
                     entry.failures += 1;
-                    entry.retry_at = Some(Instant::now() + backoff(entry.failures));
+                    entry.retry_at = Some(now + backoff(entry.failures));
                     entry.last_error = error.clone();
                     entry.connection = None;
+                    failing_since = *entry.failing_since.get_or_insert(now);
                 }
-                Err(Failure::Backoff(_)) => {}
+                Err(Failure::Backoff(_)) => {
+                    failing_since = *entry.failing_since.get_or_insert(now);
+                }
             }
         }
-        result.map_err(|failure| match failure {
-            Failure::Error(why) | Failure::Backoff(why) => why,
+        result.map_err(|failure| {
+            let (Failure::Error(why) | Failure::Backoff(why)) = failure;
+            Unanswered {
+                why,
+                for_: now - failing_since,
+            }
         })
     }
 }
@@ -232,21 +262,30 @@ impl From<String> for Failure {
     }
 }
 
-/// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
+/// 1 s after each of the first four failures in a row (a primary that stops answering is
+/// looked at every second until it fails over), then 2 s, 4 s, and at most [`MAX_BACKOFF`].
 fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1 << failures.saturating_sub(1).min(5)).min(MAX_BACKOFF)
+    Duration::from_secs(1 << failures.saturating_sub(4).min(3)).min(MAX_BACKOFF)
 }
 
 impl RedisAccess for Connections {
     fn replication<'a>(
         &'a self,
         pod: &'a PodAddress,
-    ) -> BoxFuture<'a, Result<Replication, String>> {
+    ) -> BoxFuture<'a, Result<Replication, Unanswered>> {
         Box::pin(async move {
-            let info: String = self
-                .call(pod, "info", redis::cmd("INFO").arg("replication").clone())
-                .await?;
-            Replication::parse(&info)
+            // Two commands in one round trip: Redis before 7 takes one INFO section at a time.
+            let mut request = redis::pipe();
+            request
+                .cmd("INFO")
+                .arg("replication")
+                .cmd("INFO")
+                .arg("keyspace");
+            let (replication, keyspace): (String, String) = self.call(pod, "info", request).await?;
+            Replication::parse(&format!("{replication}\n{keyspace}")).map_err(|why| Unanswered {
+                why,
+                for_: Duration::ZERO,
+            })
         })
     }
 
@@ -256,12 +295,40 @@ impl RedisAccess for Connections {
         command: &'a Command,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let mut request = redis::cmd("REPLICAOF");
-            match command {
-                Command::Promote => request.arg("NO").arg("ONE"),
-                Command::Follow { host } => request.arg(host).arg(REDIS_PORT),
+            let mut request = redis::pipe();
+            let name = match command {
+                Command::Promote => {
+                    request.cmd("REPLICAOF").arg("NO").arg("ONE");
+                    "replicaof"
+                }
+                Command::Follow { host } => {
+                    request.cmd("REPLICAOF").arg(host).arg(REDIS_PORT);
+                    "replicaof"
+                }
+                Command::HandOver { .. } => {
+                    return Err("a handover involves two pods: run step by step".to_owned());
+                }
             };
-            self.call::<()>(pod, "replicaof", request).await
+            self.call::<()>(pod, name, request)
+                .await
+                .map_err(|unanswered| unanswered.why)
+        })
+    }
+
+    fn pause_writes<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+        ms: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut request = redis::pipe();
+            match ms {
+                Some(ms) => request.cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"),
+                None => request.cmd("CLIENT").arg("UNPAUSE"),
+            };
+            self.call::<()>(pod, "client_pause", request)
+                .await
+                .map_err(|unanswered| unanswered.why)
         })
     }
 }
@@ -271,8 +338,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_from_one_second_to_thirty() {
-        let delays: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+    fn backoff_stays_at_one_second_then_doubles_to_five() {
+        let delays: Vec<u64> = (1..=10).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(delays, [1, 1, 1, 1, 2, 4, 5, 5, 5, 5]);
     }
 }

@@ -26,7 +26,7 @@ use crate::drift;
 use crate::error::{Error, Result};
 use crate::roles;
 use crate::status::{self, Blocker, Observed};
-use crate::topology::{self, Plan};
+use crate::topology::{self, Plan, Policy};
 
 /// Reconciles one RedisCluster and logs the outcome: one line per reconcile.
 pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -68,6 +68,11 @@ fn retry_after(cluster: &RedisCluster, error: &Error, ctx: &Context) -> Duration
 /// reaches us when the object was never ours, so we look, cheaply, from the caches.
 pub const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
 
+/// How soon a cluster whose primary is in trouble or handing over is looked at again. Cheap:
+/// a silent Redis is asked at most once a second (pod_redis's backoff), and a status is
+/// written only when it changed.
+pub const URGENT_RECHECK: Duration = Duration::from_millis(250);
+
 async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Action, Phase)> {
     let current_phase = cluster.status.as_ref().map_or(Phase::Pending, |s| s.phase);
     if cluster.meta().deletion_timestamp.is_some() {
@@ -92,6 +97,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
                 statefulset_in_sync: false,
                 blocker: Some(&blocker),
                 roles: &Plan::default(),
+                primary_change: None,
                 now,
                 failure_grace: ctx.settings.failure_grace,
             },
@@ -119,14 +125,17 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
                 .collect()
         })
         .unwrap_or_default();
-    let members = roles::members(&our_pods);
-    let (kept, primary_in_the_way) =
-        topology::pods_to_keep(members.iter().map(|(m, _)| m), cluster.spec.replicas);
-    let scale_blocker = primary_in_the_way.map(|primary| Blocker::PrimaryInTheWay {
-        primary: primary.to_owned(),
-        desired: cluster.spec.replicas,
+    let members = roles::members(ctx, &our_pods);
+    // A scale-down waits for the primary to hand over to a pod that stays.
+    let kept = topology::pods_to_keep(members.iter().map(|p| &p.member), cluster.spec.replicas);
+    let policy = Policy {
         kept,
-    });
+        desired: cluster.spec.replicas,
+        failover_after: ctx.settings.failover_after,
+        update_revision: observed_ours
+            .and_then(|sts| sts.status.as_ref())
+            .and_then(|s| s.update_revision.clone()),
+    };
 
     let desired_services = build::services(cluster)?;
     let mut desired_statefulset = build::statefulset(cluster)?;
@@ -160,12 +169,11 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         let uid = &uid;
         async move { ensure_child(services, observed.as_deref(), desired, uid).await }
     });
-    let previous_primary = cluster.status.as_ref().and_then(|s| s.primary.as_deref());
     // The children and the roles do not depend on each other: one round trip, not several.
     let (service_outcomes, statefulset_outcome, roles) = futures::try_join!(
         futures::future::try_join_all(service_steps),
         statefulset_step,
-        roles::ensure(ctx, &namespace, members, kept, previous_primary),
+        roles::ensure(ctx, &namespace, &uid, members, &policy),
     )?;
 
     let created: Vec<Option<String>> = service_outcomes
@@ -197,8 +205,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let blocker = service_outcomes
         .iter()
         .find_map(ChildOutcome::blocker)
-        .or_else(|| statefulset_outcome.blocker())
-        .or(scale_blocker.as_ref());
+        .or_else(|| statefulset_outcome.blocker());
     // What the API server answered to our write is newer than the cache: assessing from it
     // gives the status the next reconcile would compute, so that one has nothing to write.
     // A StatefulSet that is not ours says nothing about this cluster.
@@ -215,6 +222,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
             statefulset_in_sync: matches!(statefulset_outcome, ChildOutcome::Unchanged),
             blocker,
             roles: &roles.plan,
+            primary_change: roles.primary_change.as_ref(),
             now,
             failure_grace: ctx.settings.failure_grace,
         },
@@ -237,6 +245,10 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     if roles.reachable {
         // Replication breaks without a pod event (a link drops, a Redis hangs): look again.
         requeue = requeue.min(ctx.settings.redis_probe_interval);
+    }
+    if roles.plan.urgent {
+        // A primary in trouble or changing hands: every moment counts toward writes failing.
+        requeue = requeue.min(URGENT_RECHECK);
     }
     Ok((Action::requeue(requeue), phase))
 }

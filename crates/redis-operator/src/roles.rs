@@ -2,9 +2,10 @@
 //! pure), act: role labels on the pods and `REPLICAOF` on the Redis side (I/O).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -13,71 +14,108 @@ use tracing::info;
 use crate::build;
 use crate::context::Context;
 use crate::error::Result;
-use crate::pod_redis::PodAddress;
+use crate::pod_redis::{PodAddress, Unanswered};
 use crate::status::{self, STUCK_REASONS};
-use crate::topology::{self, Member, Plan, Relabel, Role, Seen};
+use crate::topology::{
+    self, Change, Command, HANDOVER_PAUSE_MS, Member, Outage, Plan, Policy, Reason, Relabel, Role,
+    Seen,
+};
 
 /// What the Redis side of one reconcile found and did.
 pub struct Roles {
     pub plan: Plan,
+    /// The change that made the current primary, made now or remembered from an earlier
+    /// reconcile (the cached status may not show it yet), for the `PrimaryAvailable` condition.
+    pub primary_change: Option<Change>,
     /// Some pod of the cluster has an address: its Redis is worth asking again soon.
     pub reachable: bool,
     pub events: Vec<Event>,
 }
 
+/// One pod of the cluster: what the decision sees of it, and what acting on it needs.
+#[derive(Clone)]
+pub struct PodView {
+    pub member: Member,
+    /// For the preconditions of label patches and deletes.
+    pub uid: String,
+    /// Where its Redis is, when it is worth asking.
+    pub target: Option<PodAddress>,
+}
+
 /// The cluster's pods as topology members (not yet asked: `Seen::NoAddress`), each with where
-/// its Redis is when it has an address and is not terminating.
-pub fn members(pods: &[Arc<Pod>]) -> Vec<(Member, Option<PodAddress>)> {
+/// its Redis is when it is worth asking: it has an address, and it stays or is the primary on
+/// its way out (whose last writes a successor must have before it takes over).
+pub fn members(ctx: &Context, pods: &[Arc<Pod>]) -> Vec<PodView> {
+    let demoted = ctx
+        .demoted
+        .lock()
+        .map(|mut demoted| {
+            demoted.retain(|_, at| at.elapsed() < ROUTING_SETTLE);
+            demoted.clone()
+        })
+        .unwrap_or_default();
     pods.iter()
         .filter_map(|pod| {
             let name = pod.name_any();
             let ordinal = topology::ordinal(&name)?;
-            let address = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-            let terminating = pod.metadata.deletion_timestamp.is_some();
-            let target = match (&address, terminating) {
-                (Some(ip), false) => Some(PodAddress {
+            let status = pod.status.as_ref();
+            let address = status.and_then(|s| s.pod_ip.clone());
+            // A pod that finished (evicted by the kubelet, say) never runs again either.
+            let finished = status
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| matches!(phase, "Failed" | "Succeeded"));
+            let terminating = pod.metadata.deletion_timestamp.is_some() || finished;
+            let label = pod
+                .labels()
+                .get(build::ROLE_LABEL)
+                .and_then(|value| Role::parse(value));
+            let never_started = never_started(pod);
+            let worth_asking =
+                never_started.is_none() && (!terminating || label == Some(Role::Primary));
+            let uid = pod.uid().unwrap_or_default();
+            let target = address
+                .as_ref()
+                .filter(|_| worth_asking)
+                .map(|ip| PodAddress {
                     namespace: pod.namespace().unwrap_or_default(),
                     name: name.clone(),
-                    uid: pod.uid().unwrap_or_default(),
+                    uid: uid.clone(),
                     ip: ip.clone(),
-                }),
-                _ => None,
-            };
-            let never_started = never_started(pod);
+                });
             let member = Member {
                 name,
                 ordinal,
                 address,
                 ready: status::pod_condition(pod, "ContainersReady", "True").is_some(),
                 terminating,
-                label: pod
-                    .labels()
-                    .get(build::ROLE_LABEL)
-                    .and_then(|value| Role::parse(value)),
-                seen: never_started
-                    .clone()
-                    .map_or(Seen::NoAddress, Seen::NeverStarted),
+                label,
+                revision: pod.labels().get(build::REVISION_LABEL).cloned(),
+                settling: demoted.contains_key(&uid),
+                seen: never_started.map_or(Seen::NoAddress, Seen::NeverStarted),
             };
-            // Nothing to ask where Redis never ran.
-            Some((member, target.filter(|_| never_started.is_none())))
+            Some(PodView {
+                member,
+                uid,
+                target,
+            })
         })
         .collect()
 }
 
 /// Asks the Redis of every member that has an address, all at once.
-async fn probe(
-    ctx: &Context,
-    members: Vec<(Member, Option<PodAddress>)>,
-) -> Vec<(Member, Option<PodAddress>)> {
-    let asked = members.into_iter().map(|(member, target)| async move {
-        let seen = match &target {
+async fn probe(ctx: &Context, pods: Vec<PodView>) -> Vec<PodView> {
+    let asked = pods.into_iter().map(|pod| async move {
+        let seen = match &pod.target {
             Some(target) => match ctx.redis.replication(target).await {
                 Ok(replication) => Seen::Answered(replication),
-                Err(why) => Seen::Silent(why),
+                Err(Unanswered { why, for_ }) => Seen::Silent { why, for_ },
             },
-            None => member.seen.clone(),
+            None => pod.member.seen.clone(),
         };
-        (Member { seen, ..member }, target)
+        PodView {
+            member: Member { seen, ..pod.member },
+            ..pod
+        }
     });
     futures::future::join_all(asked).await
 }
@@ -97,36 +135,128 @@ fn never_started(pod: &Pod) -> Option<String> {
         })
 }
 
-/// Observes, decides and acts for a cluster that keeps `replicas` pods. `previous_primary` is
-/// what the status said, for the event when the primary changes.
+/// Observes, decides and acts for one cluster (`cluster_uid`).
 pub async fn ensure(
     ctx: &Context,
     namespace: &str,
-    members: Vec<(Member, Option<PodAddress>)>,
-    replicas: i32,
-    previous_primary: Option<&str>,
+    cluster_uid: &str,
+    pods: Vec<PodView>,
+    policy: &Policy,
 ) -> Result<Roles> {
-    let (members, targets): (Vec<Member>, Vec<Option<PodAddress>>) =
-        probe(ctx, members).await.into_iter().unzip();
-    let reachable = targets.iter().any(Option::is_some);
-    let mut plan = topology::decide(&members, replicas);
-    // Where the pod of this name is, if it was asked.
-    let target_of = |pod: &str| {
-        let index = members.iter().position(|m| m.name == pod)?;
-        targets[index].as_ref()
+    let first = round(ctx, namespace, cluster_uid, pods.clone(), policy).await?;
+    if !first.handed_over {
+        return Ok(first.roles);
+    }
+    // Writes fail from the moment the old primary turns replica until the label moves: look
+    // again at once and move the labels, rather than at the next reconcile.
+    let mut second = round(ctx, namespace, cluster_uid, pods, policy).await?;
+    let mut events = first.roles.events;
+    events.append(&mut second.roles.events);
+    Ok(Roles {
+        events,
+        ..second.roles
+    })
+}
+
+/// How often the offsets are compared while a replica catches up with a paused primary.
+const CATCH_UP_POLL: Duration = Duration::from_millis(10);
+
+/// A planned handover from the primary `from` to its in-sync replica `to`: writes paused on
+/// `from` (they wait, and are refused as READONLY once it follows `to`), `to` promoted once it
+/// has applied every write `from` took, `from` made its replica, writes resumed. If the
+/// operator dies halfway, the pause ends by itself and the next look finishes from what Redis
+/// reports (see `topology::decide`).
+async fn hand_over(ctx: &Context, from: &PodAddress, to: &PodAddress) -> Result<(), String> {
+    ctx.redis
+        .pause_writes(from, Some(HANDOVER_PAUSE_MS))
+        .await?;
+    let deadline = Instant::now() + Duration::from_millis(HANDOVER_PAUSE_MS / 2);
+    let caught_up = loop {
+        let (primary, replica) =
+            futures::join!(ctx.redis.replication(from), ctx.redis.replication(to));
+        if let (Ok(primary), Ok(replica)) = (&primary, &replica)
+            && replica.offset >= primary.offset
+        {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(CATCH_UP_POLL).await;
     };
-    let uid_of = |pod: &str| target_of(pod).map(|t| t.uid.clone());
+    if !caught_up {
+        let _ = ctx.redis.pause_writes(from, None).await;
+        return Err(format!(
+            "{} did not catch up within {}ms; writes resumed on {}",
+            to.name,
+            HANDOVER_PAUSE_MS / 2,
+            from.name
+        ));
+    }
+    let promoted = ctx.redis.run(to, &Command::Promote).await;
+    if let Err(why) = promoted {
+        let _ = ctx.redis.pause_writes(from, None).await;
+        return Err(format!("promoting {}: {why}", to.name));
+    }
+    let follow = Command::Follow {
+        host: to.ip.clone(),
+    };
+    let followed = ctx.redis.run(from, &follow).await;
+    // Paused writes now meet a replica and are refused (READONLY), never lost.
+    let _ = ctx.redis.pause_writes(from, None).await;
+    followed.map_err(|why| format!("{follow} on {}: {why}", from.name))
+}
+
+/// How long after a pod lost the primary role it is kept from deletion: the Service's
+/// endpoints and each node's proxy rules take a moment to follow the label, and until they do,
+/// new connections for the primary still reach the old pod.
+const ROUTING_SETTLE: Duration = Duration::from_secs(2);
+
+/// One look: the roles, and whether a handover completed in it.
+struct Round {
+    roles: Roles,
+    handed_over: bool,
+}
+
+async fn round(
+    ctx: &Context,
+    namespace: &str,
+    cluster_uid: &str,
+    pods: Vec<PodView>,
+    policy: &Policy,
+) -> Result<Round> {
+    let started = Instant::now();
+    let pods = probe(ctx, pods).await;
+    let reachable = pods.iter().any(|p| p.target.is_some());
+    let members: Vec<Member> = pods.iter().map(|p| p.member.clone()).collect();
+    let mut plan = topology::decide(&members, policy);
+    let trouble_seen = note_trouble(ctx, cluster_uid, &plan);
+    let pod_named = |name: &str| pods.iter().find(|p| p.member.name == name);
+    let target_of = |name: &str| pod_named(name).and_then(|p| p.target.as_ref());
+    let uid_of = |name: &str| pod_named(name).map(|p| p.uid.clone());
     let api = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
 
+    hold_back_handover(ctx, cluster_uid, &mut plan);
     // No moment with two pods labelled primary: the old one loses the label first.
     relabel_all(&api, &plan.demote, &uid_of).await?;
+    if let Ok(mut demoted) = ctx.demoted.lock() {
+        for relabel in &plan.demote {
+            if let Some(uid) = uid_of(&relabel.pod) {
+                demoted.insert(uid, Instant::now());
+            }
+        }
+    }
 
     let run = plan.commands.iter().map(|(pod, command)| {
         let target = target_of(pod);
         async move {
-            let result = match target {
-                Some(target) => ctx.redis.run(target, command).await,
-                None => Err("no address".to_owned()),
+            let result = match (target, command) {
+                (Some(from), Command::HandOver { to, .. }) => match target_of(to) {
+                    Some(to) => hand_over(ctx, from, to).await,
+                    None => Err(format!("{to} has no address")),
+                },
+                (Some(target), _) => ctx.redis.run(target, command).await,
+                (None, _) => Err("no address".to_owned()),
             };
             (pod.clone(), command.clone(), result)
         }
@@ -136,11 +266,11 @@ pub async fn ensure(
         match result {
             Ok(()) => info!(%pod, %command, "sent to Redis"),
             Err(why) => {
-                if command == topology::Command::Promote {
+                if command == Command::Promote {
                     plan.primary = None;
+                    plan.change = None;
                 }
-                plan.waiting
-                    .get_or_insert_with(|| format!("{command} on pod {pod} failed: {why}"));
+                plan.waiting = Some(format!("{command} on pod {pod} failed: {why}"));
                 failed.push(pod);
             }
         }
@@ -153,27 +283,174 @@ pub async fn ensure(
         .cloned()
         .collect();
     relabel_all(&api, &relabel, &uid_of).await?;
+    if let Some(pod) = plan.delete.as_deref() {
+        delete_pod(&api, pod, uid_of(pod)).await?;
+    }
+    let handed_over = plan
+        .commands
+        .iter()
+        .any(|(pod, command)| matches!(command, Command::HandOver { .. }) && !failed.contains(pod));
 
     let mut events = Vec::new();
-    if let Some(primary) = plan.primary.as_deref()
-        && previous_primary != Some(primary)
-    {
+    // A reconcile that still sees the old labels in the cache decides the same change again
+    // (and its patches change nothing): counted and told once.
+    let repeated = plan.change.as_ref().is_some_and(|change| {
+        ctx.primary_changes.lock().is_ok_and(|changes| {
+            changes.get(cluster_uid).is_some_and(|last| {
+                (&last.from, &last.to, last.reason) == (&change.from, &change.to, change.reason)
+            })
+        })
+    });
+    let new_change = plan
+        .change
+        .as_ref()
+        .filter(|_| plan.primary.is_some() && !repeated);
+    if let Some(change) = new_change {
+        info!(from = ?change.from, to = %change.to, reason = ?change.reason, "primary changed");
+        let failover = change.reason.metric_label();
+        if let Some(reason) = failover {
+            // From the first sign of trouble: remembered, or as long as the silence that
+            // decided it, before this reconcile began.
+            let since = trouble_seen
+                .unwrap_or_else(|| started.checked_sub(change.trouble).unwrap_or(started));
+            let duration = (change.reason != Reason::Switchover).then(|| since.elapsed());
+            ctx.metrics.failed_over(reason, duration);
+        }
         events.push(Event {
-            type_: EventType::Normal,
-            reason: "PrimaryChanged".to_owned(),
-            note: Some(match previous_primary {
-                Some(previous) => format!("pod {primary} is the primary, in place of {previous}"),
-                None => format!("pod {primary} is the primary"),
-            }),
+            type_: if failover.is_some() && change.reason != Reason::Switchover {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: change.reason.condition_reason().to_owned(),
+            note: Some(change.describe()),
             action: "AssignRoles".to_owned(),
-            secondary: None,
+            // Events fold into series by reason and related object: one series per new primary.
+            secondary: Some(ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Pod".to_owned()),
+                name: Some(change.to.clone()),
+                namespace: Some(namespace.to_owned()),
+                uid: uid_of(&change.to),
+                ..ObjectReference::default()
+            }),
         });
     }
-    Ok(Roles {
-        plan,
-        reachable,
-        events,
+    let primary_change = remember_change(ctx, cluster_uid, &plan);
+    Ok(Round {
+        roles: Roles {
+            plan,
+            primary_change,
+            reachable,
+            events,
+        },
+        handed_over,
     })
+}
+
+/// The change that made the plan's primary: this plan's, or the last one remembered for the
+/// cluster if it made the same primary.
+fn remember_change(ctx: &Context, cluster_uid: &str, plan: &Plan) -> Option<Change> {
+    let mut changes = ctx.primary_changes.lock().ok()?;
+    match (&plan.change, plan.primary.as_deref()) {
+        (Some(change), Some(_)) => {
+            changes.insert(cluster_uid.to_owned(), change.clone());
+            Some(change.clone())
+        }
+        (_, primary) => changes
+            .get(cluster_uid)
+            .filter(|change| Some(change.to.as_str()) == primary)
+            .cloned(),
+    }
+}
+
+/// How long after a handover was ordered another may be: one that did not complete (the
+/// replica did not catch up within the timeout) paused writes for nothing, and must not be
+/// repeated at every look.
+const HANDOVER_RETRY: Duration = Duration::from_secs(30);
+
+/// Drops a handover from the plan if one was ordered for this cluster lately, and remembers
+/// the one the plan keeps. A completed handover clears the memory.
+fn hold_back_handover(ctx: &Context, cluster_uid: &str, plan: &mut Plan) {
+    let Ok(mut ordered) = ctx.handovers.lock() else {
+        return;
+    };
+    if plan
+        .change
+        .as_ref()
+        .is_some_and(|c| c.reason == Reason::Switchover)
+    {
+        ordered.remove(cluster_uid);
+    }
+    let handover = plan
+        .commands
+        .iter()
+        .position(|(_, command)| matches!(command, Command::HandOver { .. }));
+    let Some(index) = handover else {
+        return;
+    };
+    match ordered.get(cluster_uid) {
+        Some(at) if at.elapsed() < HANDOVER_RETRY => {
+            let (pod, _) = plan.commands.remove(index);
+            plan.waiting = Some(format!(
+                "the primary {pod} hands over again {}s after the last attempt",
+                HANDOVER_RETRY.as_secs()
+            ));
+        }
+        _ => {
+            ordered.insert(cluster_uid.to_owned(), Instant::now());
+        }
+    }
+}
+
+/// Remembers when the cluster's primary was first seen in trouble, and returns that moment
+/// when this plan replaces the primary (forgetting it then, or when the trouble is over).
+fn note_trouble(ctx: &Context, cluster_uid: &str, plan: &Plan) -> Option<Instant> {
+    let failing_over = plan
+        .change
+        .as_ref()
+        .is_some_and(|c| !matches!(c.reason, Reason::Elected | Reason::Switchover));
+    let in_trouble = matches!(
+        plan.outage,
+        Some(
+            Outage::PrimaryNotAnswering
+                | Outage::NoQuorum
+                | Outage::NoCandidate
+                | Outage::PrimaryLeaving
+        )
+    );
+    let mut troubles = ctx.primary_trouble.lock().ok()?;
+    if in_trouble {
+        troubles
+            .entry(cluster_uid.to_owned())
+            .or_insert_with(Instant::now);
+        None
+    } else if failing_over {
+        troubles.remove(cluster_uid)
+    } else {
+        troubles.remove(cluster_uid);
+        None
+    }
+}
+
+/// Deletes a pod of an outdated revision for the StatefulSet to recreate (with `OnDelete`,
+/// it never replaces one itself). The uid precondition spares a pod recreated meanwhile.
+async fn delete_pod(api: &Api<Pod>, pod: &str, uid: Option<String>) -> Result<()> {
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(pod, &params).await {
+        Ok(_) => {
+            info!(%pod, "deleted to be recreated with the current spec");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Sets or removes the role label on each pod. The uid in the patch is a precondition: a pod

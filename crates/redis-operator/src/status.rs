@@ -8,11 +8,11 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
-use rediscluster_crd::conditions::{DEGRADED, PROGRESSING, READY};
+use rediscluster_crd::conditions::{DEGRADED, PRIMARY_AVAILABLE, PROGRESSING, READY};
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 
 use crate::build;
-use crate::topology::Plan;
+use crate::topology::{Change, Plan};
 
 /// Container waiting reasons that mean a pod will not start without someone fixing something.
 pub const STUCK_REASONS: [&str; 6] = [
@@ -33,12 +33,6 @@ pub enum Blocker {
     Rejected { kind: String, message: String },
     /// The RedisCluster's name cannot yield its children (made before the CRD refused it).
     InvalidName(String),
-    /// A scale-down to `desired` would remove the primary, so `kept` pods stay.
-    PrimaryInTheWay {
-        primary: String,
-        desired: i32,
-        kept: i32,
-    },
 }
 
 impl Blocker {
@@ -47,7 +41,6 @@ impl Blocker {
             Blocker::NotOwned { .. } => "ChildNotOwned",
             Blocker::Rejected { .. } => "ChildRejected",
             Blocker::InvalidName(_) => "InvalidName",
-            Blocker::PrimaryInTheWay { .. } => "PrimaryInTheWay",
         }
     }
 
@@ -63,15 +56,6 @@ impl Blocker {
             Blocker::InvalidName(problem) => {
                 format!("{problem}; recreate the RedisCluster under a valid name")
             }
-            Blocker::PrimaryInTheWay {
-                primary,
-                desired,
-                kept,
-            } => format!(
-                "scaling down to {desired} pods would remove the primary {primary}, so {kept} \
-                 are kept; the primary is never removed (switching it over to a lower ordinal \
-                 first is not implemented yet): ask for at least {kept} pods"
-            ),
         }
     }
 }
@@ -87,6 +71,8 @@ pub struct Observed<'a> {
     /// Roles as decided for this reconcile: the primary, how many pods are ready in their
     /// role, and why the rest are not.
     pub roles: &'a Plan,
+    /// The change that made the current primary, if the operator made or remembers it.
+    pub primary_change: Option<&'a Change>,
     pub now: Timestamp,
     pub failure_grace: Duration,
 }
@@ -251,7 +237,7 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
             observed.now,
         )
     };
-    let conditions = match verdict.phase {
+    let mut conditions = match verdict.phase {
         Phase::Running => vec![
             condition(READY, true, verdict.reason, &verdict.message),
             condition(
@@ -273,6 +259,9 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
             condition(DEGRADED, true, verdict.reason, &verdict.message),
         ],
     };
+    let (available, reason, message) =
+        primary_availability(&previous, observed.roles, observed.primary_change);
+    conditions.push(condition(PRIMARY_AVAILABLE, available, reason, &message));
 
     Assessment {
         status: RedisClusterStatus {
@@ -287,6 +276,36 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
             conditions,
         },
         recheck_after,
+    }
+}
+
+/// The `PrimaryAvailable` condition: whether a primary serves writes, and how it came to (kept
+/// from the previous status while the primary stays the same) or why none does.
+fn primary_availability<'a>(
+    previous: &'a RedisClusterStatus,
+    roles: &Plan,
+    change: Option<&Change>,
+) -> (bool, &'a str, String) {
+    let waiting = || {
+        roles
+            .waiting
+            .clone()
+            .unwrap_or_else(|| "no pod has been made primary yet".to_owned())
+    };
+    if let Some(outage) = roles.outage {
+        return (false, outage.condition_reason(), waiting());
+    }
+    let Some(primary) = roles.primary.as_deref() else {
+        return (false, "NoPrimaryYet", waiting());
+    };
+    if let Some(change) = change.filter(|c| c.to == primary) {
+        return (true, change.reason.condition_reason(), change.describe());
+    }
+    match previous.condition(PRIMARY_AVAILABLE) {
+        Some(kept) if kept.status == "True" && previous.primary.as_deref() == Some(primary) => {
+            (true, kept.reason.as_str(), kept.message.clone())
+        }
+        _ => (true, "Assigned", format!("pod {primary} is the primary")),
     }
 }
 
@@ -380,10 +399,10 @@ fn is_rolled_out(sts: &StatefulSet, desired: i32) -> bool {
     let Some(status) = sts.status.as_ref() else {
         return false;
     };
-    let same_revision =
-        status.update_revision.is_none() || status.current_revision == status.update_revision;
+    // Not currentRevision: the StatefulSet controller advances it only for its own rolls, and
+    // the operator rolls the pods itself (OnDelete). updatedReplicas counts the pods of the
+    // update revision.
     is_caught_up(sts)
-        && same_revision
         && build::desired_replicas(sts) == desired
         && status.replicas == desired
         && status.updated_replicas == Some(desired)
@@ -421,7 +440,8 @@ struct StuckPod {
 }
 
 /// Whether the pod was made from a revision other than `update_revision`. Such a pod is on its
-/// way out (the StatefulSet controller replaces it), so it cannot hold the cluster back.
+/// way out (the operator replaces it, at once if it serves nothing), so it cannot hold the
+/// cluster back.
 fn is_outdated(pod: &Pod, update_revision: Option<&str>) -> bool {
     match (pod.labels().get(build::REVISION_LABEL), update_revision) {
         (Some(revision), Some(update)) => revision != update,

@@ -184,6 +184,11 @@ pub mod conditions {
     pub const PROGRESSING: &str = "Progressing";
     /// True when the cluster is Failed; its reason and message say why.
     pub const DEGRADED: &str = "Degraded";
+    /// True while a primary serves writes, its reason saying how it became primary (Elected,
+    /// FailedOver, SwitchedOver) and its message naming the last change; False says why no
+    /// primary serves (PrimaryNotAnswering, NoQuorum, NoCandidate, PrimaryLeaving,
+    /// SwitchingOver, NoPrimaryYet).
+    pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
 }
 
 impl RedisClusterStatus {

@@ -74,10 +74,13 @@ fn statefulset_follows_the_spec() {
         assert_eq!(redis_image(&sts), Some(image));
         let spec = sts.spec.unwrap();
         assert_eq!(spec.service_name.as_deref(), Some(NAME));
+        let strategy = spec.update_strategy.unwrap();
         assert_eq!(
-            spec.update_strategy.unwrap().type_.as_deref(),
-            Some("RollingUpdate")
+            strategy.type_.as_deref(),
+            Some("OnDelete"),
+            "the operator rolls"
         );
+        assert_eq!(strategy.rolling_update, None, "refused beside OnDelete");
     }
 }
 
@@ -206,13 +209,18 @@ fn immutable_fields_that_differ_are_named() {
 }
 
 #[test]
-fn role_services_route_ready_pods_of_one_role_through_a_cluster_ip() {
+fn role_services_route_pods_of_one_role_through_a_cluster_ip() {
     let [_, primary, replicas] = services(&cluster(3, "redis:7.0")).unwrap();
-    for (service, role) in [(primary, "primary"), (replicas, "replica")] {
+    // The primary Service follows the label alone (the operator moves it); the replicas one
+    // only ready (linked) pods.
+    for (service, role, not_ready) in [
+        (primary, "primary", Some(true)),
+        (replicas, "replica", None),
+    ] {
         let spec = service.spec.unwrap();
-        // A ClusterIP that stays put while the primary moves; only ready pods behind it.
+        // A ClusterIP that stays put while the primary moves.
         assert_eq!(spec.cluster_ip, None);
-        assert_eq!(spec.publish_not_ready_addresses, None);
+        assert_eq!(spec.publish_not_ready_addresses, not_ready, "{role}");
         let mut selector = selector_labels(NAME);
         selector.insert(ROLE_LABEL.to_owned(), role.to_owned());
         assert_eq!(spec.selector, Some(selector));

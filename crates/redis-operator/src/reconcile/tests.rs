@@ -13,6 +13,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use std::time::Duration;
 
+use rediscluster_crd::conditions::PRIMARY_AVAILABLE;
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 use serde_json::{Value, json};
 
@@ -21,7 +22,7 @@ use crate::context::{Context, Settings, Stores};
 use crate::fixtures::{
     NAME, NAMESPACE, cluster, pod_ip, redis_pod, statefulset, sts_status, with_status,
 };
-use crate::pod_redis::{PodAddress, RedisAccess};
+use crate::pod_redis::{PodAddress, RedisAccess, Unanswered};
 use crate::topology::{Command, RedisRole, Replication, Role};
 
 /// One request the reconcile sent.
@@ -143,7 +144,12 @@ fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
         (Value::Object(target), Value::Object(patch)) => {
             for (key, value) in patch {
-                merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                // As the API server does (RFC 7386): null removes the key.
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
             }
         }
         (target, patch) => *target = patch.clone(),
@@ -314,6 +320,10 @@ impl Harness {
 #[derive(Default)]
 struct FakeRedis {
     answers: Mutex<BTreeMap<String, Result<Replication, String>>>,
+    /// Pauses (true) and unpauses (false) of writes, by pod.
+    paused: Mutex<Vec<(String, bool)>>,
+    /// How long each silent pod has been silent (0 unless set).
+    silent_for: Mutex<BTreeMap<String, Duration>>,
     ran: Mutex<Vec<(String, Command)>>,
 }
 
@@ -333,6 +343,8 @@ impl FakeRedis {
         Ok(Replication {
             role: RedisRole::Primary,
             offset: 100,
+            keys: 10,
+            handing_over: false,
         })
     }
 
@@ -345,6 +357,8 @@ impl FakeRedis {
                 syncing: false,
             },
             offset: 100,
+            keys: 10,
+            handing_over: false,
         })
     }
 
@@ -357,6 +371,8 @@ impl FakeRedis {
                 syncing: false,
             },
             offset: 0,
+            keys: 0,
+            handing_over: false,
         })
     }
 }
@@ -365,9 +381,20 @@ impl RedisAccess for FakeRedis {
     fn replication<'a>(
         &'a self,
         pod: &'a PodAddress,
-    ) -> futures::future::BoxFuture<'a, Result<Replication, String>> {
+    ) -> futures::future::BoxFuture<'a, Result<Replication, Unanswered>> {
         let answer = self.answers.lock().unwrap().get(&pod.name).cloned();
-        Box::pin(async move { answer.unwrap_or_else(|| Err("connection refused".to_owned())) })
+        let for_ = self
+            .silent_for
+            .lock()
+            .unwrap()
+            .get(&pod.name)
+            .copied()
+            .unwrap_or_default();
+        Box::pin(async move {
+            answer
+                .unwrap_or_else(|| Err("connection refused".to_owned()))
+                .map_err(|why| Unanswered { why, for_ })
+        })
     }
 
     fn run<'a>(
@@ -379,6 +406,27 @@ impl RedisAccess for FakeRedis {
             .lock()
             .unwrap()
             .push((pod.name.clone(), command.clone()));
+        // As Redis does it: later answers say what it was told.
+        match command {
+            Command::Promote => self.answer(&pod.name, FakeRedis::primary()),
+            Command::Follow { host } => {
+                let index = host.rsplit('.').next().unwrap().parse::<i32>().unwrap() - 10;
+                self.answer(&pod.name, FakeRedis::replica_of(index, true));
+            }
+            Command::HandOver { .. } => {}
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn pause_writes<'a>(
+        &'a self,
+        pod: &'a PodAddress,
+        ms: Option<u64>,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        self.paused
+            .lock()
+            .unwrap()
+            .push((pod.name.clone(), ms.is_some()));
         Box::pin(async { Ok(()) })
     }
 }
@@ -864,7 +912,7 @@ async fn new_pods_get_their_roles_from_the_operator() {
     let status = written_status(&sent).unwrap();
     assert_eq!(status.primary.as_deref(), Some(&*format!("{NAME}-0")));
     assert_eq!(status.phase, Phase::Pending, "nobody is linked yet");
-    assert!(event_reasons(&sent).contains(&"PrimaryChanged".to_owned()));
+    assert!(event_reasons(&sent).contains(&"Elected".to_owned()));
 }
 
 #[tokio::test]
@@ -925,7 +973,7 @@ async fn of_two_pods_labelled_primary_the_one_redis_disowns_loses_the_label() {
 }
 
 #[tokio::test]
-async fn a_scale_down_keeps_the_primarys_pod_and_says_so() {
+async fn a_scale_down_hands_the_primary_over_before_its_pod_goes() {
     let before = cluster(3, "redis:7.0");
     let sts = statefulset(&before, sts_status(3, 3));
     let running = settled(before, sts.clone()).await;
@@ -950,16 +998,43 @@ async fn a_scale_down_keeps_the_primarys_pod_and_says_so() {
         applies.iter().all(|a| a.body["spec"]["replicas"] == 3),
         "the StatefulSet keeps 3 pods: {applies:#?}"
     );
-    assert!(harness.redis.ran().is_empty() && role_patches(&sent).is_empty());
-    let status = written_status(&sent).unwrap();
-    assert_eq!(status.phase, Phase::Failed);
-    let degraded = status.condition(DEGRADED).unwrap();
-    assert_eq!(degraded.reason, "PrimaryInTheWay");
-    assert!(
-        degraded.message.contains(&format!("the primary {NAME}-2")),
-        "{}",
-        degraded.message
+    assert_eq!(
+        harness.redis.ran(),
+        [
+            (format!("{NAME}-0"), Command::Promote),
+            (format!("{NAME}-2"), Command::Follow { host: pod_ip(0) }),
+            (format!("{NAME}-1"), Command::Follow { host: pod_ip(0) })
+        ],
+        "pod 0 (it stays) is promoted once caught up, the old primary follows it, then the \
+         other replica"
     );
+    assert_eq!(
+        *harness.redis.paused.lock().unwrap(),
+        [(format!("{NAME}-2"), true), (format!("{NAME}-2"), false)],
+        "writes paused on the old primary for the handover, and resumed"
+    );
+    // Redis said it was done: the labels moved in the same reconcile, the old primary's first.
+    assert_eq!(
+        role_patches(&sent),
+        [
+            (
+                format!("{NAME}-2"),
+                Some("replica".to_owned()),
+                Some("pod-uid-2".to_owned())
+            ),
+            (
+                format!("{NAME}-0"),
+                Some("primary".to_owned()),
+                Some("pod-uid-0".to_owned())
+            ),
+        ]
+    );
+    assert_eq!(event_reasons(&sent), ["SwitchedOver"]);
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.phase, Phase::Scaling);
+    assert_eq!(status.primary.as_deref(), Some(&*format!("{NAME}-0")));
+    let available = status.condition(PRIMARY_AVAILABLE).unwrap();
+    assert_eq!(available.reason, "SwitchedOver");
 }
 
 #[tokio::test]
@@ -994,4 +1069,116 @@ async fn a_forbidden_service_fails_the_cluster_with_the_servers_reason() {
         "{}",
         degraded.message
     );
+}
+
+#[tokio::test]
+async fn a_primary_silent_past_the_failover_delay_is_replaced_counted_and_told() {
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let running = settled(cluster, sts.clone()).await;
+    let harness = Harness::new(healthy).with_children(&running, sts);
+    let silent = format!("{NAME}-0");
+    harness
+        .redis
+        .answer(&silent, Err("no answer within 1s".to_owned()));
+    harness
+        .redis
+        .silent_for
+        .lock()
+        .unwrap()
+        .insert(silent.clone(), Duration::from_secs(6));
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(result.is_ok(), "{result:?}");
+    // The silent primary loses its label before anything else; pod 1 (offsets tie, lowest
+    // ordinal) is promoted and labelled; pod 2 follows it.
+    assert_eq!(
+        role_patches(&sent),
+        [
+            (silent, None, Some("pod-uid-0".to_owned())),
+            (
+                format!("{NAME}-1"),
+                Some("primary".to_owned()),
+                Some("pod-uid-1".to_owned())
+            ),
+        ]
+    );
+    assert_eq!(
+        harness.redis.ran(),
+        [
+            (format!("{NAME}-1"), Command::Promote),
+            (format!("{NAME}-2"), Command::Follow { host: pod_ip(1) }),
+        ]
+    );
+    // And, Running no more while pod 1 takes the role, the usual warning.
+    assert_eq!(event_reasons(&sent), ["FailedOver", "ReplicaNotReady"]);
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.primary.as_deref(), Some(&*format!("{NAME}-1")));
+    let available = status.condition(PRIMARY_AVAILABLE).unwrap();
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_str()),
+        ("True", "FailedOver")
+    );
+    let metrics = harness.context.metrics.render(None);
+    assert!(
+        metrics.contains(r#"redis_operator_failovers_total{reason="primary_not_answering"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("redis_operator_failover_duration_seconds_count 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_primary_within_the_failover_delay_changes_nothing_but_the_status() {
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let running = settled(cluster, sts.clone()).await;
+    let harness = Harness::new(healthy).with_children(&running, sts);
+    harness
+        .redis
+        .answer(&format!("{NAME}-0"), Err("no answer within 1s".to_owned()));
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(role_patches(&sent).is_empty() && harness.redis.ran().is_empty());
+    let status = written_status(&sent).unwrap();
+    let available = status.condition(PRIMARY_AVAILABLE).unwrap();
+    assert_eq!(available.reason, "PrimaryNotAnswering");
+    // Looked at again within a second, not at the probe interval.
+    let requeue = format!("{:?}", result.unwrap());
+    assert!(requeue.contains("250ms"), "{requeue}");
+}
+
+#[tokio::test]
+async fn a_roll_deletes_one_outdated_replica_at_a_time_with_a_uid_precondition() {
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let running = settled(cluster, sts.clone()).await;
+    let mut rolling = sts;
+    let status = rolling.status.as_mut().unwrap();
+    status.update_revision = Some("rev-2".to_owned());
+    status.updated_replicas = Some(0);
+    let mut harness = Harness::new(healthy).with_children(&running, rolling);
+    // The pods were made from rev-1.
+    for index in 0..3 {
+        let role = if index == 0 {
+            Role::Primary
+        } else {
+            Role::Replica
+        };
+        let mut pod = redis_pod(index, true, Some(role));
+        pod.labels_mut()
+            .insert(crate::build::REVISION_LABEL.to_owned(), "rev-1".to_owned());
+        let seen = if index == 0 {
+            FakeRedis::primary()
+        } else {
+            FakeRedis::replica_of(0, true)
+        };
+        harness = harness.with_pod(pod, seen);
+    }
+    let (_, sent) = harness.reconcile(&running).await;
+    let deletes: Vec<&Sent> = sent.iter().filter(|s| s.method == "DELETE").collect();
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
+    assert!(deletes[0].path.ends_with(&format!("/pods/{NAME}-2")));
+    assert_eq!(deletes[0].body["preconditions"]["uid"], "pod-uid-2");
+    assert!(harness.redis.ran().is_empty() && role_patches(&sent).is_empty());
 }

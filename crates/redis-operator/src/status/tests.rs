@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
 use crate::fixtures::{at, cluster, restarted, statefulset, sts_status, waiting_pod, with_status};
-use crate::topology::Plan;
+use crate::topology::{Change, Outage, Plan, Reason};
 
 const GRACE: Duration = Duration::from_secs(120);
 
@@ -74,6 +74,7 @@ fn run(case: &Case) -> Assessment {
             statefulset_in_sync: case.in_sync,
             blocker: case.blocker.as_ref(),
             roles: &roles,
+            primary_change: None,
             now: at(0),
             failure_grace: GRACE,
         },
@@ -96,6 +97,7 @@ fn look(
             statefulset_in_sync: true,
             blocker,
             roles: &roles_agreeing_with(Some(sts)),
+            primary_change: None,
             now,
             failure_grace: GRACE,
         },
@@ -282,17 +284,6 @@ fn phase_table() {
             reason: "ChildRejected",
             ..Case::default()
         },
-        Case {
-            name: "a scale-down would remove the primary",
-            blocker: Some(Blocker::PrimaryInTheWay {
-                primary: "x-2".to_owned(),
-                desired: 2,
-                kept: 3,
-            }),
-            phase: Phase::Failed,
-            reason: "PrimaryInTheWay",
-            ..Case::default()
-        },
     ];
     for case in &cases {
         let assessment = run(case);
@@ -339,11 +330,13 @@ fn counts_selector_and_generation_are_reported() {
 
 #[test]
 fn conditions_follow_the_phase() {
+    // The last column, PrimaryAvailable, follows the roles, not the phase: no StatefulSet,
+    // no primary.
     let expected = [
-        (Phase::Running, ["True", "False", "False"]),
-        (Phase::Scaling, ["False", "True", "False"]),
-        (Phase::Pending, ["False", "True", "False"]),
-        (Phase::Failed, ["False", "False", "True"]),
+        (Phase::Running, ["True", "False", "False", "True"]),
+        (Phase::Scaling, ["False", "True", "False", "True"]),
+        (Phase::Pending, ["False", "True", "False", "False"]),
+        (Phase::Failed, ["False", "False", "True", "True"]),
     ];
     let cases = [
         Case::default(),
@@ -377,7 +370,8 @@ fn conditions_follow_the_phase() {
             vec![
                 (READY, statuses[0]),
                 (PROGRESSING, statuses[1]),
-                (DEGRADED, statuses[2])
+                (DEGRADED, statuses[2]),
+                (PRIMARY_AVAILABLE, statuses[3])
             ],
             "{phase}"
         );
@@ -693,4 +687,92 @@ fn ready_replicas_and_primary_come_from_the_roles_not_the_statefulset() {
             && message.contains("; pod x-2 is syncing with the primary"),
         "{message}"
     );
+}
+
+#[test]
+fn primary_available_says_how_the_primary_came_and_why_none_serves() {
+    let primary_condition = |roles: Plan, previous: Option<RedisClusterStatus>| {
+        let case = Case {
+            roles: Some(roles),
+            ..Case::default()
+        };
+        let mut case_cluster = cluster(case.desired, "redis:7.0");
+        if let Some(previous) = previous {
+            case_cluster = with_status(case_cluster, previous);
+        }
+        let sts = statefulset(&case_cluster, sts_status(3, 3));
+        let status = assess(
+            &case_cluster,
+            &Observed {
+                statefulset: Some(&sts),
+                pods: &[],
+                statefulset_in_sync: true,
+                blocker: None,
+                roles: case.roles.as_ref().unwrap(),
+                primary_change: case.roles.as_ref().unwrap().change.as_ref(),
+                now: at(0),
+                failure_grace: GRACE,
+            },
+        )
+        .status;
+        let condition = status.condition(PRIMARY_AVAILABLE).unwrap().clone();
+        (status, condition)
+    };
+    let (_, silent) = primary_condition(
+        Plan {
+            outage: Some(Outage::PrimaryNotAnswering),
+            waiting: Some("the primary x-0 does not answer: timed out".into()),
+            ..Plan::default()
+        },
+        None,
+    );
+    assert_eq!(
+        (silent.status.as_str(), silent.reason.as_str()),
+        ("False", "PrimaryNotAnswering")
+    );
+    assert_eq!(silent.message, "the primary x-0 does not answer: timed out");
+
+    let change = Change {
+        from: Some("x-0".into()),
+        to: "x-2".into(),
+        reason: Reason::PrimaryNotAnswering,
+        trouble: Duration::from_millis(5200),
+    };
+    let (after, failed_over) = primary_condition(
+        Plan {
+            primary: Some("x-2".into()),
+            change: Some(change),
+            in_role: 3,
+            ..Plan::default()
+        },
+        None,
+    );
+    assert_eq!(
+        (failed_over.status.as_str(), failed_over.reason.as_str()),
+        ("True", "FailedOver")
+    );
+    assert_eq!(
+        failed_over.message,
+        "pod x-2 is the primary: x-0 did not answer for 5.2s"
+    );
+    // The next look sees the same primary and no change: the condition stays as written, so
+    // the status is not written again.
+    let (_, kept) = primary_condition(
+        Plan {
+            primary: Some("x-2".into()),
+            in_role: 3,
+            ..Plan::default()
+        },
+        Some(after.clone()),
+    );
+    assert_eq!(kept, failed_over);
+    let (_, other) = primary_condition(
+        Plan {
+            primary: Some("x-1".into()),
+            in_role: 3,
+            ..Plan::default()
+        },
+        Some(after),
+    );
+    assert_eq!(other.reason, "Assigned");
 }

@@ -11,7 +11,9 @@ fn info_replication_parses_each_role() {
         Replication::parse(INFO_PRIMARY),
         Ok(Replication {
             role: RedisRole::Primary,
-            offset: 1180
+            offset: 1180,
+            keys: 0,
+            handing_over: false,
         })
     );
     assert_eq!(
@@ -23,7 +25,9 @@ fn info_replication_parses_each_role() {
                 link_up: true,
                 syncing: false
             },
-            offset: 1170
+            offset: 1170,
+            keys: 0,
+            handing_over: false,
         })
     );
     assert_eq!(
@@ -35,7 +39,9 @@ fn info_replication_parses_each_role() {
                 link_up: false,
                 syncing: false
             },
-            offset: 0
+            offset: 0,
+            keys: 0,
+            handing_over: false,
         }),
         "no data: the pod that answers first must not look like a source"
     );
@@ -65,35 +71,73 @@ fn ip(ordinal: i32) -> String {
     format!("10.244.0.{}", 10 + ordinal)
 }
 
-fn primary(offset: i64) -> Seen {
-    Seen::Answered(Replication {
-        role: RedisRole::Primary,
+fn redis(role: RedisRole, offset: i64) -> Replication {
+    Replication {
+        role,
         offset,
-    })
+        keys: 0,
+        handing_over: false,
+    }
+}
+
+fn primary(offset: i64) -> Seen {
+    Seen::Answered(redis(RedisRole::Primary, offset))
+}
+
+fn silent(why: &str, seconds: u64) -> Seen {
+    Seen::Silent {
+        why: why.into(),
+        for_: Duration::from_secs(seconds),
+    }
+}
+
+/// A Redis that restarted in its pod: unassigned, a new offset, and `keys` reloaded.
+fn restarted(keys: u64) -> Seen {
+    let Seen::Answered(mut redis) = unassigned(0) else {
+        unreachable!()
+    };
+    redis.keys = keys;
+    Seen::Answered(redis)
 }
 
 fn replica_of(ordinal: i32, offset: i64, link_up: bool) -> Seen {
-    Seen::Answered(Replication {
-        role: RedisRole::Replica {
+    Seen::Answered(redis(
+        RedisRole::Replica {
             host: ip(ordinal),
             port: 6379,
             link_up,
             syncing: false,
         },
         offset,
-    })
+    ))
 }
 
 fn unassigned(offset: i64) -> Seen {
-    Seen::Answered(Replication {
-        role: RedisRole::Replica {
+    Seen::Answered(redis(
+        RedisRole::Replica {
             host: UNASSIGNED_HOST.into(),
             port: UNASSIGNED_PORT,
             link_up: false,
             syncing: false,
         },
         offset,
-    })
+    ))
+}
+
+const FAILOVER_AFTER: Duration = Duration::from_secs(5);
+
+fn policy(pods: i32) -> Policy {
+    Policy {
+        kept: pods,
+        desired: pods,
+        failover_after: FAILOVER_AFTER,
+        update_revision: None,
+    }
+}
+
+/// Decides for a cluster of `pods` pods that is not rolling.
+fn decide_for(members: &[Member], pods: i32) -> Plan {
+    decide(members, &policy(pods))
 }
 
 fn member(ordinal: i32, label: Option<Role>, ready: bool, seen: Seen) -> Member {
@@ -104,6 +148,8 @@ fn member(ordinal: i32, label: Option<Role>, ready: bool, seen: Seen) -> Member 
         ready,
         terminating: false,
         label,
+        revision: None,
+        settling: false,
         seen,
     }
 }
@@ -136,7 +182,7 @@ fn a_new_cluster_gets_pod_0_as_primary_and_the_others_follow_it() {
         member(1, None, false, unassigned(0)),
         member(2, None, false, unassigned(0)),
     ];
-    let plan = decide(&members, 3);
+    let plan = decide_for(&members, 3);
     assert_eq!(plan.primary.as_deref(), Some("r-0"));
     assert!(plan.demote.is_empty());
     assert_eq!(
@@ -162,7 +208,7 @@ fn a_settled_cluster_needs_nothing() {
         member(1, R, true, replica_of(0, 50, true)),
         member(2, R, true, replica_of(0, 50, true)),
     ];
-    let plan = decide(&members, 3);
+    let plan = decide_for(&members, 3);
     assert_eq!(
         plan,
         Plan {
@@ -175,15 +221,15 @@ fn a_settled_cluster_needs_nothing() {
 
 #[test]
 fn replicas_count_only_once_linked_synced_and_ready() {
-    let syncing = Seen::Answered(Replication {
-        role: RedisRole::Replica {
+    let syncing = Seen::Answered(redis(
+        RedisRole::Replica {
             host: ip(0),
             port: 6379,
             link_up: false,
             syncing: true,
         },
-        offset: 0,
-    });
+        0,
+    ));
     let cases = [
         (syncing, true, "pod r-1 is syncing with the primary"),
         (
@@ -193,7 +239,7 @@ fn replicas_count_only_once_linked_synced_and_ready() {
         ),
         (replica_of(0, 10, true), false, "pod r-1 is not ready"),
         (
-            Seen::Silent("timed out".into()),
+            silent("timed out", 1),
             true,
             "pod r-1 does not answer: timed out",
         ),
@@ -201,7 +247,7 @@ fn replicas_count_only_once_linked_synced_and_ready() {
     ];
     for (seen, ready, reason) in cases {
         let members = [member(0, P, true, primary(10)), member(1, R, ready, seen)];
-        let plan = decide(&members, 2);
+        let plan = decide_for(&members, 2);
         assert_eq!(plan.in_role, 1, "{reason}");
         assert_eq!(plan.waiting.as_deref(), Some(reason));
         assert!(plan.commands.is_empty(), "{reason}");
@@ -216,7 +262,7 @@ fn an_adopted_cluster_makes_its_lowest_ready_ordinal_primary() {
         member(1, None, true, primary(0)),
         member(2, None, true, primary(0)),
     ];
-    let plan = decide(&members, 3);
+    let plan = decide_for(&members, 3);
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
     assert_eq!(
         commands(&plan),
@@ -235,7 +281,7 @@ fn a_deleted_primary_is_replaced_by_the_replica_with_the_most_data() {
         member(1, R, true, replica_of(0, 900, false)),
         member(2, R, true, replica_of(0, 1000, false)),
     ];
-    let plan = decide(&members, 3);
+    let plan = decide_for(&members, 3);
     assert_eq!(plan.primary.as_deref(), Some("r-2"));
     assert_eq!(
         commands(&plan),
@@ -252,9 +298,9 @@ fn a_deleted_primary_is_replaced_by_the_replica_with_the_most_data() {
 fn no_primary_is_chosen_while_a_pod_that_may_hold_data_does_not_answer() {
     let members = [
         member(0, None, false, unassigned(0)),
-        member(1, R, false, Seen::Silent("connection refused".into())),
+        member(1, R, false, silent("connection refused", 1)),
     ];
-    let plan = decide(&members, 2);
+    let plan = decide_for(&members, 2);
     assert_eq!(plan.primary, None);
     assert!(plan.commands.is_empty() && plan.relabel.is_empty());
     assert_eq!(
@@ -266,7 +312,7 @@ fn no_primary_is_chosen_while_a_pod_that_may_hold_data_does_not_answer() {
         member(0, None, false, Seen::NoAddress),
         member(1, None, false, unassigned(0)),
     ];
-    let plan = decide(&members, 2);
+    let plan = decide_for(&members, 2);
     assert_eq!(plan.primary, None);
     assert_eq!(
         plan.waiting.as_deref(),
@@ -275,34 +321,364 @@ fn no_primary_is_chosen_while_a_pod_that_may_hold_data_does_not_answer() {
     // A pod with data outranks the silent one's unknowns only when it has some to compare.
     let members = [
         member(0, R, true, replica_of(5, 700, false)),
-        member(1, R, false, Seen::Silent("timed out".into())),
+        member(1, R, false, silent("timed out", 1)),
     ];
-    assert_eq!(decide(&members, 2).primary.as_deref(), Some("r-0"));
+    assert_eq!(decide_for(&members, 2).primary.as_deref(), Some("r-0"));
 }
 
 #[test]
-fn a_silent_labelled_primary_keeps_its_role_and_nothing_is_promoted() {
-    let members = [
-        member(0, P, false, Seen::Silent("timed out".into())),
-        member(1, R, true, replica_of(0, 80, true)),
-    ];
-    let plan = decide(&members, 2);
+fn a_silent_primary_is_replaced_only_after_the_failover_delay() {
+    let members = |seconds| {
+        [
+            member(0, P, false, silent("timed out", seconds)),
+            member(1, R, true, replica_of(0, 80, false)),
+            member(2, R, true, replica_of(0, 90, false)),
+        ]
+    };
+    let plan = decide_for(&members(4), 3);
     assert_eq!(plan.primary, None);
     assert!(plan.commands.is_empty() && plan.relabel.is_empty() && plan.demote.is_empty());
+    assert_eq!(plan.outage, Some(Outage::PrimaryNotAnswering));
+    assert!(plan.urgent, "looked at again within a second");
     assert_eq!(
         plan.waiting.as_deref(),
-        Some("the primary r-0 does not answer: timed out")
+        Some(
+            "the primary r-0 does not answer: timed out; a replica takes over if it stays \
+             silent for 5s"
+        )
+    );
+
+    let plan = decide_for(&members(5), 3);
+    assert_eq!(plan.primary.as_deref(), Some("r-2"), "the highest offset");
+    assert_eq!(plan.demote, [relabel(0, None)], "silent: no role at all");
+    assert_eq!(
+        commands(&plan),
+        [("r-2", Command::Promote), ("r-1", follow(2))]
+    );
+    assert_eq!(plan.relabel, [relabel(2, P)]);
+    assert_eq!(
+        plan.change,
+        Some(Change {
+            from: Some("r-0".into()),
+            to: "r-2".into(),
+            reason: Reason::PrimaryNotAnswering,
+            trouble: Duration::from_secs(5),
+        })
+    );
+    assert_eq!(plan.outage, None);
+}
+
+#[test]
+fn no_promotion_without_a_majority_of_pods_answering() {
+    // The operator may be the one cut off from r-0 and r-1.
+    let members = [
+        member(0, P, true, silent("timed out", 30)),
+        member(1, R, true, silent("timed out", 30)),
+        member(2, R, true, replica_of(0, 90, false)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary, None);
+    assert!(plan.commands.is_empty() && plan.relabel.is_empty() && plan.demote.is_empty());
+    assert_eq!(plan.outage, Some(Outage::NoQuorum));
+    assert!(
+        plan.waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("only 1 of 3 pods answer")),
+        "{plan:?}"
+    );
+    // Two pods: one answering is no majority either.
+    let members = [
+        member(0, P, true, silent("timed out", 30)),
+        member(1, R, true, replica_of(0, 90, false)),
+    ];
+    assert_eq!(decide_for(&members, 2).outage, Some(Outage::NoQuorum));
+}
+
+#[test]
+fn an_empty_replica_is_not_promoted_while_the_silent_primary_may_hold_data() {
+    let members = [
+        member(0, P, true, silent("timed out", 30)),
+        member(1, R, false, unassigned(0)),
+        member(2, R, false, unassigned(0)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary, None);
+    assert_eq!(plan.outage, Some(Outage::NoCandidate));
+    assert!(plan.commands.is_empty());
+}
+
+#[test]
+fn a_deleted_primary_hands_its_last_writes_over_before_a_replica_takes_over() {
+    let leaving = |seen| {
+        let mut old = member(0, P, true, seen);
+        old.terminating = true;
+        old
+    };
+    // Its Redis still answers as primary: it hands over to the highest offset, writes paused
+    // until r-1 has them all.
+    let members = [
+        leaving(primary(1000)),
+        member(1, R, true, replica_of(0, 990, true)),
+        member(2, R, true, replica_of(0, 980, true)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary, None);
+    assert_eq!(plan.outage, Some(Outage::PrimaryLeaving));
+    assert_eq!(
+        commands(&plan),
+        [(
+            "r-0",
+            Command::HandOver {
+                to: "r-1".into(),
+                host: ip(1)
+            }
+        )]
+    );
+    assert!(plan.demote.is_empty() && plan.relabel.is_empty());
+    assert!(plan.urgent);
+
+    // Handed over: r-1 is primary, the leaving pod loses its label first.
+    let members = [
+        leaving(replica_of(1, 1000, true)),
+        member(1, R, true, primary(1000)),
+        member(2, R, true, replica_of(0, 980, true)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary.as_deref(), Some("r-1"));
+    assert_eq!(plan.demote, [relabel(0, None)]);
+    assert_eq!(commands(&plan), [("r-2", follow(1))]);
+    assert_eq!(plan.relabel, [relabel(1, P)]);
+    assert_eq!(plan.change.map(|c| c.reason), Some(Reason::PrimaryLeaving));
+
+    // Its Redis already gone: the highest offset takes over at once.
+    let members = [
+        leaving(silent("connection refused", 0)),
+        member(1, R, true, replica_of(0, 990, false)),
+        member(2, R, true, replica_of(0, 980, false)),
+    ];
+    assert_eq!(decide_for(&members, 3).primary.as_deref(), Some("r-1"));
+}
+
+#[test]
+fn a_primary_that_restarted_empty_is_replaced_by_a_replica_with_data() {
+    let members = [
+        member(0, P, false, restarted(0)),
+        member(1, R, true, replica_of(0, 500, false)),
+        member(2, R, true, replica_of(0, 400, false)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary.as_deref(), Some("r-1"));
+    assert_eq!(plan.demote, [relabel(0, R)], "it answers: a replica now");
+    assert_eq!(
+        commands(&plan),
+        [
+            ("r-1", Command::Promote),
+            ("r-0", follow(1)),
+            ("r-2", follow(1))
+        ]
+    );
+    assert_eq!(
+        plan.change.map(|c| c.reason),
+        Some(Reason::PrimaryRestartedEmpty)
     );
 }
 
 #[test]
-fn a_primary_that_restarted_unassigned_is_promoted_again() {
-    // Its Redis restarted in the pod and reloaded its append-only file.
+fn an_operator_restarted_halfway_finishes_from_what_redis_reports() {
+    // It had promoted r-1 and died before moving the labels; r-0 is still silent.
     let members = [
-        member(0, P, false, unassigned(0)),
+        member(0, P, false, silent("timed out", 5)),
+        member(1, R, true, primary(1000)),
+        member(2, R, true, replica_of(0, 1000, false)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary.as_deref(), Some("r-1"));
+    assert_eq!(commands(&plan), [("r-2", follow(1))], "no second promotion");
+    assert_eq!(plan.relabel, [relabel(1, P)]);
+
+    // It had sent FAILOVER (a handover) and died before moving the labels.
+    let members = [
+        member(0, P, true, replica_of(1, 1000, true)),
+        member(1, R, true, primary(1000)),
+        member(2, R, true, replica_of(0, 1000, true)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary.as_deref(), Some("r-1"));
+    assert_eq!(plan.demote, [relabel(0, R)]);
+    assert_eq!(plan.relabel, [relabel(1, P)]);
+    assert_eq!(commands(&plan), [("r-2", follow(1))]);
+    assert_eq!(plan.change.map(|c| c.reason), Some(Reason::Switchover));
+
+    // Its pod was deleted; r-1 had been promoted, r-2 not yet pointed at it.
+    let members = [
+        member(0, None, false, unassigned(0)),
+        member(1, R, true, primary(1000)),
+        member(2, R, true, replica_of(0, 1000, false)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary.as_deref(), Some("r-1"));
+    assert_eq!(commands(&plan), [("r-0", follow(1)), ("r-2", follow(1))]);
+}
+
+#[test]
+fn an_old_primary_that_comes_back_rejoins_as_a_replica() {
+    // r-0 was stopped, r-1 took over; r-0 resumes still believing it is the primary.
+    let members = [
+        member(0, None, true, primary(700)),
+        member(1, P, true, primary(900)),
+        member(2, R, true, replica_of(1, 900, true)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary.as_deref(), Some("r-1"));
+    assert_eq!(commands(&plan), [("r-0", follow(1))]);
+    assert_eq!(plan.relabel, [relabel(0, R)]);
+    assert!(plan.demote.is_empty() && plan.change.is_none());
+}
+
+#[test]
+fn a_handover_under_way_holds_everything() {
+    let mut handing = redis(RedisRole::Primary, 1000);
+    handing.handing_over = true;
+    let members = [
+        member(0, P, true, Seen::Answered(handing)),
+        member(1, R, true, replica_of(0, 1000, true)),
+    ];
+    let plan = decide_for(&members, 2);
+    assert_eq!(plan.primary.as_deref(), Some("r-0"));
+    assert_eq!(plan.outage, Some(Outage::SwitchingOver));
+    assert!(plan.commands.is_empty() && plan.relabel.is_empty() && plan.delete.is_none());
+}
+
+/// A settled cluster of three whose pods run `revisions`; the update revision is "new".
+fn rolling(revisions: [&str; 3], primary_ordinal: i32) -> Vec<Member> {
+    (0..3)
+        .map(|o| {
+            let mut m = if o == primary_ordinal {
+                member(o, P, true, primary(100))
+            } else {
+                member(o, R, true, replica_of(primary_ordinal, 100, true))
+            };
+            m.revision = Some(revisions[o as usize].into());
+            m
+        })
+        .collect()
+}
+
+fn roll_policy() -> Policy {
+    Policy {
+        update_revision: Some("new".into()),
+        ..policy(3)
+    }
+}
+
+#[test]
+fn a_roll_replaces_replicas_one_at_a_time_then_hands_over_then_the_old_primary() {
+    let plan = decide(&rolling(["old", "old", "old"], 0), &roll_policy());
+    assert_eq!(plan.delete.as_deref(), Some("r-2"), "highest replica first");
+    assert!(plan.commands.is_empty());
+
+    let plan = decide(&rolling(["old", "old", "new"], 0), &roll_policy());
+    assert_eq!(plan.delete.as_deref(), Some("r-1"));
+
+    // Only the primary is left: it hands over to an updated, in-sync replica.
+    let plan = decide(&rolling(["old", "new", "new"], 0), &roll_policy());
+    assert_eq!(plan.delete, None);
+    assert_eq!(
+        commands(&plan),
+        [(
+            "r-0",
+            Command::HandOver {
+                to: "r-1".into(),
+                host: ip(1)
+            }
+        )]
+    );
+    assert!(plan.urgent);
+
+    // Handed over: r-0 is an outdated replica now, replaced once traffic has left it.
+    let mut members = rolling(["old", "new", "new"], 1);
+    members[0].settling = true;
+    let plan = decide(&members, &roll_policy());
+    assert_eq!(plan.delete, None);
+    assert!(plan.urgent);
+    members[0].settling = false;
+    let plan = decide(&members, &roll_policy());
+    assert_eq!(plan.delete.as_deref(), Some("r-0"));
+
+    // One deletion at a time.
+    let mut members = rolling(["old", "old", "new"], 0);
+    members[2].terminating = true;
+    assert_eq!(decide(&members, &roll_policy()).delete, None);
+
+    // Nothing happens while a replica is not in its role, except that an outdated pod that
+    // serves nothing goes at once.
+    let mut members = rolling(["old", "new", "new"], 0);
+    members[2].ready = false;
+    let plan = decide(&members, &roll_policy());
+    assert_eq!(plan.delete, None);
+    assert!(plan.commands.is_empty());
+    let mut members = rolling(["new", "old", "new"], 0);
+    members[1].seen = silent("connection refused", 60);
+    members[2].ready = false;
+    assert_eq!(
+        decide(&members, &roll_policy()).delete.as_deref(),
+        Some("r-1")
+    );
+}
+
+#[test]
+fn a_single_pod_is_replaced_without_a_handover() {
+    let mut members = [member(0, P, true, primary(100))];
+    members[0].revision = Some("old".into());
+    let policy = Policy {
+        update_revision: Some("new".into()),
+        ..policy(1)
+    };
+    let plan = decide(&members, &policy);
+    assert_eq!(plan.delete.as_deref(), Some("r-0"));
+    assert!(plan.commands.is_empty());
+}
+
+#[test]
+fn a_scale_down_hands_the_primary_over_to_a_pod_that_stays() {
+    let members = [
+        member(0, R, true, replica_of(2, 100, true)),
+        member(1, R, true, replica_of(2, 100, true)),
+        member(2, P, true, primary(100)),
+    ];
+    let kept = pods_to_keep(&members, 1);
+    assert_eq!(kept, 3, "the primary's pod stays until it handed over");
+    let policy = Policy {
+        kept,
+        desired: 1,
+        ..policy(3)
+    };
+    let plan = decide(&members, &policy);
+    assert_eq!(
+        commands(&plan),
+        [(
+            "r-2",
+            Command::HandOver {
+                to: "r-0".into(),
+                host: ip(0)
+            }
+        )],
+        "to a pod below the new size"
+    );
+    assert_eq!(
+        plan.waiting.as_deref(),
+        Some("the primary r-2 hands over to r-0 before the scale-down removes its pod")
+    );
+}
+
+#[test]
+fn a_primary_that_restarted_with_its_data_is_promoted_again() {
+    // Its Redis restarted in the pod and reloaded its append-only file: a new offset, its keys.
+    let members = [
+        member(0, P, false, restarted(40)),
         member(1, R, true, replica_of(0, 80, false)),
     ];
-    let plan = decide(&members, 2);
+    let plan = decide_for(&members, 2);
     assert_eq!(plan.primary.as_deref(), Some("r-0"));
     assert_eq!(commands(&plan), [("r-0", Command::Promote)]);
     assert!(plan.relabel.is_empty());
@@ -313,9 +689,9 @@ fn two_labelled_primaries_keep_the_one_redis_says_is_primary() {
     let members = [
         member(0, P, true, replica_of(1, 40, true)),
         member(1, P, true, primary(40)),
-        member(2, P, false, Seen::Silent("timed out".into())),
+        member(2, P, false, silent("timed out", 1)),
     ];
-    let plan = decide(&members, 3);
+    let plan = decide_for(&members, 3);
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
     assert_eq!(plan.demote, [relabel(0, R), relabel(2, None)]);
     assert!(plan.commands.is_empty());
@@ -323,7 +699,8 @@ fn two_labelled_primaries_keep_the_one_redis_says_is_primary() {
 
 #[test]
 fn pods_leaving_or_terminating_are_left_alone() {
-    let mut terminating = member(0, P, true, primary(10));
+    // r-0's Redis is gone with its pod.
+    let mut terminating = member(0, P, true, silent("connection refused", 0));
     terminating.terminating = true;
     let members = [
         terminating,
@@ -331,9 +708,10 @@ fn pods_leaving_or_terminating_are_left_alone() {
         member(2, R, true, replica_of(0, 12, false)),
     ];
     // Scaled to 2: r-2 is on its way out and is not a candidate.
-    let plan = decide(&members, 2);
+    let plan = decide_for(&members, 2);
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
     assert_eq!(commands(&plan), [("r-1", Command::Promote)]);
+    assert_eq!(plan.demote, [relabel(0, None)]);
     assert_eq!(
         plan.waiting.as_deref(),
         Some("pod with ordinal 0 does not exist yet")
@@ -348,12 +726,19 @@ fn a_scale_down_keeps_the_pod_labelled_primary() {
         member(3, P, true, primary(10)),
         member(4, R, true, replica_of(3, 10, true)),
     ];
-    assert_eq!(pods_to_keep(&members, 2), (4, Some("r-3")));
-    assert_eq!(pods_to_keep(&members, 4), (4, None));
-    assert_eq!(pods_to_keep(&members, 5), (5, None));
+    assert_eq!(pods_to_keep(&members, 2), 4);
+    assert_eq!(pods_to_keep(&members, 4), 4);
+    assert_eq!(pods_to_keep(&members, 5), 5);
     let mut leaving = members.clone();
     leaving[2].terminating = true;
-    assert_eq!(pods_to_keep(&leaving, 2), (2, None));
+    assert_eq!(pods_to_keep(&leaving, 2), 2);
+    // Handed over moments ago: its pod stays until traffic has moved off it.
+    let mut settling = members.clone();
+    settling[2].label = R;
+    settling[2].settling = true;
+    assert_eq!(pods_to_keep(&settling, 2), 4);
+    settling[2].settling = false;
+    assert_eq!(pods_to_keep(&settling, 2), 2);
 }
 
 #[test]
@@ -364,11 +749,44 @@ fn a_pod_that_never_started_is_not_waited_for() {
         member(0, None, false, Seen::NeverStarted("ErrImagePull".into())),
         member(1, None, false, unassigned(0)),
     ];
-    let plan = decide(&members, 2);
+    let plan = decide_for(&members, 2);
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
     assert_eq!(commands(&plan), [("r-1", Command::Promote)]);
     assert_eq!(
         plan.waiting.as_deref(),
         Some("pod r-0 never started: ErrImagePull")
     );
+}
+
+#[test]
+fn pods_stuck_on_a_fixed_image_are_replaced_even_before_there_is_a_primary() {
+    // Both pods wait on an unpullable image; the spec now names a good one.
+    let mut members = [
+        member(
+            0,
+            None,
+            false,
+            Seen::NeverStarted("ImagePullBackOff".into()),
+        ),
+        member(
+            1,
+            None,
+            false,
+            Seen::NeverStarted("ImagePullBackOff".into()),
+        ),
+    ];
+    for m in &mut members {
+        m.revision = Some("old".into());
+    }
+    let policy = Policy {
+        update_revision: Some("new".into()),
+        ..policy(2)
+    };
+    let plan = decide(&members, &policy);
+    assert_eq!(plan.primary, None);
+    assert_eq!(plan.outage, Some(Outage::NoPrimaryYet));
+    assert_eq!(plan.delete.as_deref(), Some("r-1"), "one at a time");
+    // Not while the last one deleted is still going.
+    members[1].terminating = true;
+    assert_eq!(decide(&members, &policy).delete, None);
 }

@@ -134,6 +134,7 @@ fn assess_at(cluster: &RedisCluster, sts: &StatefulSet, pods: &[Pod], seconds: i
             statefulset_in_sync: true,
             blocker: None,
             roles: &Plan::default(),
+            primary_change: None,
             now: at(seconds),
             failure_grace: Duration::from_secs(120),
         },

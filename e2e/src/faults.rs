@@ -1,0 +1,436 @@
+//! What a fault costs the clients of a RedisCluster, measured from outside the operator: a
+//! writer pod sets one new key after another through `<name>-primary` and logs every reply with
+//! its times; a watch on the pods records how many carry the primary label at each moment; the
+//! keys the writer saw acknowledged are looked up on the primary afterwards.
+//!
+//! Times are the machine's `/proc/uptime`, read in the writer pod and in the test alike: pods
+//! and the test share one kernel here and on kind, so the clocks agree to 10 ms.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::{NAME, ROLE_LABEL, Setup, TestResult, exec, wait_for};
+
+/// The machine's clock, in seconds since boot (what the writer pod reads too).
+pub fn clock() -> TestResult<f64> {
+    let uptime = std::fs::read_to_string("/proc/uptime")?;
+    Ok(uptime
+        .split_whitespace()
+        .next()
+        .ok_or("empty /proc/uptime")?
+        .parse()?)
+}
+
+/// One `SET` the writer sent, and what came back.
+#[derive(Clone, Debug)]
+pub struct Write {
+    pub key: String,
+    pub sent: f64,
+    pub answered: f64,
+    pub acknowledged: bool,
+    pub reply: String,
+}
+
+const WRITER: &str = "writer";
+
+/// A pod that writes `w<n>` = its send time, n = 1, 2, ..., through the primary Service, each
+/// with its own connection and a 1 s timeout, as a client that reconnects would, about every
+/// 20 ms (a process per write: faster would load the machine it measures).
+pub struct Writer {
+    namespace: String,
+}
+
+impl Writer {
+    /// Starts the writer with the cluster's `image` (it brings redis-cli) and waits until its
+    /// writes are acknowledged.
+    pub async fn start(setup: &Setup, image: &str) -> TestResult<Self> {
+        let service = setup.services.get(&format!("{NAME}-primary")).await?;
+        let address = service
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .ok_or("the primary Service has no ClusterIP")?;
+        let script = format!(
+            "i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); read s _ < /proc/uptime; \
+             r=$(timeout 1 redis-cli -h {address} set w$i $s 2>&1); \
+             read e _ < /proc/uptime; echo \"w$i $s $e $r\"; sleep 0.01; done"
+        );
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": WRITER },
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "securityContext": {
+                    "runAsNonRoot": true, "runAsUser": 999,
+                    "seccompProfile": { "type": "RuntimeDefault" }
+                },
+                "containers": [{
+                    "name": WRITER, "image": image, "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", script],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false,
+                        "capabilities": { "drop": ["ALL"] }
+                    }
+                }]
+            }
+        }))?;
+        setup.pods.create(&PostParams::default(), &pod).await?;
+        let writer = Self {
+            namespace: setup.namespace.name.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + crate::WAIT;
+        loop {
+            let acknowledged = match writer.writes().await {
+                Ok(writes) => writes.iter().filter(|w| w.acknowledged).count(),
+                Err(_) => 0,
+            };
+            if acknowledged >= 20 {
+                return Ok(writer);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(
+                    "the writer got no acknowledged write through the primary Service".into(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Every write so far, in order.
+    pub async fn writes(&self) -> TestResult<Vec<Write>> {
+        let log = crate::kubectl(["logs", "-n", &self.namespace, WRITER]).await?;
+        Ok(log.lines().filter_map(parse_write).collect())
+    }
+
+    /// Stops writing and returns every write.
+    pub async fn stop(self) -> TestResult<Vec<Write>> {
+        let args = [
+            "exec",
+            "-n",
+            &self.namespace,
+            WRITER,
+            "--",
+            "touch",
+            "/tmp/stop",
+        ];
+        crate::kubectl(args).await?;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        self.writes().await
+    }
+}
+
+/// "w12 123.45 123.47 OK" (the reply may be empty, a timeout, or several words).
+fn parse_write(line: &str) -> Option<Write> {
+    let mut fields = line.splitn(4, ' ');
+    let key = fields.next()?.to_owned();
+    let sent = fields.next()?.parse().ok()?;
+    let answered = fields.next()?.parse().ok()?;
+    let reply = fields.next().unwrap_or_default().trim().to_owned();
+    Some(Write {
+        key,
+        sent,
+        answered,
+        acknowledged: reply == "OK",
+        reply,
+    })
+}
+
+/// Watches the cluster's pods and records the most that carried the primary label at once
+/// (terminating pods included: a label is a claim until it is gone).
+pub struct LabelWatch {
+    most: Arc<Mutex<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LabelWatch {
+    pub fn start(pods: &Api<Pod>) -> Self {
+        let most = Arc::new(Mutex::new(0));
+        let config =
+            watcher::Config::default().labels(&format!("app.kubernetes.io/instance={NAME}"));
+        let stream = watcher(pods.clone(), config);
+        let record = most.clone();
+        let task = tokio::spawn(async move {
+            let mut primaries: BTreeMap<String, bool> = BTreeMap::new();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(event)) = stream.next().await {
+                match event {
+                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                        let primary =
+                            pod.labels().get(ROLE_LABEL).map(String::as_str) == Some("primary");
+                        primaries.insert(pod.name_any(), primary);
+                    }
+                    watcher::Event::Delete(pod) => {
+                        primaries.remove(&pod.name_any());
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => {}
+                }
+                let now = primaries.values().filter(|p| **p).count();
+                if let Ok(mut most) = record.lock() {
+                    *most = (*most).max(now);
+                }
+            }
+        });
+        Self { most, task }
+    }
+
+    /// The most pods labelled primary at one moment since the start.
+    pub fn stop(self) -> usize {
+        self.task.abort();
+        self.most.lock().map(|m| *m).unwrap_or(usize::MAX)
+    }
+}
+
+/// What one fault cost, as the writer saw it.
+#[derive(Debug)]
+pub struct Figures {
+    pub scenario: String,
+    /// The longest time between two acknowledged writes after the fault began.
+    pub longest_gap: f64,
+    /// From the fault to the acknowledgement that ended that gap.
+    pub back_after: f64,
+    pub failed_writes: usize,
+    pub acknowledged: usize,
+    /// Acknowledged before `fault - 1 s` and missing afterwards: must be none.
+    pub lost_older_than_1s: Vec<String>,
+    /// Acknowledged at any time and missing afterwards.
+    pub lost: Vec<String>,
+    pub most_labelled_primaries: usize,
+}
+
+impl Figures {
+    pub fn print(&self) {
+        println!(
+            "figures: {}: writes back {:.2}s after the fault (longest gap between \
+             acknowledged writes {:.2}s), {} writes failed, {} acknowledged, lost: {} \
+             acknowledged more than 1s before the fault, {} in all; at most {} pod(s) labelled \
+             primary at once",
+            self.scenario,
+            self.back_after,
+            self.longest_gap,
+            self.failed_writes,
+            self.acknowledged,
+            self.lost_older_than_1s.len(),
+            self.lost.len(),
+            self.most_labelled_primaries
+        );
+    }
+
+    /// The guarantees that hold whatever the machine's speed: no acknowledged key older than
+    /// 1 s lost, never two pods labelled primary, writes back at all.
+    pub fn assert_no_loss_and_one_primary(&self) {
+        assert!(
+            self.lost_older_than_1s.is_empty(),
+            "{}: acknowledged keys lost: {:?}",
+            self.scenario,
+            self.lost_older_than_1s
+        );
+        assert!(
+            self.most_labelled_primaries <= 1,
+            "{}: {} pods were labelled primary at once",
+            self.scenario,
+            self.most_labelled_primaries
+        );
+    }
+}
+
+/// Computes the figures from the writes, the fault's time and the keys the primary holds.
+pub fn figures(
+    scenario: &str,
+    writes: &[Write],
+    fault: f64,
+    present: &BTreeSet<String>,
+    most_labelled_primaries: usize,
+) -> Figures {
+    let acknowledged: Vec<&Write> = writes.iter().filter(|w| w.acknowledged).collect();
+    let mut longest_gap = 0.0;
+    let mut back_after = 0.0;
+    let mut previous = acknowledged
+        .iter()
+        .rev()
+        .find(|w| w.answered <= fault)
+        .map_or(fault, |w| w.answered);
+    for write in acknowledged.iter().filter(|w| w.answered > fault) {
+        let gap = write.answered - previous.max(fault);
+        if gap > longest_gap {
+            longest_gap = gap;
+            back_after = write.answered - fault;
+        }
+        previous = write.answered;
+    }
+    let lost: Vec<&Write> = acknowledged
+        .iter()
+        .copied()
+        .filter(|w| !present.contains(&w.key))
+        .collect();
+    Figures {
+        scenario: scenario.to_owned(),
+        longest_gap,
+        back_after,
+        failed_writes: writes
+            .iter()
+            .filter(|w| !w.acknowledged && w.sent >= fault - 1.0)
+            .count(),
+        acknowledged: acknowledged.len(),
+        lost_older_than_1s: lost
+            .iter()
+            .filter(|w| w.answered < fault - 1.0)
+            .map(|w| w.key.clone())
+            .collect(),
+        lost: lost.iter().map(|w| w.key.clone()).collect(),
+        most_labelled_primaries,
+    }
+}
+
+/// A writer and a label watch around one fault.
+pub struct Measurement {
+    writer: Writer,
+    labels: LabelWatch,
+}
+
+impl Measurement {
+    /// Starts writing and watching, and lets a second of writes through before the fault.
+    pub async fn start(setup: &Setup, image: &str) -> TestResult<Self> {
+        let writer = Writer::start(setup, image).await?;
+        let labels = LabelWatch::start(&setup.pods);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(Self { writer, labels })
+    }
+
+    /// Lets the writer go on for `after` once the cluster recovered, stops it, and reads the
+    /// writer's keys on the primary the cluster reports.
+    pub async fn finish(self, setup: &Setup, scenario: &str, fault: f64) -> TestResult<Figures> {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let writes = self.writer.stop().await?;
+        let most = self.labels.stop();
+        let primary = setup
+            .clusters
+            .get_status(NAME)
+            .await?
+            .status
+            .and_then(|s| s.primary)
+            .ok_or("no primary in the status")?;
+        let keys = exec(
+            &setup.namespace.name,
+            &primary,
+            &["redis-cli", "--scan", "--pattern", "w*"],
+        )
+        .await?;
+        let present: BTreeSet<String> = keys.lines().map(str::to_owned).collect();
+        let figures = figures(scenario, &writes, fault, &present, most);
+        figures.print();
+        setup
+            .pods
+            .delete(WRITER, &DeleteParams::default().grace_period(0))
+            .await?;
+        Ok(figures)
+    }
+}
+
+/// The host PID of the Redis server in `pod` (found by the pod's uid in its cgroup), where the
+/// test shares a kernel with the node and may signal its processes; None elsewhere.
+pub fn redis_pid(pod: &Pod) -> Option<i32> {
+    let uid = pod.uid()?;
+    let underscored = uid.replace('-', "_");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).ok()?;
+            (comm.trim() == "redis-server"
+                && (cgroup.contains(&uid) || cgroup.contains(&underscored)))
+            .then_some(pid)
+        })
+}
+
+/// Sends `signal` (`-KILL`, `-STOP`, `-CONT`) to a host process.
+pub async fn signal(pid: i32, signal: &str) -> TestResult {
+    let args = [signal.to_owned(), pid.to_string()];
+    let status =
+        tokio::task::spawn_blocking(move || std::process::Command::new("kill").args(args).status())
+            .await??;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill {signal} {pid} failed").into())
+    }
+}
+
+/// Waits until the status names a primary other than `old`.
+pub async fn wait_primary_other_than(setup: &Setup, old: &str) -> TestResult<String> {
+    let old = old.to_owned();
+    let cluster = wait_for(
+        &setup.clusters,
+        NAME,
+        &format!("a primary other than {old}"),
+        move |c: Option<&rediscluster_crd::RedisCluster>| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.primary.as_deref())
+                .is_some_and(|p| p != old)
+        },
+    )
+    .await?
+    .ok_or("the RedisCluster vanished")?;
+    Ok(cluster.status.and_then(|s| s.primary).ok_or("no primary")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(n: u32, sent: f64, answered: f64, reply: &str) -> Write {
+        Write {
+            key: format!("w{n}"),
+            sent,
+            answered,
+            acknowledged: reply == "OK",
+            reply: reply.to_owned(),
+        }
+    }
+
+    #[test]
+    fn writer_lines_parse_with_any_reply() {
+        let w = parse_write("w12 100.50 100.52 OK").unwrap();
+        assert_eq!((w.key.as_str(), w.sent, w.answered), ("w12", 100.5, 100.52));
+        assert!(w.acknowledged);
+        let w = parse_write("w13 100.52 101.53 ").unwrap();
+        assert!(!w.acknowledged && w.reply.is_empty());
+        let w = parse_write("w14 101.53 101.54 READONLY You can't write").unwrap();
+        assert!(!w.acknowledged && w.reply.starts_with("READONLY"));
+        assert!(parse_write("garbage").is_none());
+    }
+
+    #[test]
+    fn figures_measure_the_gap_and_the_keys_lost() {
+        let writes = [
+            write(1, 98.0, 98.01, "OK"),
+            write(2, 99.6, 99.61, "OK"),
+            write(3, 100.0, 101.0, ""),
+            write(4, 101.0, 101.5, "READONLY"),
+            write(5, 101.5, 102.3, "OK"),
+            write(6, 102.3, 102.4, "OK"),
+        ];
+        let present: BTreeSet<String> = ["w1", "w5", "w6"].map(String::from).into();
+        let f = figures("t", &writes, 100.0, &present, 1);
+        assert!((f.longest_gap - 2.3).abs() < 1e-9, "{f:?}");
+        assert!((f.back_after - 2.3).abs() < 1e-9, "{f:?}");
+        assert_eq!(f.failed_writes, 2);
+        assert_eq!(f.acknowledged, 4);
+        assert!(
+            f.lost_older_than_1s.is_empty(),
+            "w2 is within the last second"
+        );
+        assert_eq!(f.lost, ["w2"]);
+        let present: BTreeSet<String> = ["w5", "w6"].map(String::from).into();
+        let f = figures("t", &writes, 100.0, &present, 1);
+        assert_eq!(f.lost_older_than_1s, ["w1"]);
+    }
+}
