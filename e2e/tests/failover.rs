@@ -43,7 +43,7 @@ mod failover {
         let figures = measurement
             .finish(&setup, "primary pod deleted", fault)
             .await?;
-        figures.assert_no_loss_and_one_primary();
+        figures.assert_handed_over_without_loss();
         assert!(
             figures.back_after < 5.0,
             "writes back {:.2}s after the primary's pod was deleted",
@@ -154,11 +154,13 @@ mod failover {
              the old primary followed it {rejoined:.2}s after it woke"
         );
         figures.assert_no_loss_and_one_primary();
-        let bound = FAILOVER_AFTER + PROBE_INTERVAL + 3.0;
+        // Noticed within a probe interval (plus its 1 s timeout), replaced after --failover-after,
+        // routed within about 2 s.
+        let bound = FAILOVER_AFTER + PROBE_INTERVAL + 4.0;
         assert!(
             figures.back_after < bound,
             "writes back {:.2}s after the primary hung (at most --failover-after, plus a probe \
-             interval to notice, plus routing: {bound}s)",
+             interval and a timeout to notice, plus routing: {bound}s)",
             figures.back_after
         );
         Ok(())
@@ -190,12 +192,7 @@ mod failover {
         }
         let new = setup.assert_one_primary_and_linked_replicas().await?;
         assert_ne!(new, old, "the primary handed over to an updated replica");
-        figures.assert_no_loss_and_one_primary();
-        assert!(
-            figures.lost.is_empty(),
-            "a handover loses nothing: {:?}",
-            figures.lost
-        );
+        figures.assert_handed_over_without_loss();
         assert!(
             figures.longest_gap < 2.0,
             "writes failed for {:.2}s during the roll",
@@ -227,12 +224,7 @@ mod failover {
             .finish(&setup, &format!("scale 3 to 1 with {old} primary"), fault)
             .await?;
         assert_eq!(setup.assert_one_primary_and_linked_replicas().await?, zero);
-        figures.assert_no_loss_and_one_primary();
-        assert!(
-            figures.lost.is_empty(),
-            "a handover loses nothing: {:?}",
-            figures.lost
-        );
+        figures.assert_handed_over_without_loss();
         assert!(
             figures.longest_gap < 2.0,
             "writes failed for {:.2}s during the scale-down",

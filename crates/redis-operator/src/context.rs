@@ -69,9 +69,9 @@ pub struct Context {
     /// Pods (by uid) that lost the primary role lately, and when: not deleted until traffic
     /// has moved off them.
     pub demoted: Mutex<HashMap<String, Instant>>,
-    /// Per cluster (by uid): when a handover was last ordered, so that one that does not
-    /// complete is not repeated at every look.
-    pub handovers: Mutex<HashMap<String, Instant>>,
+    /// Per cluster (by uid): when a handover last failed, so that it is not repeated at every
+    /// look.
+    pub failed_handovers: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -97,7 +97,7 @@ impl Context {
             primary_trouble: Mutex::default(),
             primary_changes: Mutex::default(),
             demoted: Mutex::default(),
-            handovers: Mutex::default(),
+            failed_handovers: Mutex::default(),
         }
     }
 }

@@ -88,7 +88,7 @@ struct PodState {
     retry_at: Option<Instant>,
     last_error: String,
     last_used: Option<Instant>,
-    /// The first failure since the last answer.
+    /// When the first request that failed since the last answer was sent.
     failing_since: Option<Instant>,
 }
 
@@ -204,6 +204,9 @@ impl Connections {
             why: "shutting down".to_owned(),
             for_: Duration::ZERO,
         })?;
+        // A failure counts from when the request went out: a Redis that hangs was already
+        // silent then, not only once the timeout ran out.
+        let sent = Instant::now();
         let result = async {
             let mut connection = self.connection(pod).await?;
             tokio::time::timeout(self.timeout, request.query_async::<T>(&mut connection))
@@ -233,7 +236,7 @@ impl Connections {
                     entry.retry_at = Some(now + backoff(entry.failures));
                     entry.last_error = error.clone();
                     entry.connection = None;
-                    failing_since = *entry.failing_since.get_or_insert(now);
+                    failing_since = *entry.failing_since.get_or_insert(sent);
                 }
                 Err(Failure::Backoff(_)) => {
                     failing_since = *entry.failing_since.get_or_insert(now);

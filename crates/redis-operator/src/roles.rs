@@ -239,13 +239,7 @@ async fn round(
     hold_back_handover(ctx, cluster_uid, &mut plan);
     // No moment with two pods labelled primary: the old one loses the label first.
     relabel_all(&api, &plan.demote, &uid_of).await?;
-    if let Ok(mut demoted) = ctx.demoted.lock() {
-        for relabel in &plan.demote {
-            if let Some(uid) = uid_of(&relabel.pod) {
-                demoted.insert(uid, Instant::now());
-            }
-        }
-    }
+    remember_demoted(ctx, &plan.demote, &uid_of);
 
     let run = plan.commands.iter().map(|(pod, command)| {
         let target = target_of(pod);
@@ -266,6 +260,11 @@ async fn round(
         match result {
             Ok(()) => info!(%pod, %command, "sent to Redis"),
             Err(why) => {
+                if matches!(command, Command::HandOver { .. })
+                    && let Ok(mut failed) = ctx.failed_handovers.lock()
+                {
+                    failed.insert(cluster_uid.to_owned(), Instant::now());
+                }
                 if command == Command::Promote {
                     plan.primary = None;
                     plan.change = None;
@@ -283,6 +282,11 @@ async fn round(
         .cloned()
         .collect();
     relabel_all(&api, &relabel, &uid_of).await?;
+    // Only once the new primary carries the label (a pod whose Redis already refuses writes).
+    if plan.primary.is_some() && !failed.iter().any(|pod| plan.primary.as_ref() == Some(pod)) {
+        relabel_all(&api, &plan.retire, &uid_of).await?;
+        remember_demoted(ctx, &plan.retire, &uid_of);
+    }
     if let Some(pod) = plan.delete.as_deref() {
         delete_pod(&api, pod, uid_of(pod)).await?;
     }
@@ -364,42 +368,46 @@ fn remember_change(ctx: &Context, cluster_uid: &str, plan: &Plan) -> Option<Chan
     }
 }
 
-/// How long after a handover was ordered another may be: one that did not complete (the
-/// replica did not catch up within the timeout) paused writes for nothing, and must not be
-/// repeated at every look.
+/// Remembers the pods that just lost the primary role, which are not removed until traffic
+/// has moved off them.
+fn remember_demoted(
+    ctx: &Context,
+    relabelled: &[Relabel],
+    uid_of: &impl Fn(&str) -> Option<String>,
+) {
+    if let Ok(mut demoted) = ctx.demoted.lock() {
+        for relabel in relabelled {
+            if let Some(uid) = uid_of(&relabel.pod) {
+                demoted.insert(uid, Instant::now());
+            }
+        }
+    }
+}
+
+/// How long after a handover failed another is tried: one that did not complete (the replica
+/// did not catch up in time) paused writes for nothing, and must not be repeated at every look.
 const HANDOVER_RETRY: Duration = Duration::from_secs(30);
 
-/// Drops a handover from the plan if one was ordered for this cluster lately, and remembers
-/// the one the plan keeps. A completed handover clears the memory.
+/// Drops a handover from the plan if one failed for this cluster lately.
 fn hold_back_handover(ctx: &Context, cluster_uid: &str, plan: &mut Plan) {
-    let Ok(mut ordered) = ctx.handovers.lock() else {
-        return;
-    };
-    if plan
-        .change
-        .as_ref()
-        .is_some_and(|c| c.reason == Reason::Switchover)
-    {
-        ordered.remove(cluster_uid);
-    }
-    let handover = plan
+    let Some(index) = plan
         .commands
         .iter()
-        .position(|(_, command)| matches!(command, Command::HandOver { .. }));
-    let Some(index) = handover else {
+        .position(|(_, command)| matches!(command, Command::HandOver { .. }))
+    else {
         return;
     };
-    match ordered.get(cluster_uid) {
-        Some(at) if at.elapsed() < HANDOVER_RETRY => {
-            let (pod, _) = plan.commands.remove(index);
-            plan.waiting = Some(format!(
-                "the primary {pod} hands over again {}s after the last attempt",
-                HANDOVER_RETRY.as_secs()
-            ));
-        }
-        _ => {
-            ordered.insert(cluster_uid.to_owned(), Instant::now());
-        }
+    let failed_lately = ctx.failed_handovers.lock().is_ok_and(|failed| {
+        failed
+            .get(cluster_uid)
+            .is_some_and(|at| at.elapsed() < HANDOVER_RETRY)
+    });
+    if failed_lately {
+        let (pod, _) = plan.commands.remove(index);
+        plan.waiting = Some(format!(
+            "the primary {pod} hands over again {}s after the last attempt failed",
+            HANDOVER_RETRY.as_secs()
+        ));
     }
 }
 

@@ -353,8 +353,9 @@ pub struct Policy {
     pub update_revision: Option<String>,
 }
 
-/// What to do, in this order: `demote` (labels that take the primary role away, so that no
-/// two pods carry it at any moment), then `commands`, then `relabel`, then `delete`.
+/// What to do, in this order: `demote` (labels that take the primary role from a Redis that
+/// may take writes, so that no two pods that take writes carry it at any moment), then
+/// `commands`, then `relabel`, then `retire`, then `delete`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// The pod that is (or, after the commands, will be) the primary.
@@ -362,6 +363,9 @@ pub struct Plan {
     pub demote: Vec<Relabel>,
     pub commands: Vec<(String, Command)>,
     pub relabel: Vec<Relabel>,
+    /// Labels that take the primary role from a pod whose Redis is already a read-only
+    /// replica, removed once the new primary is labelled.
+    pub retire: Vec<Relabel>,
     /// A pod of an outdated revision to delete, for the StatefulSet to recreate from the
     /// current spec: a roll, one pod at a time.
     pub delete: Option<String>,
@@ -492,19 +496,29 @@ pub fn decide(members: &[Member], policy: &Policy) -> Plan {
             role: Some(Role::Primary),
         });
     }
-    // Every other pod labelled primary loses the label first, leaving ones included: answering,
-    // it becomes a replica; silent or on its way out, it keeps no role.
+    // Every other pod labelled primary loses the label, leaving ones included: answering, it
+    // becomes a replica; silent or on its way out, it keeps no role. One whose Redis may take
+    // writes (silent, or a primary) loses it before the new primary gets it. One whose Redis
+    // is already a read-only replica (a completed handover) loses it just after: removing it
+    // first would leave the primary Service without an endpoint for a moment, which kube-proxy
+    // (at most one sync a second) can stretch into a second of connections that hang.
     let mut others: Vec<&Member> = members.iter().filter(|m| m.name != primary.name).collect();
     others.sort_by_key(|m| m.ordinal);
     for member in others.iter().filter(|m| m.label == Some(Role::Primary)) {
         let stays = !member.terminating && member.ordinal < policy.kept;
-        plan.demote.push(Relabel {
+        let relabel = Relabel {
             pod: member.name.clone(),
             role: member
                 .replication()
                 .filter(|_| stays)
                 .map(|_| Role::Replica),
-        });
+        };
+        let read_only = member.replication().is_some_and(|r| !r.is_primary());
+        if read_only && primary.label != Some(Role::Primary) {
+            plan.retire.push(relabel);
+        } else {
+            plan.demote.push(relabel);
+        }
     }
 
     for member in active.iter().filter(|m| m.name != primary.name) {
@@ -551,7 +565,8 @@ pub fn decide(members: &[Member], policy: &Policy) -> Plan {
     let settled = reasons.is_empty()
         && plan.commands.is_empty()
         && plan.relabel.is_empty()
-        && plan.demote.is_empty();
+        && plan.demote.is_empty()
+        && plan.retire.is_empty();
     next_step(
         members,
         &active,

@@ -1013,19 +1013,20 @@ async fn a_scale_down_hands_the_primary_over_before_its_pod_goes() {
         [(format!("{NAME}-2"), true), (format!("{NAME}-2"), false)],
         "writes paused on the old primary for the handover, and resumed"
     );
-    // Redis said it was done: the labels moved in the same reconcile, the old primary's first.
+    // Redis said it was done: the labels moved in the same reconcile, the new primary's first
+    // (the old one is a read-only replica by then; the Service never goes without an endpoint).
     assert_eq!(
         role_patches(&sent),
         [
             (
-                format!("{NAME}-2"),
-                Some("replica".to_owned()),
-                Some("pod-uid-2".to_owned())
-            ),
-            (
                 format!("{NAME}-0"),
                 Some("primary".to_owned()),
                 Some("pod-uid-0".to_owned())
+            ),
+            (
+                format!("{NAME}-2"),
+                Some("replica".to_owned()),
+                Some("pod-uid-2".to_owned())
             ),
         ]
     );

@@ -437,7 +437,8 @@ fn a_deleted_primary_hands_its_last_writes_over_before_a_replica_takes_over() {
     assert!(plan.demote.is_empty() && plan.relabel.is_empty());
     assert!(plan.urgent);
 
-    // Handed over: r-1 is primary, the leaving pod loses its label first.
+    // Handed over: r-1 is primary; the leaving pod, a read-only replica now, loses its label
+    // once r-1 has it.
     let members = [
         leaving(replica_of(1, 1000, true)),
         member(1, R, true, primary(1000)),
@@ -445,7 +446,8 @@ fn a_deleted_primary_hands_its_last_writes_over_before_a_replica_takes_over() {
     ];
     let plan = decide_for(&members, 3);
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
-    assert_eq!(plan.demote, [relabel(0, None)]);
+    assert!(plan.demote.is_empty());
+    assert_eq!(plan.retire, [relabel(0, None)]);
     assert_eq!(commands(&plan), [("r-2", follow(1))]);
     assert_eq!(plan.relabel, [relabel(1, P)]);
     assert_eq!(plan.change.map(|c| c.reason), Some(Reason::PrimaryLeaving));
@@ -468,7 +470,8 @@ fn a_primary_that_restarted_empty_is_replaced_by_a_replica_with_data() {
     ];
     let plan = decide_for(&members, 3);
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
-    assert_eq!(plan.demote, [relabel(0, R)], "it answers: a replica now");
+    assert!(plan.demote.is_empty(), "its Redis refuses writes");
+    assert_eq!(plan.retire, [relabel(0, R)], "it answers: a replica now");
     assert_eq!(
         commands(&plan),
         [
@@ -504,8 +507,13 @@ fn an_operator_restarted_halfway_finishes_from_what_redis_reports() {
     ];
     let plan = decide_for(&members, 3);
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
-    assert_eq!(plan.demote, [relabel(0, R)]);
     assert_eq!(plan.relabel, [relabel(1, P)]);
+    assert_eq!(
+        plan.retire,
+        [relabel(0, R)],
+        "a read-only replica: its label goes once r-1 has one"
+    );
+    assert!(plan.demote.is_empty());
     assert_eq!(commands(&plan), [("r-2", follow(1))]);
     assert_eq!(plan.change.map(|c| c.reason), Some(Reason::Switchover));
 
