@@ -15,9 +15,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::{NAME, ROLE_LABEL, Setup, TestResult, exec, wait_for};
+use crate::{NAME, ROLE_LABEL, Setup, TestResult, exec, replication_info, wait_for};
 
 /// The machine's clock, in seconds since boot (what the writer pod reads too).
 pub fn clock() -> TestResult<f64> {
@@ -208,7 +209,7 @@ impl LabelWatch {
 }
 
 /// What one fault cost, as the writer saw it.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct Figures {
     pub scenario: String,
     /// The longest time between two acknowledged writes after the fault began.
@@ -225,8 +226,8 @@ pub struct Figures {
     /// Acknowledged at any time and missing afterwards.
     pub lost: Vec<String>,
     pub most_labelled_primaries: usize,
-    /// How long two pods carried the primary label at once.
-    pub labels_overlapped: Duration,
+    /// Seconds during which two pods carried the primary label at once.
+    pub labels_overlapped: f64,
 }
 
 impl Figures {
@@ -246,7 +247,7 @@ impl Figures {
             self.lost_older_than_1s.len(),
             self.lost.len(),
             self.most_labelled_primaries,
-            self.labels_overlapped.as_secs_f64()
+            self.labels_overlapped
         );
     }
 
@@ -281,8 +282,8 @@ impl Figures {
             self.lost
         );
         assert!(
-            self.most_labelled_primaries <= 2 && self.labels_overlapped < Duration::from_secs(1),
-            "{}: {} pods labelled primary at once, for {:?}",
+            self.most_labelled_primaries <= 2 && self.labels_overlapped < 1.0,
+            "{}: {} pods labelled primary at once, for {:.2}s",
             self.scenario,
             self.most_labelled_primaries,
             self.labels_overlapped
@@ -344,7 +345,7 @@ pub fn figures(
             .collect(),
         lost: lost.iter().map(|w| w.key.clone()).collect(),
         most_labelled_primaries,
-        labels_overlapped,
+        labels_overlapped: labels_overlapped.as_secs_f64(),
     }
 }
 
@@ -500,5 +501,173 @@ mod tests {
         let present: BTreeSet<String> = ["w5", "w6"].map(String::from).into();
         let f = figures("t", &writes, 100.0, &present, (1, Duration::ZERO));
         assert_eq!(f.lost_older_than_1s, ["w1"]);
+    }
+}
+
+/// The faults the live suite and the bench inflict on a Running 3-pod cluster of `redis:7.0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The primary's pod is deleted.
+    PodDeleted,
+    /// The primary's Redis process is killed (SIGKILL): its container restarts.
+    RedisKilled,
+    /// The primary's Redis is stopped (SIGSTOP) past the failover delay, then resumed.
+    RedisStopped,
+    /// The image changes (redis:7.0 to 7.2): a roll, with a planned handover.
+    ImageRolled,
+    /// Scaled from 3 to 1 while pod 1 is primary: a planned handover to pod 0 first.
+    ScaledTo1,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [
+        Fault::PodDeleted,
+        Fault::RedisKilled,
+        Fault::RedisStopped,
+        Fault::ImageRolled,
+        Fault::ScaledTo1,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Fault::PodDeleted => "primary pod deleted",
+            Fault::RedisKilled => "primary Redis killed (container restart)",
+            Fault::RedisStopped => "primary Redis stopped (SIGSTOP)",
+            Fault::ImageRolled => "image roll (planned handover)",
+            Fault::ScaledTo1 => "scale 3 to 1 (planned handover)",
+        }
+    }
+
+    /// A planned handover, or a failover that hands over (a deleted pod's Redis still
+    /// answers): two pods may carry the label for the moment the old Redis already refuses
+    /// writes.
+    pub fn hands_over(self) -> bool {
+        matches!(
+            self,
+            Fault::PodDeleted | Fault::ImageRolled | Fault::ScaledTo1
+        )
+    }
+}
+
+/// What a fault did: its figures, and the primary before and after.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub figures: Figures,
+    pub old_primary: String,
+    pub new_primary: String,
+    /// For a stopped primary: seconds from the stop to the new primary labelled, and from the
+    /// resume to the old primary following the new one.
+    pub replaced_after: Option<f64>,
+    pub rejoined_after: Option<f64>,
+}
+
+/// Inflicts `fault` on the Running 3-pod cluster of `setup` while a writer measures, waits for
+/// the operator to recover (a transition it makes: a new primary, a restarted Redis promoted
+/// again, the new spec rolled out), and returns the figures. None where the fault cannot be
+/// made here (signals need the node's processes on this machine).
+pub async fn inflict(setup: &Setup, fault: Fault) -> TestResult<Option<Outcome>> {
+    let zero = format!("{NAME}-0");
+    if fault == Fault::ScaledTo1 && setup.assert_one_primary_and_linked_replicas().await? == zero {
+        // Make the primary a pod that the scale-down removes.
+        setup.pods.delete(&zero, &DeleteParams::default()).await?;
+        wait_primary_other_than(setup, &zero).await?;
+        setup.wait_running(3).await?;
+    }
+    let old = setup.assert_one_primary_and_linked_replicas().await?;
+    let pod = setup.pods.get(&old).await?;
+    let pid = redis_pid(&pod);
+    if matches!(fault, Fault::RedisKilled | Fault::RedisStopped) && pid.is_none() {
+        return Ok(None);
+    }
+    let pid = pid.unwrap_or_default();
+    let restarts_before = restarts(Some(&pod));
+    let measurement = Measurement::start(setup, "redis:7.0").await?;
+    let fault_at = clock()?;
+    let mut replaced_after = None;
+    let mut rejoined_after = None;
+    match fault {
+        Fault::PodDeleted => {
+            setup.pods.delete(&old, &DeleteParams::default()).await?;
+            wait_primary_other_than(setup, &old).await?;
+            setup.wait_running(3).await?;
+        }
+        Fault::RedisKilled => {
+            signal(pid, "-KILL").await?;
+            wait_for(&setup.pods, &old, "its Redis container restarted", |p| {
+                restarts(p) > restarts_before
+            })
+            .await?;
+            // It comes back unassigned: Running again means the operator gave it (or a
+            // replica) the primary role after the kill.
+            setup.wait_running(3).await?;
+        }
+        Fault::RedisStopped => {
+            signal(pid, "-STOP").await?;
+            let replaced = wait_primary_other_than(setup, &old).await;
+            replaced_after = Some(clock()? - fault_at);
+            // Resumed whatever happened, so that the namespace can go.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            signal(pid, "-CONT").await?;
+            let woke = clock()?;
+            let new = replaced?;
+            wait_follows(setup, &old, &new).await?;
+            rejoined_after = Some(clock()? - woke);
+            setup.wait_running(3).await?;
+        }
+        Fault::ImageRolled => {
+            setup
+                .patch_spec(serde_json::json!({ "image": "redis:7.2" }))
+                .await?;
+            setup.wait_running(3).await?;
+        }
+        Fault::ScaledTo1 => {
+            setup
+                .patch_spec(serde_json::json!({ "replicas": 1 }))
+                .await?;
+            setup.wait_running(1).await?;
+        }
+    }
+    let figures = measurement
+        .finish(setup, fault.describe(), fault_at)
+        .await?;
+    let new = setup.assert_one_primary_and_linked_replicas().await?;
+    Ok(Some(Outcome {
+        figures,
+        old_primary: old,
+        new_primary: new,
+        replaced_after,
+        rejoined_after,
+    }))
+}
+
+/// Restarts of a pod's first container.
+pub fn restarts(pod: Option<&Pod>) -> i32 {
+    pod.and_then(|p| p.status.as_ref())
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .map_or(0, |c| c.restart_count)
+}
+
+/// Waits until the Redis of `pod` is a replica of `primary`'s IP.
+async fn wait_follows(setup: &Setup, pod: &str, primary: &str) -> TestResult {
+    let primary_ip = setup
+        .pods
+        .get(primary)
+        .await?
+        .status
+        .and_then(|s| s.pod_ip)
+        .ok_or("no IP")?;
+    let deadline = tokio::time::Instant::now() + crate::WAIT;
+    loop {
+        let info = replication_info(&setup.namespace.name, pod).await?;
+        if info.get("role").map(String::as_str) == Some("slave")
+            && info.get("master_host") == Some(&primary_ip)
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{pod} did not follow {primary}: {info:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

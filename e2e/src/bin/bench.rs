@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use e2e::faults::Fault;
 use e2e::{
     Operator, TestNamespace, TestResult, client, free_port, http_get, reconciles_total,
     redis_cluster, request_counts,
@@ -47,6 +48,11 @@ struct Args {
     /// settled scale latency): for a cluster without a kubelet, or with the fake one paused.
     #[arg(long)]
     skip_running: bool,
+    /// Instead of the scale benchmark: the failover and handover figures on a node where pods
+    /// really run (each fault of the live suite on its own 3-pod cluster, one at a time),
+    /// beside Redis Sentinel's default detection time.
+    #[arg(long)]
+    failover: bool,
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "target/bench.json")]
     output: PathBuf,
@@ -56,6 +62,9 @@ struct Args {
 async fn main() -> TestResult {
     let mut args = Args::parse();
     let client = client().await?;
+    if args.failover {
+        return failover_figures(&args, &client).await;
+    }
     if !args.skip_running && !e2e::has_real_node(&client).await? {
         // No Redis runs in the pods (the fake kubelet): the operator gives no roles, so no
         // cluster reaches Running; the figures that need it are left out, and said to be.
@@ -66,6 +75,65 @@ async fn main() -> TestResult {
     print_table(&args, &results);
     std::fs::write(&args.output, serde_json::to_string_pretty(&results)?)?;
     println!("\nfigures written to {}", args.output.display());
+    Ok(())
+}
+
+/// Redis Sentinel's default `down-after-milliseconds`: how long a primary must not answer
+/// before Sentinel even starts a failover (which then needs a quorum of sentinels).
+const SENTINEL_DETECTION_SECONDS: f64 = 30.0;
+
+/// Each fault of the live suite on its own Running 3-pod cluster, one after the other, with a
+/// writer through the primary Service; prints and writes the figures.
+async fn failover_figures(args: &Args, client: &Client) -> TestResult {
+    if !e2e::has_real_node(client).await? {
+        return Err("--failover needs a node where pods really run (start-node.sh)".into());
+    }
+    let mut results = Vec::new();
+    for fault in Fault::ALL {
+        let Some((setup, _operator)) = e2e::Setup::sample_on_real_pods("bench-failover", 3).await?
+        else {
+            continue;
+        };
+        match e2e::faults::inflict(&setup, fault).await? {
+            Some(outcome) => results.push(outcome),
+            None => println!(
+                "{}: skipped (the node's processes are not visible here)",
+                fault.describe()
+            ),
+        }
+    }
+    println!(
+        "\n{:<44} {:>10} {:>10} {:>10} {:>8} {:>10} {:>9}",
+        "fault", "back (s)", "gap (s)", "failing", "failed", "lost >1s", "labelled"
+    );
+    for outcome in &results {
+        let f = &outcome.figures;
+        println!(
+            "{:<44} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>6}/{:<3} {:>9}",
+            f.scenario,
+            f.back_after,
+            f.longest_gap,
+            f.failing_for,
+            f.failed_writes,
+            f.lost_older_than_1s.len(),
+            f.lost.len(),
+            f.most_labelled_primaries
+        );
+    }
+    println!(
+        "\nRedis Sentinel with its defaults starts a failover only after a primary has not \
+         answered for {SENTINEL_DETECTION_SECONDS} s (down-after-milliseconds), with at least \
+         three sentinels for a quorum."
+    );
+    let output = args.output.with_file_name("bench-failover.json");
+    std::fs::write(
+        &output,
+        serde_json::to_string_pretty(&json!({
+            "sentinel_detection_seconds": SENTINEL_DETECTION_SECONDS,
+            "faults": results,
+        }))?,
+    )?;
+    println!("figures written to {}", output.display());
     Ok(())
 }
 
