@@ -225,6 +225,8 @@ pub struct Figures {
     pub lost_older_than_1s: Vec<String>,
     /// Acknowledged at any time and missing afterwards.
     pub lost: Vec<String>,
+    /// How long before the fault the earliest lost write was acknowledged (0 when none was).
+    pub loss_window: f64,
     pub most_labelled_primaries: usize,
     /// Seconds during which two pods carried the primary label at once.
     pub labels_overlapped: f64,
@@ -236,7 +238,8 @@ impl Figures {
             "figures: {}: writes back {:.2}s after the fault (longest gap between \
              acknowledged writes {:.2}s; writes failing, on and off, for {:.2}s), {} writes \
              failed, {} acknowledged, lost: {} \
-             acknowledged more than 1s before the fault, {} in all; at most {} pod(s) labelled \
+             acknowledged more than 1s before the fault, {} in all (the oldest {:.3}s before \
+             it); at most {} pod(s) labelled \
              primary at once ({:.2}s with two)",
             self.scenario,
             self.back_after,
@@ -246,6 +249,7 @@ impl Figures {
             self.acknowledged,
             self.lost_older_than_1s.len(),
             self.lost.len(),
+            self.loss_window,
             self.most_labelled_primaries,
             self.labels_overlapped
         );
@@ -344,6 +348,7 @@ pub fn figures(
             .map(|w| w.key.clone())
             .collect(),
         lost: lost.iter().map(|w| w.key.clone()).collect(),
+        loss_window: lost.iter().map(|w| fault - w.answered).fold(0.0, f64::max),
         most_labelled_primaries,
         labels_overlapped: labels_overlapped.as_secs_f64(),
     }
@@ -498,6 +503,7 @@ mod tests {
             "w2 is within the last second"
         );
         assert_eq!(f.lost, ["w2"]);
+        assert!((f.loss_window - 0.39).abs() < 1e-9, "{f:?}");
         let present: BTreeSet<String> = ["w5", "w6"].map(String::from).into();
         let f = figures("t", &writes, 100.0, &present, (1, Duration::ZERO));
         assert_eq!(f.lost_older_than_1s, ["w1"]);
@@ -517,15 +523,20 @@ pub enum Fault {
     ImageRolled,
     /// Scaled from 3 to 1 while pod 1 is primary: a planned handover to pod 0 first.
     ScaledTo1,
+    /// The primary lost with its data, as with its node: its Redis killed and its pod
+    /// force-deleted at once, so only the replicas' copies remain. What asynchronous
+    /// replication can lose.
+    PrimaryLost,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::PodDeleted,
         Fault::RedisKilled,
         Fault::RedisStopped,
         Fault::ImageRolled,
         Fault::ScaledTo1,
+        Fault::PrimaryLost,
     ];
 
     pub fn describe(self) -> &'static str {
@@ -535,12 +546,21 @@ impl Fault {
             Fault::RedisStopped => "primary Redis stopped (SIGSTOP)",
             Fault::ImageRolled => "image roll (planned handover)",
             Fault::ScaledTo1 => "scale 3 to 1 (planned handover)",
+            Fault::PrimaryLost => "primary lost with its data (killed, pod force-deleted)",
         }
     }
 
     /// A planned handover, or a failover that hands over (a deleted pod's Redis still
     /// answers): two pods may carry the label for the moment the old Redis already refuses
     /// writes.
+    /// Needs the node's processes on this machine, and root, to signal Redis.
+    pub fn signals(self) -> bool {
+        matches!(
+            self,
+            Fault::RedisKilled | Fault::RedisStopped | Fault::PrimaryLost
+        )
+    }
+
     pub fn hands_over(self) -> bool {
         matches!(
             self,
@@ -576,10 +596,11 @@ pub async fn inflict(setup: &Setup, fault: Fault) -> TestResult<Option<Outcome>>
     let old = setup.assert_one_primary_and_linked_replicas().await?;
     let pod = setup.pods.get(&old).await?;
     let pid = redis_pid(&pod);
-    if matches!(fault, Fault::RedisKilled | Fault::RedisStopped) && pid.is_none() {
+    let pid = pid.unwrap_or_default();
+    // Seen is not enough: signalling another user's process takes root (kind from a user shell).
+    if fault.signals() && (pid == 0 || signal(pid, "-0").await.is_err()) {
         return Ok(None);
     }
-    let pid = pid.unwrap_or_default();
     let restarts_before = restarts(Some(&pod));
     let measurement = Measurement::start(setup, "redis:7.0").await?;
     let fault_at = clock()?;
@@ -625,6 +646,15 @@ pub async fn inflict(setup: &Setup, fault: Fault) -> TestResult<Option<Outcome>>
                 .patch_spec(serde_json::json!({ "replicas": 1 }))
                 .await?;
             setup.wait_running(1).await?;
+        }
+        Fault::PrimaryLost => {
+            signal(pid, "-KILL").await?;
+            setup
+                .pods
+                .delete(&old, &DeleteParams::default().grace_period(0))
+                .await?;
+            wait_primary_other_than(setup, &old).await?;
+            setup.wait_running(3).await?;
         }
     }
     let figures = measurement
