@@ -125,7 +125,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
                 .collect()
         })
         .unwrap_or_default();
-    let members = roles::members(ctx, &our_pods);
+    let members = roles::members(&our_pods, &roles::recently_demoted(ctx));
     // A scale-down waits for the primary to hand over to a pod that stays.
     let kept = topology::pods_to_keep(members.iter().map(|p| &p.member), cluster.spec.replicas);
     let policy = Policy {

@@ -1,6 +1,7 @@
 //! The Redis side of a reconcile: ask each pod's Redis (I/O), decide roles (topology.rs,
 //! pure), act: role labels on the pods and `REPLICAOF` on the Redis side (I/O).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,15 +46,9 @@ pub struct PodView {
 /// The cluster's pods as topology members (not yet asked: `Seen::NoAddress`), each with where
 /// its Redis is when it is worth asking: it has an address, and it stays or is the primary on
 /// its way out (whose last writes a successor must have before it takes over).
-pub fn members(ctx: &Context, pods: &[Arc<Pod>]) -> Vec<PodView> {
-    let demoted = ctx
-        .demoted
-        .lock()
-        .map(|mut demoted| {
-            demoted.retain(|_, at| at.elapsed() < ROUTING_SETTLE);
-            demoted.clone()
-        })
-        .unwrap_or_default();
+/// `settling`: the uids of pods that lost the primary role moments ago
+/// ([`recently_demoted`]).
+pub fn members(pods: &[Arc<Pod>], settling: &HashSet<String>) -> Vec<PodView> {
     pods.iter()
         .filter_map(|pod| {
             let name = pod.name_any();
@@ -90,7 +85,7 @@ pub fn members(ctx: &Context, pods: &[Arc<Pod>]) -> Vec<PodView> {
                 terminating,
                 label,
                 revision: pod.labels().get(build::REVISION_LABEL).cloned(),
-                settling: demoted.contains_key(&uid),
+                settling: settling.contains(&uid),
                 seen: never_started.map_or(Seen::NoAddress, Seen::NeverStarted),
             };
             Some(PodView {
@@ -368,6 +363,17 @@ fn remember_change(ctx: &Context, cluster_uid: &str, plan: &Plan) -> Option<Chan
     }
 }
 
+/// The uids of pods that lost the primary role less than [`ROUTING_SETTLE`] ago.
+pub fn recently_demoted(ctx: &Context) -> HashSet<String> {
+    ctx.demoted
+        .lock()
+        .map(|mut demoted| {
+            demoted.retain(|_, at| at.elapsed() < ROUTING_SETTLE);
+            demoted.keys().cloned().collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Remembers the pods that just lost the primary role, which are not removed until traffic
 /// has moved off them.
 fn remember_demoted(
@@ -488,4 +494,36 @@ async fn relabel_all(
         }
     });
     futures::future::try_join_all(patches).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::redis_pod;
+
+    #[test]
+    fn members_say_what_the_decision_needs_of_each_pod() {
+        let mut primary = redis_pod(0, true, Some(Role::Primary));
+        primary.metadata.deletion_timestamp = primary.metadata.creation_timestamp.clone();
+        primary
+            .labels_mut()
+            .insert(build::REVISION_LABEL.to_owned(), "rev-1".to_owned());
+        let mut evicted = redis_pod(1, false, Some(Role::Replica));
+        evicted.status.as_mut().unwrap().phase = Some("Failed".to_owned());
+        let replica = redis_pod(2, true, Some(Role::Replica));
+        let pods = [primary, evicted, replica].map(Arc::new);
+        let settling = HashSet::from(["pod-uid-2".to_owned()]);
+        let views = members(&pods, &settling);
+        let [leaving, finished, settled] = &views[..] else {
+            panic!("{} members", views.len())
+        };
+        // A primary on its way out is still asked: its last writes are handed over.
+        assert!(leaving.member.terminating && leaving.target.is_some());
+        assert_eq!(leaving.member.revision.as_deref(), Some("rev-1"));
+        // A pod that will never run again counts as leaving, and a replica leaving is not
+        // asked.
+        assert!(finished.member.terminating && finished.target.is_none());
+        assert!(settled.member.settling && settled.target.is_some());
+        assert_eq!(settled.uid, "pod-uid-2");
+    }
 }

@@ -30,9 +30,10 @@ pub fn keep<K>(_: &mut K) {}
 /// Pods are cached to find which cluster they belong to, where their Redis is, which role it
 /// has, whether one is stuck and why one is not ready: keep the name, namespace, uid, controller
 /// reference, instance,
-/// revision and role labels, creation and deletion time, the pod IP, the ContainersReady and
-/// PodScheduled conditions, and, of each container that waits or has restarted, its waiting
-/// state, restart count and last termination.
+/// revision and role labels, creation and deletion time, the pod IP, a phase that means it
+/// will never run again (Failed, Succeeded: an evicted primary is replaced at once), the
+/// ContainersReady and PodScheduled conditions, and, of each container that waits or has
+/// restarted, its waiting state, restart count and last termination.
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     pod.metadata = ObjectMeta {
@@ -74,6 +75,9 @@ pub fn pod(pod: &mut Pod) {
         container_statuses: waiting_or_restarted(status.container_statuses),
         init_container_statuses: waiting_or_restarted(status.init_container_statuses),
         pod_ip: status.pod_ip,
+        phase: status
+            .phase
+            .filter(|phase| matches!(phase.as_str(), "Failed" | "Succeeded")),
         ..PodStatus::default()
     });
 }

@@ -166,6 +166,14 @@ fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
     assert_eq!(kept, ["ContainersReady", "PodScheduled"]);
     // Only the waiting container is kept.
     assert_eq!(status.container_statuses.as_ref().unwrap().len(), 1);
+    // A phase only when the pod will never run again.
+    assert_eq!(status.phase, None);
+    let mut evicted = full_pod(1, "ImagePullBackOff");
+    evicted.status.as_mut().unwrap().phase = Some("Failed".to_owned());
+    assert_eq!(
+        trimmed(evicted).status.unwrap().phase.as_deref(),
+        Some("Failed")
+    );
     // A real pod of ours is 4-5 KB as the API server sends it (this fixture is a small one);
     // what is cached stays a few hundred bytes whatever the pod carries.
     let size = serde_json::to_vec(&pod).unwrap().len();
