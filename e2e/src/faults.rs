@@ -255,6 +255,29 @@ impl Figures {
         );
     }
 
+    /// The header of [`Figures::table_row`].
+    pub fn table_header() -> String {
+        format!(
+            "{:<56} {:>8} {:>8} {:>8} {:>7} {:>12} {:>9}",
+            "fault", "back (s)", "gap (s)", "failing", "failed", "lost >1s/all", "labelled"
+        )
+    }
+
+    /// The figures as one row of a table.
+    pub fn table_row(&self) -> String {
+        format!(
+            "{:<56} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>8}/{:<3} {:>9}",
+            self.scenario,
+            self.back_after,
+            self.longest_gap,
+            self.failing_for,
+            self.failed_writes,
+            self.lost_older_than_1s.len(),
+            self.lost.len(),
+            self.most_labelled_primaries
+        )
+    }
+
     /// What a failover guarantees whatever the machine's speed: no acknowledged key older than
     /// 1 s lost, never two pods labelled primary (the old one may still take writes).
     pub fn assert_no_loss_and_one_primary(&self) {

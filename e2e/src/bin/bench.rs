@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use e2e::faults::Fault;
+use e2e::faults::{Fault, Figures};
 use e2e::{
     Operator, TestNamespace, TestResult, client, free_port, http_get, reconciles_total,
     redis_cluster, request_counts,
@@ -102,23 +102,9 @@ async fn failover_figures(args: &Args, client: &Client) -> TestResult {
             ),
         }
     }
-    println!(
-        "\n{:<56} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9}",
-        "fault", "back (s)", "gap (s)", "failing", "failed", "lost >1s/all", "labelled"
-    );
+    println!("\n{}", Figures::table_header());
     for outcome in &results {
-        let f = &outcome.figures;
-        println!(
-            "{:<56} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>8}/{:<3} {:>9}",
-            f.scenario,
-            f.back_after,
-            f.longest_gap,
-            f.failing_for,
-            f.failed_writes,
-            f.lost_older_than_1s.len(),
-            f.lost.len(),
-            f.most_labelled_primaries
-        );
+        println!("{}", outcome.figures.table_row());
     }
     println!(
         "{:<56} {:>8.2}   (detection alone, before any failover)",
