@@ -674,7 +674,8 @@ fn choose<'a>(
             return Choice::Hold {
                 primary: None,
                 outage: Outage::NoQuorum,
-                urgent: true,
+                // It may last: looked at again at the probe interval, not four times a second.
+                urgent: false,
             };
         }
         return match successor(active, silent, reasons) {
@@ -687,7 +688,8 @@ fn choose<'a>(
             None => Choice::Hold {
                 primary: None,
                 outage: Outage::NoCandidate,
-                urgent: true,
+                // It may last: looked at again at the probe interval, not four times a second.
+                urgent: false,
             },
         };
     }
@@ -702,7 +704,8 @@ fn choose<'a>(
             return Choice::Hold {
                 primary: None,
                 outage: Outage::NoCandidate,
-                urgent: true,
+                // It may last: looked at again at the probe interval, not four times a second.
+                urgent: false,
             };
         };
         // Still answering as primary (its pod was deleted a moment ago, and it may still take

@@ -381,6 +381,10 @@ fn no_promotion_without_a_majority_of_pods_answering() {
     assert!(plan.commands.is_empty() && plan.relabel.is_empty() && plan.demote.is_empty());
     assert_eq!(plan.outage, Some(Outage::NoQuorum));
     assert!(
+        !plan.urgent,
+        "it may last: looked at again at the probe interval"
+    );
+    assert!(
         plan.waiting
             .as_deref()
             .is_some_and(|w| w.contains("only 1 of 3 pods answer")),
