@@ -228,3 +228,63 @@ async fn a_cluster_of_the_previous_release_is_adopted_with_its_data() -> TestRes
     setup.assert_every_pod_holds(&keys).await?;
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn a_statefulset_of_the_previous_release_switches_to_on_delete_without_a_restart()
+-> TestResult {
+    let Some((setup, _operator)) = Setup::sample_on_real_pods("upgrade-strategy", 3).await? else {
+        return Ok(());
+    };
+    let pods_before: Vec<(String, String)> = setup
+        .live_pods()
+        .await?
+        .iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    let statuses = StatusLog::start(&setup.clusters, NAME);
+    // What the previous release left: RollingUpdate, the partition owned by another writer
+    // than the operator's apply (it created the StatefulSet), so an apply cannot drop it.
+    let previous = json!({"spec": {"updateStrategy": {
+        "type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}});
+    setup
+        .statefulsets
+        .patch(
+            NAME,
+            &PatchParams {
+                field_manager: Some("previous-release".to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&previous),
+        )
+        .await?;
+    wait_for(
+        &setup.statefulsets,
+        NAME,
+        "switched to OnDelete",
+        |sts: Option<&k8s_openapi::api::apps::v1::StatefulSet>| {
+            sts.and_then(|s| s.spec.as_ref())
+                .and_then(|s| s.update_strategy.as_ref())
+                .is_some_and(|u| {
+                    u.type_.as_deref() == Some("OnDelete") && u.rolling_update.is_none()
+                })
+        },
+    )
+    .await?;
+    setup.wait_running(3).await?;
+    let seen = statuses.stop();
+    assert!(
+        seen.iter()
+            .filter_map(|c| c.status.as_ref())
+            .all(|s| s.phase != Phase::Failed),
+        "never Failed (the API server refuses rollingUpdate beside OnDelete)"
+    );
+    let pods_after: Vec<(String, String)> = setup
+        .live_pods()
+        .await?
+        .iter()
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+        .collect();
+    assert_eq!(pods_after, pods_before, "no pod was replaced");
+    Ok(())
+}

@@ -360,6 +360,17 @@ pub fn immutable_changes(desired: &StatefulSet, observed: &StatefulSet) -> Vec<&
     changed
 }
 
+/// Whether the StatefulSet leaves pod replacement to the operator (`OnDelete`); Kubernetes
+/// defaults a missing strategy to `RollingUpdate`.
+pub fn is_on_delete(statefulset: &StatefulSet) -> bool {
+    statefulset
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.update_strategy.as_ref())
+        .and_then(|strategy| strategy.type_.as_deref())
+        == Some("OnDelete")
+}
+
 /// The image of the Redis container in a StatefulSet, if it has one.
 pub fn redis_image(statefulset: &StatefulSet) -> Option<&str> {
     statefulset

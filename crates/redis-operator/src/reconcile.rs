@@ -157,7 +157,13 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
                 return Ok(ChildOutcome::Recreating(changes));
             }
         }
-        let observed = observed_statefulset.as_deref();
+        let migrated = match observed_ours {
+            Some(sts) if !build::is_on_delete(sts) => {
+                Some(switch_to_on_delete(&statefulsets, sts).await?)
+            }
+            _ => None,
+        };
+        let observed = migrated.as_ref().or(observed_statefulset.as_deref());
         ensure_child(&statefulsets, observed, &desired_statefulset, &uid).await
     };
     let service_steps = desired_services.iter().map(|desired| {
@@ -402,6 +408,27 @@ async fn orphan(api: &Api<StatefulSet>, sts: &StatefulSet) -> Result<()> {
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
     }
+}
+
+/// Switches a StatefulSet of an earlier release (`RollingUpdate`, with the API server's
+/// default `rollingUpdate.partition`) to `OnDelete`. An apply cannot do it: that earlier
+/// release created the StatefulSet, so the partition is not the apply's to drop, and the API
+/// server refuses `rollingUpdate` beside `OnDelete`. A merge patch removes it. The pod
+/// template is untouched: no pod restarts. The uid is a precondition.
+async fn switch_to_on_delete(api: &Api<StatefulSet>, sts: &StatefulSet) -> Result<StatefulSet> {
+    let patch = serde_json::json!({
+        "metadata": { "uid": sts.uid() },
+        "spec": { "updateStrategy": { "type": "OnDelete", "rollingUpdate": null } }
+    });
+    let patched = api
+        .patch(
+            &sts.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    info!(statefulset = %sts.name_any(), "update strategy switched to OnDelete");
+    Ok(patched)
 }
 
 /// Server-side apply, forced: fields we own that someone else changed are taken back.

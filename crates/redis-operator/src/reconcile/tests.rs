@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Client;
 use kube::client::Body;
@@ -1182,4 +1184,42 @@ async fn a_roll_deletes_one_outdated_replica_at_a_time_with_a_uid_precondition()
     assert!(deletes[0].path.ends_with(&format!("/pods/{NAME}-2")));
     assert_eq!(deletes[0].body["preconditions"]["uid"], "pod-uid-2");
     assert!(harness.redis.ran().is_empty() && role_patches(&sent).is_empty());
+}
+
+#[tokio::test]
+async fn a_statefulset_of_the_previous_release_switches_to_on_delete_without_a_roll() {
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let running = settled(cluster, sts.clone()).await;
+    // As the previous release created it: RollingUpdate, with the server's default partition.
+    let mut previous = sts;
+    previous.spec.as_mut().unwrap().update_strategy = Some(StatefulSetUpdateStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(RollingUpdateStatefulSetStrategy {
+            partition: Some(0),
+            ..RollingUpdateStatefulSetStrategy::default()
+        }),
+    });
+    let harness = Harness::new(healthy).with_children(&running, previous);
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(result.is_ok(), "{result:?}");
+    let writes = writes_to(&sent, "statefulsets");
+    assert_eq!(
+        writes.len(),
+        1,
+        "one merge patch, then nothing to apply: {writes:#?}"
+    );
+    assert_eq!(
+        writes[0].body["spec"]["updateStrategy"],
+        json!({"type": "OnDelete", "rollingUpdate": null})
+    );
+    assert_eq!(
+        writes[0].body["metadata"]["uid"],
+        crate::fixtures::STATEFULSET_UID
+    );
+    assert!(
+        writes[0].body["spec"].get("template").is_none(),
+        "the pod template is not touched: no pod restarts"
+    );
+    assert!(sent.iter().all(|s| s.method != "DELETE"));
 }
