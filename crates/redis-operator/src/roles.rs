@@ -394,8 +394,15 @@ fn remember_demoted(
 /// did not catch up in time) paused writes for nothing, and must not be repeated at every look.
 const HANDOVER_RETRY: Duration = Duration::from_secs(30);
 
-/// Drops a handover from the plan if one failed for this cluster lately.
+/// Drops a handover from the plan if one failed for this cluster lately. A change of primary
+/// is a new situation: a handover that failed before it (a leaving primary whose Redis exited
+/// halfway, the common case) does not hold back the next one.
 fn hold_back_handover(ctx: &Context, cluster_uid: &str, plan: &mut Plan) {
+    if plan.change.is_some()
+        && let Ok(mut failed) = ctx.failed_handovers.lock()
+    {
+        failed.remove(cluster_uid);
+    }
     let Some(index) = plan
         .commands
         .iter()
