@@ -294,9 +294,7 @@ impl Figures {
             self.most_labelled_primaries
         );
     }
-}
 
-impl Figures {
     /// What a handover guarantees: nothing acknowledged is lost (an old primary that took
     /// writes beside the new one would lose them when it resyncs from it), and two pods carry
     /// the label only between the new primary's label and the old one's removal, when the old
@@ -573,21 +571,11 @@ impl Fault {
         }
     }
 
-    /// A planned handover, or a failover that hands over (a deleted pod's Redis still
-    /// answers): two pods may carry the label for the moment the old Redis already refuses
-    /// writes.
     /// Needs the node's processes on this machine, and root, to signal Redis.
     pub fn signals(self) -> bool {
         matches!(
             self,
             Fault::RedisKilled | Fault::RedisStopped | Fault::PrimaryLost
-        )
-    }
-
-    pub fn hands_over(self) -> bool {
-        matches!(
-            self,
-            Fault::PodDeleted | Fault::ImageRolled | Fault::ScaledTo1
         )
     }
 }
@@ -618,9 +606,8 @@ pub async fn inflict(setup: &Setup, fault: Fault) -> TestResult<Option<Outcome>>
     }
     let old = setup.assert_one_primary_and_linked_replicas().await?;
     let pod = setup.pods.get(&old).await?;
-    let pid = redis_pid(&pod);
-    let pid = pid.unwrap_or_default();
     // Seen is not enough: signalling another user's process takes root (kind from a user shell).
+    let pid = redis_pid(&pod).unwrap_or_default();
     if fault.signals() && (pid == 0 || signal(pid, "-0").await.is_err()) {
         return Ok(None);
     }
@@ -694,7 +681,7 @@ pub async fn inflict(setup: &Setup, fault: Fault) -> TestResult<Option<Outcome>>
 }
 
 /// Restarts of a pod's first container.
-pub fn restarts(pod: Option<&Pod>) -> i32 {
+fn restarts(pod: Option<&Pod>) -> i32 {
     pod.and_then(|p| p.status.as_ref())
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|c| c.first())

@@ -17,23 +17,23 @@ mod failover {
 
     /// A Running 3-pod sample in its own namespace, the fault inflicted; None (said) where
     /// pods do not really run or the fault cannot be made here.
-    async fn run(test: &str, fault: Fault) -> TestResult<Option<Outcome>> {
+    async fn run(test: &str, fault: Fault) -> TestResult<Option<(Setup, Outcome)>> {
         let Some((setup, _operator)) = Setup::sample_on_real_pods(test, 3).await? else {
             return Ok(None);
         };
-        let outcome = inflict(&setup, fault).await?;
-        if outcome.is_none() {
+        let Some(outcome) = inflict(&setup, fault).await? else {
             eprintln!(
                 "skipped: this test cannot signal the node's processes (they run elsewhere, or it is not root)"
             );
-        }
-        Ok(outcome)
+            return Ok(None);
+        };
+        Ok(Some((setup, outcome)))
     }
 
     #[tokio::test]
     #[ignore = "live: needs a cluster (make e2e-local)"]
     async fn a_deleted_primary_pod_fails_over_within_seconds_without_losing_writes() -> TestResult {
-        let Some(outcome) = run("failover-delete", Fault::PodDeleted).await? else {
+        let Some((_setup, outcome)) = run("failover-delete", Fault::PodDeleted).await? else {
             return Ok(());
         };
         let figures = &outcome.figures;
@@ -53,7 +53,7 @@ mod failover {
     #[ignore = "live: needs a cluster (make e2e-local)"]
     async fn a_killed_primary_redis_is_serving_again_within_seconds_with_every_write() -> TestResult
     {
-        let Some(outcome) = run("failover-kill", Fault::RedisKilled).await? else {
+        let Some((_setup, outcome)) = run("failover-kill", Fault::RedisKilled).await? else {
             return Ok(());
         };
         let figures = &outcome.figures;
@@ -75,7 +75,7 @@ mod failover {
     #[tokio::test]
     #[ignore = "live: needs a cluster (make e2e-local)"]
     async fn a_hung_primary_is_replaced_and_rejoins_as_a_replica_when_it_wakes() -> TestResult {
-        let Some(outcome) = run("failover-hung", Fault::RedisStopped).await? else {
+        let Some((_setup, outcome)) = run("failover-hung", Fault::RedisStopped).await? else {
             return Ok(());
         };
         let figures = &outcome.figures;
@@ -106,10 +106,7 @@ mod failover {
     #[ignore = "live: needs a cluster (make e2e-local)"]
     async fn an_image_roll_hands_the_primary_over_with_under_two_seconds_of_failed_writes()
     -> TestResult {
-        let Some((setup, _operator)) = Setup::sample_on_real_pods("failover-roll", 3).await? else {
-            return Ok(());
-        };
-        let Some(outcome) = inflict(&setup, Fault::ImageRolled).await? else {
+        let Some((setup, outcome)) = run("failover-roll", Fault::ImageRolled).await? else {
             return Ok(());
         };
         for pod in setup.live_pods().await? {
@@ -137,7 +134,7 @@ mod failover {
     #[tokio::test]
     #[ignore = "live: needs a cluster (make e2e-local)"]
     async fn scaling_3_to_1_hands_the_primary_over_to_pod_0_first() -> TestResult {
-        let Some(outcome) = run("failover-scale", Fault::ScaledTo1).await? else {
+        let Some((_setup, outcome)) = run("failover-scale", Fault::ScaledTo1).await? else {
             return Ok(());
         };
         assert_ne!(outcome.old_primary, format!("{NAME}-0"));
@@ -155,7 +152,7 @@ mod failover {
     #[tokio::test]
     #[ignore = "live: needs a cluster (make e2e-local)"]
     async fn a_primary_lost_with_its_data_loses_at_most_the_last_moment_of_writes() -> TestResult {
-        let Some(outcome) = run("failover-lost", Fault::PrimaryLost).await? else {
+        let Some((_setup, outcome)) = run("failover-lost", Fault::PrimaryLost).await? else {
             return Ok(());
         };
         let figures = &outcome.figures;

@@ -15,7 +15,7 @@ use crate::MANAGER;
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::pod_redis::RedisAccess;
-use crate::topology::Change;
+use crate::roles::Recollection;
 
 /// Tunables of the reconcile loop, from the command line.
 #[derive(Clone, Debug)]
@@ -60,18 +60,13 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The pods' Redis.
     pub redis: Arc<dyn RedisAccess>,
-    /// Per cluster (by uid): when its primary was first seen in trouble, for the failover
-    /// duration metric. Only a measurement: no decision reads it.
-    pub primary_trouble: Mutex<HashMap<String, Instant>>,
-    /// Per cluster (by uid): the last change of primary, for the status while the cached
-    /// RedisCluster does not show it yet. Only for the condition's text: no decision reads it.
-    pub primary_changes: Mutex<HashMap<String, Change>>,
+    /// Per cluster (by uid): what the Redis side remembers between reconciles, for the
+    /// failover-duration metric, the status text while the cache lags, and the pace of
+    /// handover retries (`roles::Recollection`). No role decision reads it.
+    pub recollections: Mutex<HashMap<String, Recollection>>,
     /// Pods (by uid) that lost the primary role lately, and when: not deleted until traffic
     /// has moved off them.
     pub demoted: Mutex<HashMap<String, Instant>>,
-    /// Per cluster (by uid): when a handover last failed, so that it is not repeated at every
-    /// look.
-    pub failed_handovers: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -94,10 +89,8 @@ impl Context {
             backoff: Backoff::standard(),
             metrics,
             redis,
-            primary_trouble: Mutex::default(),
-            primary_changes: Mutex::default(),
+            recollections: Mutex::default(),
             demoted: Mutex::default(),
-            failed_handovers: Mutex::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The Redis side of a reconcile: ask each pod's Redis (I/O), decide roles (topology.rs,
-//! pure), act: role labels on the pods and `REPLICAOF` on the Redis side (I/O).
+//! The Redis side of a reconcile: ask each pod's Redis (I/O), decide roles, failovers,
+//! handovers and the next pod of a roll (topology.rs, pure), act: role labels on the pods,
+//! `REPLICAOF` and handovers on the Redis side, deletes of outdated pods (I/O).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,8 +19,7 @@ use crate::error::Result;
 use crate::pod_redis::{PodAddress, Unanswered};
 use crate::status::{self, STUCK_REASONS};
 use crate::topology::{
-    self, Change, Command, HANDOVER_PAUSE_MS, Member, Outage, Plan, Policy, Reason, Relabel, Role,
-    Seen,
+    self, Change, Command, HANDOVER_PAUSE_MS, Member, Outage, Plan, Policy, Relabel, Role, Seen,
 };
 
 /// What the Redis side of one reconcile found and did.
@@ -223,15 +223,24 @@ async fn round(
     let started = Instant::now();
     let pods = probe(ctx, pods).await;
     let reachable = pods.iter().any(|p| p.target.is_some());
-    let members: Vec<Member> = pods.iter().map(|p| p.member.clone()).collect();
+    // The members go to the decision; where each pod is stays here, by the same index.
+    let (members, handles): (Vec<Member>, Vec<(String, Option<PodAddress>)>) = pods
+        .into_iter()
+        .map(|p| (p.member, (p.uid, p.target)))
+        .unzip();
     let mut plan = topology::decide(&members, policy);
-    let trouble_seen = note_trouble(ctx, cluster_uid, &plan);
-    let pod_named = |name: &str| pods.iter().find(|p| p.member.name == name);
-    let target_of = |name: &str| pod_named(name).and_then(|p| p.target.as_ref());
-    let uid_of = |name: &str| pod_named(name).map(|p| p.uid.clone());
+    let handle_of = |name: &str| {
+        let index = members.iter().position(|m| m.name == name)?;
+        Some(&handles[index])
+    };
+    let target_of = |name: &str| handle_of(name).and_then(|(_, target)| target.as_ref());
+    let uid_of = |name: &str| handle_of(name).map(|(uid, _)| uid.clone());
     let api = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
 
-    hold_back_handover(ctx, cluster_uid, &mut plan);
+    let trouble_seen = recall(ctx, cluster_uid, |r| {
+        r.hold_back_handover(&mut plan);
+        r.note_trouble(&plan)
+    });
     // No moment with two pods labelled primary: the old one loses the label first.
     relabel_all(&api, &plan.demote, &uid_of).await?;
     remember_demoted(ctx, &plan.demote, &uid_of);
@@ -255,10 +264,10 @@ async fn round(
         match result {
             Ok(()) => info!(%pod, %command, "sent to Redis"),
             Err(why) => {
-                if matches!(command, Command::HandOver { .. })
-                    && let Ok(mut failed) = ctx.failed_handovers.lock()
-                {
-                    failed.insert(cluster_uid.to_owned(), Instant::now());
+                if matches!(command, Command::HandOver { .. }) {
+                    recall(ctx, cluster_uid, |r| {
+                        r.handover_failed = Some(Instant::now())
+                    });
                 }
                 if command == Command::Promote {
                     plan.primary = None;
@@ -291,32 +300,19 @@ async fn round(
         .any(|(pod, command)| matches!(command, Command::HandOver { .. }) && !failed.contains(pod));
 
     let mut events = Vec::new();
-    // A reconcile that still sees the old labels in the cache decides the same change again
-    // (and its patches change nothing): counted and told once.
-    let repeated = plan.change.as_ref().is_some_and(|change| {
-        ctx.primary_changes.lock().is_ok_and(|changes| {
-            changes.get(cluster_uid).is_some_and(|last| {
-                (&last.from, &last.to, last.reason) == (&change.from, &change.to, change.reason)
-            })
-        })
-    });
-    let new_change = plan
-        .change
-        .as_ref()
-        .filter(|_| plan.primary.is_some() && !repeated);
-    if let Some(change) = new_change {
+    let (primary_change, new_change) = recall(ctx, cluster_uid, |r| r.note_change(&plan));
+    if let Some(change) = plan.change.as_ref().filter(|_| new_change) {
         info!(from = ?change.from, to = %change.to, reason = ?change.reason, "primary changed");
-        let failover = change.reason.metric_label();
-        if let Some(reason) = failover {
+        if let Some(reason) = change.reason.metric_label() {
             // From the first sign of trouble: remembered, or as long as the silence that
             // decided it, before this reconcile began.
             let since = trouble_seen
                 .unwrap_or_else(|| started.checked_sub(change.trouble).unwrap_or(started));
-            let duration = (change.reason != Reason::Switchover).then(|| since.elapsed());
+            let duration = change.reason.is_failover().then(|| since.elapsed());
             ctx.metrics.failed_over(reason, duration);
         }
         events.push(Event {
-            type_: if failover.is_some() && change.reason != Reason::Switchover {
+            type_: if change.reason.is_failover() {
                 EventType::Warning
             } else {
                 EventType::Normal
@@ -335,7 +331,6 @@ async fn round(
             }),
         });
     }
-    let primary_change = remember_change(ctx, cluster_uid, &plan);
     Ok(Round {
         roles: Roles {
             plan,
@@ -347,20 +342,111 @@ async fn round(
     })
 }
 
-/// The change that made the plan's primary: this plan's, or the last one remembered for the
-/// cluster if it made the same primary.
-fn remember_change(ctx: &Context, cluster_uid: &str, plan: &Plan) -> Option<Change> {
-    let mut changes = ctx.primary_changes.lock().ok()?;
-    match (&plan.change, plan.primary.as_deref()) {
-        (Some(change), Some(_)) => {
-            changes.insert(cluster_uid.to_owned(), change.clone());
-            Some(change.clone())
-        }
-        (_, primary) => changes
-            .get(cluster_uid)
-            .filter(|change| Some(change.to.as_str()) == primary)
-            .cloned(),
+/// What the Redis side remembers of one cluster between reconciles. A restarted operator
+/// starts with nothing, which only delays a measurement or a retry.
+#[derive(Default)]
+pub struct Recollection {
+    /// When the primary was first seen in trouble (silent, leaving, no quorum...).
+    trouble_since: Option<Instant>,
+    /// The last change of primary this operator made, and when.
+    last_change: Option<(Change, Instant)>,
+    /// When a handover last failed.
+    handover_failed: Option<Instant>,
+}
+
+/// How long a change of primary is remembered: the cached status shows it well before.
+const REMEMBER_CHANGE: Duration = Duration::from_secs(60);
+
+impl Recollection {
+    /// Nothing left worth keeping (so that clusters that are gone are forgotten).
+    fn is_empty(&self) -> bool {
+        self.trouble_since.is_none()
+            && self
+                .last_change
+                .as_ref()
+                .is_none_or(|(_, at)| at.elapsed() >= REMEMBER_CHANGE)
+            && self
+                .handover_failed
+                .is_none_or(|at| at.elapsed() >= HANDOVER_RETRY)
     }
+
+    /// Notes whether the primary is in trouble, and returns when the trouble began if this
+    /// plan replaces it (forgetting it then, or when the trouble is over).
+    fn note_trouble(&mut self, plan: &Plan) -> Option<Instant> {
+        let in_trouble = matches!(
+            plan.outage,
+            Some(
+                Outage::PrimaryNotAnswering
+                    | Outage::NoQuorum
+                    | Outage::NoCandidate
+                    | Outage::PrimaryLeaving
+            )
+        );
+        if in_trouble {
+            self.trouble_since.get_or_insert_with(Instant::now);
+            return None;
+        }
+        let began = self.trouble_since.take();
+        began.filter(|_| plan.change.as_ref().is_some_and(|c| c.reason.is_failover()))
+    }
+
+    /// Drops a handover from the plan if one failed lately. A change of primary is a new
+    /// situation: a handover that failed before it (a leaving primary whose Redis exited
+    /// halfway, the common case) does not hold back the next one.
+    fn hold_back_handover(&mut self, plan: &mut Plan) {
+        if plan.change.is_some() {
+            self.handover_failed = None;
+        }
+        let failed_lately = self
+            .handover_failed
+            .is_some_and(|at| at.elapsed() < HANDOVER_RETRY);
+        let handover = plan
+            .commands
+            .iter()
+            .position(|(_, command)| matches!(command, Command::HandOver { .. }));
+        if let (true, Some(index)) = (failed_lately, handover) {
+            let (pod, _) = plan.commands.remove(index);
+            plan.waiting = Some(format!(
+                "the primary {pod} hands over again {}s after the last attempt failed",
+                HANDOVER_RETRY.as_secs()
+            ));
+        }
+    }
+
+    /// The change that made the plan's primary (this plan's, or the last one remembered if it
+    /// made the same primary), and whether this plan's is new. A reconcile that still sees the
+    /// old labels in the cache decides the same change again (its patches change nothing): it
+    /// is counted and told once.
+    fn note_change(&mut self, plan: &Plan) -> (Option<Change>, bool) {
+        match (&plan.change, plan.primary.as_deref()) {
+            (Some(change), Some(_)) => {
+                let repeated = self.last_change.as_ref().is_some_and(|(last, _)| {
+                    (&last.from, &last.to, last.reason) == (&change.from, &change.to, change.reason)
+                });
+                self.last_change = Some((change.clone(), Instant::now()));
+                (Some(change.clone()), !repeated)
+            }
+            (_, primary) => {
+                let remembered = self
+                    .last_change
+                    .as_ref()
+                    .map(|(change, _)| change)
+                    .filter(|change| Some(change.to.as_str()) == primary);
+                (remembered.cloned(), false)
+            }
+        }
+    }
+}
+
+/// Runs `f` on the cluster's recollection, forgetting the clusters that have nothing left
+/// worth keeping.
+fn recall<T>(ctx: &Context, cluster_uid: &str, f: impl FnOnce(&mut Recollection) -> T) -> T {
+    let mut recollections = ctx
+        .recollections
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    recollections.retain(|uid, r| uid == cluster_uid || !r.is_empty());
+    f(recollections.entry(cluster_uid.to_owned()).or_default())
 }
 
 /// The uids of pods that lost the primary role less than [`ROUTING_SETTLE`] ago.
@@ -393,66 +479,6 @@ fn remember_demoted(
 /// How long after a handover failed another is tried: one that did not complete (the replica
 /// did not catch up in time) paused writes for nothing, and must not be repeated at every look.
 const HANDOVER_RETRY: Duration = Duration::from_secs(30);
-
-/// Drops a handover from the plan if one failed for this cluster lately. A change of primary
-/// is a new situation: a handover that failed before it (a leaving primary whose Redis exited
-/// halfway, the common case) does not hold back the next one.
-fn hold_back_handover(ctx: &Context, cluster_uid: &str, plan: &mut Plan) {
-    if plan.change.is_some()
-        && let Ok(mut failed) = ctx.failed_handovers.lock()
-    {
-        failed.remove(cluster_uid);
-    }
-    let Some(index) = plan
-        .commands
-        .iter()
-        .position(|(_, command)| matches!(command, Command::HandOver { .. }))
-    else {
-        return;
-    };
-    let failed_lately = ctx.failed_handovers.lock().is_ok_and(|failed| {
-        failed
-            .get(cluster_uid)
-            .is_some_and(|at| at.elapsed() < HANDOVER_RETRY)
-    });
-    if failed_lately {
-        let (pod, _) = plan.commands.remove(index);
-        plan.waiting = Some(format!(
-            "the primary {pod} hands over again {}s after the last attempt failed",
-            HANDOVER_RETRY.as_secs()
-        ));
-    }
-}
-
-/// Remembers when the cluster's primary was first seen in trouble, and returns that moment
-/// when this plan replaces the primary (forgetting it then, or when the trouble is over).
-fn note_trouble(ctx: &Context, cluster_uid: &str, plan: &Plan) -> Option<Instant> {
-    let failing_over = plan
-        .change
-        .as_ref()
-        .is_some_and(|c| !matches!(c.reason, Reason::Elected | Reason::Switchover));
-    let in_trouble = matches!(
-        plan.outage,
-        Some(
-            Outage::PrimaryNotAnswering
-                | Outage::NoQuorum
-                | Outage::NoCandidate
-                | Outage::PrimaryLeaving
-        )
-    );
-    let mut troubles = ctx.primary_trouble.lock().ok()?;
-    if in_trouble {
-        troubles
-            .entry(cluster_uid.to_owned())
-            .or_insert_with(Instant::now);
-        None
-    } else if failing_over {
-        troubles.remove(cluster_uid)
-    } else {
-        troubles.remove(cluster_uid);
-        None
-    }
-}
 
 /// Deletes a pod of an outdated revision for the StatefulSet to recreate (with `OnDelete`,
 /// it never replaces one itself). The uid precondition spares a pod recreated meanwhile.

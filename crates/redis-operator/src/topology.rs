@@ -261,6 +261,12 @@ impl Reason {
         }
     }
 
+    /// A primary replaced because it failed (not a first election, not a planned handover):
+    /// timed from the first sign of trouble, and a warning.
+    pub fn is_failover(self) -> bool {
+        !matches!(self, Reason::Elected | Reason::Switchover)
+    }
+
     /// For the `PrimaryAvailable` condition's reason.
     pub fn condition_reason(self) -> &'static str {
         match self {
@@ -321,7 +327,8 @@ pub enum Outage {
     NoCandidate,
     /// The leaving primary's last writes are still reaching the replica that takes over.
     PrimaryLeaving,
-    /// A planned handover is under way (writes are paused for it).
+    /// A Redis `FAILOVER` (someone else's: the operator hands over with its own steps) is under
+    /// way on the primary.
     SwitchingOver,
 }
 
@@ -420,8 +427,9 @@ enum Choice<'a> {
 ///   that answered holds data, no choice is made until every pod answers.
 /// - Every other answering pod follows the primary's IP.
 /// - Once every pod is ready in its role: pods of an outdated revision are deleted one at a
-///   time, replicas first; the primary hands over (`FAILOVER`) to an in-sync, updated replica
-///   before its own pod is replaced, and before a scale-down removes its ordinal.
+///   time, replicas first; the primary hands over ([`Command::HandOver`]) to an in-sync,
+///   updated replica before its own pod is replaced, and before a scale-down removes its
+///   ordinal.
 pub fn decide(members: &[Member], policy: &Policy) -> Plan {
     let mut active: Vec<&Member> = members
         .iter()
