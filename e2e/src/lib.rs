@@ -505,6 +505,42 @@ impl Setup {
         Ok(())
     }
 
+    /// After a fault inflicted while `log` recorded the cluster: waits until the operator
+    /// noticed (a status other than Running), then until it is Running with `ready` pods and
+    /// serving as one primary with linked replicas.
+    pub async fn wait_recovered(&self, log: StatusLog, ready: i32) -> TestResult<RedisCluster> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !log
+            .snapshot()
+            .iter()
+            .any(|c| c.status.as_ref().is_some_and(|s| s.phase != Phase::Running))
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the cluster never left Running: the fault went unnoticed".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        log.stop();
+        self.wait_running(ready).await
+    }
+
+    /// Creates the cluster `NAME` with `fields` (storage, resources, ...) in its spec too.
+    pub async fn create_cluster_with(
+        &self,
+        image: &str,
+        replicas: i32,
+        fields: serde_json::Value,
+    ) -> TestResult {
+        let mut cluster = serde_json::to_value(redis_cluster(NAME, image, replicas)?)?;
+        if let (Some(spec), Some(fields)) = (cluster["spec"].as_object_mut(), fields.as_object()) {
+            spec.extend(fields.clone());
+        }
+        self.clusters
+            .create(&PostParams::default(), &serde_json::from_value(cluster)?)
+            .await?;
+        Ok(())
+    }
+
     /// Waits until the cluster reports `phase` with `ready` ready pods for its current spec
     /// (`status.observedGeneration` equals `metadata.generation`, so the status was written
     /// for the latest change, not left over from before it).

@@ -64,6 +64,24 @@ async fn the_crd_is_established_and_the_server_rejects_bad_specs() -> TestResult
             json!({"image": "redis:7.0", "replicas": "3"}),
             "spec.replicas",
         ),
+        (
+            json!({"image": "redis:7.0", "replicas": 3, "storage": {"size": "512Ki"}}),
+            "spec.storage.size must be at least 1Mi",
+        ),
+        (
+            json!({"image": "redis:7.0", "replicas": 3, "storage": {"size": "1GB"}}),
+            "spec.storage.size",
+        ),
+        (
+            json!({"image": "redis:7.0", "replicas": 3, "maxmemoryPolicy": "lru"}),
+            "spec.maxmemoryPolicy",
+        ),
+        (
+            json!({"image": "redis:7.0", "replicas": 3,
+                   "storage": {"size": "1Gi",
+                               "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Keep"}}}),
+            "whenScaled",
+        ),
     ];
     for (spec, field) in cases {
         match api.create(&dry_run, &untyped(spec.clone())?).await {
@@ -77,6 +95,54 @@ async fn the_crd_is_established_and_the_server_rejects_bad_specs() -> TestResult
     api.create(
         &dry_run,
         &untyped(json!({"image": "redis:7.0", "replicas": 3}))?,
+    )
+    .await?;
+
+    // Changes the storage rules refuse, each with its message.
+    let stored = json!({"image": "redis:7.0", "replicas": 3,
+                        "storage": {"size": "2Gi", "storageClassName": "standard"}});
+    api.create(&PostParams::default(), &untyped(stored.clone())?)
+        .await?;
+    let patch = |spec: Value| json!({ "spec": spec });
+    let changes = [
+        (
+            patch(json!({"storage": {"size": "1Gi"}})),
+            "spec.storage.size cannot shrink",
+        ),
+        (
+            patch(json!({"storage": {"storageClassName": "fast"}})),
+            "spec.storage.storageClassName cannot change",
+        ),
+        (
+            patch(json!({"storage": null})),
+            "spec.storage cannot be removed",
+        ),
+    ];
+    let dry_patch = kube::api::PatchParams {
+        dry_run: true,
+        ..kube::api::PatchParams::default()
+    };
+    for (change, message) in changes {
+        match api
+            .patch(NAME, &dry_patch, &kube::api::Patch::Merge(&change))
+            .await
+        {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{change}: {status:?}");
+                assert!(
+                    status.message.contains(message),
+                    "{change}: {}",
+                    status.message
+                );
+            }
+            other => panic!("{change} was not rejected: {other:?}"),
+        }
+    }
+    // Growing is allowed.
+    api.patch(
+        NAME,
+        &dry_patch,
+        &kube::api::Patch::Merge(&patch(json!({"storage": {"size": "3Gi"}}))),
     )
     .await?;
     Ok(())

@@ -2,17 +2,25 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, Lifecycle,
+    LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-use rediscluster_crd::RedisCluster;
+use rediscluster_crd::{RedisCluster, RedisClusterSpec};
+use serde::Serialize;
 
 use crate::MANAGER;
 use crate::error::{Error, Result};
@@ -28,13 +36,19 @@ pub const REVISION_LABEL: &str = "controller-revision-hash";
 pub const ROLE_LABEL: &str = "cache.example.com/role";
 /// The value of `app.kubernetes.io/name` on everything the operator creates.
 pub const APP_NAME: &str = "redis";
+/// The pod template's annotation naming what a pod was made for (`PodConfig`).
+pub const POD_CONFIG_ANNOTATION: &str = "cache.example.com/pod-config";
+/// The hostname topology key: pods of a cluster are spread over nodes.
+const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
 
 pub const REDIS_CONTAINER: &str = "redis";
 pub const REDIS_PORT: i32 = 6379;
 pub const REDIS_PORT_NAME: &str = "redis";
 /// The uid and gid of the `redis` user in the official image.
 const REDIS_UID: i64 = 999;
-const DATA_VOLUME: &str = "data";
+/// The data volume: an emptyDir, or with `spec.storage` the claim template whose claims are
+/// named `data-<pod>`.
+pub const DATA_VOLUME: &str = "data";
 const DATA_PATH: &str = "/data";
 
 /// Label selector (as a string) for everything this operator manages, used to scope the watches.
@@ -166,9 +180,86 @@ fn headless_service(cluster: &RedisCluster) -> Result<Service> {
     })
 }
 
+/// What a pod is made for that only replacing it can change: the image, storage or not, the
+/// resources, Redis's maxmemory. A pod whose config differs from the spec's is replaced (one
+/// at a time, replicas first, the primary after handing over). What the operator itself adds
+/// to the pod template (probes, spreading, shutdown) is not part of it: a new release of the
+/// operator changes the template, and existing pods take it when they are next replaced,
+/// rather than all being restarted for it.
+#[derive(Serialize)]
+struct PodConfig<'a> {
+    image: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    storage: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<&'a rediscluster_crd::Resources>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maxmemory: Option<(u64, &'static str)>,
+}
+
+impl PodConfig<'_> {
+    /// A short, stable digest (FNV-1a of the JSON): it is compared, never read back.
+    fn digest(&self) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+}
+
+/// The config the spec asks every pod to have (see `PodConfig`).
+pub fn pod_config(spec: &RedisClusterSpec) -> String {
+    PodConfig {
+        image: &spec.image,
+        storage: spec.storage.is_some(),
+        resources: spec.resources.as_ref(),
+        maxmemory: spec
+            .maxmemory()
+            .map(|(bytes, policy)| (bytes, policy.as_str())),
+    }
+    .digest()
+}
+
+/// The config a pod was made with: its template's annotation, or, for a pod of an earlier
+/// release (made before the annotation existed, with only an image to choose), the config of
+/// its image alone.
+pub fn pod_config_of(pod: &Pod) -> Option<String> {
+    if let Some(config) = pod.annotations().get(POD_CONFIG_ANNOTATION) {
+        return Some(config.clone());
+    }
+    let image = pod
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|container| container.name == REDIS_CONTAINER)?
+        .image
+        .as_deref()?;
+    Some(
+        PodConfig {
+            image,
+            storage: false,
+            resources: None,
+            maxmemory: None,
+        }
+        .digest(),
+    )
+}
+
+/// Whether the pod's data volume is a claim (made from the storage template), not an
+/// emptyDir.
+pub fn mounts_data_claim(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|spec| spec.volumes.iter().flatten())
+        .any(|volume| volume.name == DATA_VOLUME && volume.persistent_volume_claim.is_some())
+}
+
 /// The StatefulSet that runs `spec.replicas` Redis pods of `spec.image`.
 pub fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
     let name = cluster.name_any();
+    let storage = cluster.spec.storage.as_ref();
     Ok(StatefulSet {
         metadata: child_meta(cluster)?,
         spec: Some(StatefulSetSpec {
@@ -191,17 +282,129 @@ pub fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(&name)),
+                    annotations: Some(BTreeMap::from([(
+                        POD_CONFIG_ANNOTATION.to_owned(),
+                        pod_config(&cluster.spec),
+                    )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(&cluster.spec.image)),
+                spec: Some(pod_spec(&cluster.spec, &name)),
             },
+            volume_claim_templates: storage.map(|storage| {
+                vec![PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some(DATA_VOLUME.to_owned()),
+                        labels: Some(labels(&name)),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(PersistentVolumeClaimSpec {
+                        access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                        storage_class_name: storage.storage_class_name.clone(),
+                        resources: Some(VolumeResourceRequirements {
+                            requests: Some(BTreeMap::from([(
+                                "storage".to_owned(),
+                                Quantity(storage.size.clone()),
+                            )])),
+                            ..VolumeResourceRequirements::default()
+                        }),
+                        volume_mode: Some("Filesystem".to_owned()),
+                        ..PersistentVolumeClaimSpec::default()
+                    }),
+                    ..PersistentVolumeClaim::default()
+                }]
+            }),
+            persistent_volume_claim_retention_policy: storage.map(|storage| {
+                let (when_deleted, when_scaled) = storage.retention();
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(when_deleted.as_str().to_owned()),
+                    when_scaled: Some(when_scaled.as_str().to_owned()),
+                }
+            }),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
     })
 }
 
-fn pod_spec(image: &str) -> PodSpec {
+/// A PodDisruptionBudget that lets a node drain (or any eviction) take at most one Redis pod
+/// at a time, when there are two or more: the next waits until the replacement is ready in
+/// its role. A pod that is not ready may always be evicted: it serves nothing, and a drain
+/// must not hang on it.
+pub fn disruption_budget(cluster: &RedisCluster) -> Result<Option<PodDisruptionBudget>> {
+    if cluster.spec.replicas < 2 {
+        return Ok(None);
+    }
+    Ok(Some(PodDisruptionBudget {
+        metadata: child_meta(cluster)?,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&cluster.name_any())),
+                ..LabelSelector::default()
+            }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }))
+}
+
+/// How long a pod may take to stop: a primary's wait for its handover (`PRE_STOP_SCRIPT`),
+/// then Redis's own shutdown (up to 10 s waiting for replicas to take its last writes, then
+/// the append-only file flushed and synced), with room to spare. Redis killed before that
+/// could lose the last second of writes.
+const TERMINATION_GRACE_SECONDS: i64 = 60;
+
+/// Before a pod stops, a primary that has replicas waits (up to 20 s) for the operator to
+/// hand its role to one of them (the operator sees the pod terminating and hands over while
+/// its Redis still answers), so that it stops as a replica: writes move to the new primary
+/// with nothing lost. A replica, a primary without replicas, or a Redis that does not answer
+/// stops at once.
+const PRE_STOP_SCRIPT: &str = "i=0; while [ $i -lt 20 ]; do \
+     info=$(timeout 2 redis-cli -p 6379 info replication) || exit 0; \
+     case \"$info\" in *role:master*) ;; *) exit 0;; esac; \
+     case \"$info\" in *connected_slaves:0*) exit 0;; esac; \
+     sleep 1; i=$((i+1)); done";
+
+/// Exit 0 once Redis answers commands: while it loads its data from disk it answers
+/// `LOADING`, and the liveness probe waits.
+const STARTUP_SCRIPT: &str = "timeout 2 redis-cli -p 6379 ping | grep -q PONG";
+
+/// Soft rules that put the pods of a cluster on different nodes where there are several, and
+/// still schedule them all on one node when there is only one.
+fn spread_over_nodes(cluster_name: &str) -> (Affinity, TopologySpreadConstraint) {
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(cluster_name)),
+        ..LabelSelector::default()
+    };
+    let affinity = Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(selector.clone()),
+                        topology_key: HOSTNAME_KEY.to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    };
+    let spread = TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: HOSTNAME_KEY.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(selector),
+        ..TopologySpreadConstraint::default()
+    };
+    (affinity, spread)
+}
+
+fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str) -> PodSpec {
+    let (affinity, spread) = spread_over_nodes(cluster_name);
     PodSpec {
         // Passes the Pod Security "restricted" level with the official image's redis user.
         security_context: Some(PodSecurityContext {
@@ -218,12 +421,18 @@ fn pod_spec(image: &str) -> PodSpec {
         // Redis needs no Kubernetes API access and no service environment variables.
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        containers: vec![redis_container(image)],
-        volumes: Some(vec![Volume {
-            name: DATA_VOLUME.to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        affinity: Some(affinity),
+        topology_spread_constraints: Some(vec![spread]),
+        containers: vec![redis_container(spec)],
+        // With storage, the claim template provides the volume.
+        volumes: spec.storage.is_none().then(|| {
+            vec![Volume {
+                name: DATA_VOLUME.to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }]
+        }),
         ..PodSpec::default()
     }
 }
@@ -233,11 +442,13 @@ const READINESS_SCRIPT: &str = "info=$(timeout 2 redis-cli -p 6379 info replicat
      case \"$info\" in *role:master*|*master_link_status:up*) exit 0;; esac; exit 1";
 
 /// How Redis runs in every pod: append-only persistence, so that a Redis restarting in its pod
-/// reloads its data instead of coming back empty; a full sync that starts at once rather than
-/// after Redis's default 5 s wait for more replicas to share it (a replica is unready, and
-/// the roll or the scale waits, until it is synced); and no role until the operator gives one.
-fn redis_args() -> Vec<String> {
-    [
+/// reloads its data instead of coming back empty (and no RDB snapshots besides: the
+/// append-only file has everything, and a snapshot at shutdown would only delay it); a full
+/// sync that starts at once rather than after Redis's default 5 s wait for more replicas to
+/// share it (a replica is unready, and the roll or the scale waits, until it is synced); with
+/// a memory limit, maxmemory and its policy; and no role until the operator gives one.
+fn redis_args(spec: &RedisClusterSpec) -> Vec<String> {
+    let mut args: Vec<String> = [
         "redis-server",
         "--dir",
         DATA_PATH,
@@ -245,21 +456,58 @@ fn redis_args() -> Vec<String> {
         "yes",
         "--appendfsync",
         "everysec",
+        "--save",
+        "",
         "--repl-diskless-sync-delay",
         "0",
-        "--replicaof",
-        UNASSIGNED_HOST,
-        &UNASSIGNED_PORT.to_string(),
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    if let Some((bytes, policy)) = spec.maxmemory() {
+        args.extend([
+            "--maxmemory".to_owned(),
+            bytes.to_string(),
+            "--maxmemory-policy".to_owned(),
+            policy.as_str().to_owned(),
+        ]);
+    }
+    args.extend([
+        "--replicaof".to_owned(),
+        UNASSIGNED_HOST.to_owned(),
+        UNASSIGNED_PORT.to_string(),
+    ]);
+    args
 }
 
-fn redis_container(image: &str) -> Container {
+/// The container's requests and limits: the spec's, else a modest request and no limit.
+fn resources(spec: &RedisClusterSpec) -> ResourceRequirements {
+    match &spec.resources {
+        Some(resources) => ResourceRequirements {
+            requests: resources.requests.clone(),
+            limits: resources.limits.clone(),
+            ..ResourceRequirements::default()
+        },
+        None => ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("100m".to_owned())),
+                ("memory".to_owned(), Quantity("128Mi".to_owned())),
+            ])),
+            ..ResourceRequirements::default()
+        },
+    }
+}
+
+fn exec(script: &str) -> Option<ExecAction> {
+    Some(ExecAction {
+        command: Some(["sh", "-c", script].map(String::from).to_vec()),
+    })
+}
+
+fn redis_container(spec: &RedisClusterSpec) -> Container {
     Container {
         name: REDIS_CONTAINER.to_owned(),
-        image: Some(image.to_owned()),
-        args: Some(redis_args()),
+        image: Some(spec.image.clone()),
+        args: Some(redis_args(spec)),
         ports: Some(vec![ContainerPort {
             name: Some(REDIS_PORT_NAME.to_owned()),
             container_port: REDIS_PORT,
@@ -274,13 +522,18 @@ fn redis_container(image: &str) -> Container {
         // the pipe open and the runtime waits for it, so a Redis that stopped answering was
         // seen failing once every 35 s instead of every period, and stayed ready.
         readiness_probe: Some(Probe {
-            exec: Some(ExecAction {
-                command: Some(["sh", "-c", READINESS_SCRIPT].map(String::from).to_vec()),
-            }),
-            initial_delay_seconds: Some(2),
+            exec: exec(READINESS_SCRIPT),
             period_seconds: Some(5),
             timeout_seconds: Some(3),
             failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        // Up to 30 minutes to load a large dataset before the other probes start.
+        startup_probe: Some(Probe {
+            exec: exec(STARTUP_SCRIPT),
+            period_seconds: Some(2),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(900),
             ..Probe::default()
         }),
         // Restart only a Redis that stopped listening: a slow command must not kill it.
@@ -289,18 +542,18 @@ fn redis_container(image: &str) -> Container {
                 port: IntOrString::String(REDIS_PORT_NAME.to_owned()),
                 ..TCPSocketAction::default()
             }),
-            initial_delay_seconds: Some(15),
             period_seconds: Some(10),
             timeout_seconds: Some(2),
             failure_threshold: Some(3),
             ..Probe::default()
         }),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_owned(), Quantity("100m".to_owned())),
-                ("memory".to_owned(), Quantity("128Mi".to_owned())),
-            ])),
-            ..ResourceRequirements::default()
+        resources: Some(resources(spec)),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: exec(PRE_STOP_SCRIPT),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
         }),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -16,6 +17,7 @@ use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::pod_redis::RedisAccess;
 use crate::roles::Recollection;
+use crate::storage::Refusals;
 
 /// Tunables of the reconcile loop, from the command line.
 #[derive(Clone, Debug)]
@@ -48,6 +50,9 @@ pub struct Stores {
     pub statefulsets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub pods: Store<Pod>,
+    pub disruption_budgets: Store<PodDisruptionBudget>,
+    /// The claims of clusters with storage (made by their StatefulSets from our template).
+    pub claims: Store<PersistentVolumeClaim>,
 }
 
 pub struct Context {
@@ -67,6 +72,8 @@ pub struct Context {
     /// Pods (by uid) that lost the primary role lately, and when: not deleted until traffic
     /// has moved off them.
     pub demoted: Mutex<HashMap<String, Instant>>,
+    /// Claims whose growth the API server refused lately, not asked again at every look.
+    pub refused_resizes: Refusals,
 }
 
 impl Context {
@@ -91,6 +98,7 @@ impl Context {
             redis,
             recollections: Mutex::default(),
             demoted: Mutex::default(),
+            refused_resizes: Refusals::default(),
         }
     }
 }

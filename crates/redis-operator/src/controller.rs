@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -288,10 +287,24 @@ async fn reconcile_until(
         trim::pod,
         || {},
     );
+    let (disruption_budgets, disruption_budget_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        child_watch_config(),
+        trim::keep,
+        || {},
+    );
+    let (claims, claim_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        child_watch_config(),
+        trim::keep,
+        || {},
+    );
     let stores = Stores {
         statefulsets,
         services,
         pods,
+        disruption_budgets,
+        claims,
     };
 
     let (clusters_listed, clusters_synced) = tokio::sync::watch::channel(false);
@@ -348,7 +361,9 @@ async fn reconcile_until(
     let controller = Controller::for_stream(cluster_events, clusters)
         .owns_stream(statefulset_events)
         .owns_stream(service_events)
-        .watches_stream(pod_events, pod_owner)
+        .owns_stream(disruption_budget_events)
+        .watches_stream(pod_events, cluster_of)
+        .watches_stream(claim_events, cluster_of)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -422,16 +437,19 @@ async fn children_synced(stores: Stores) {
         stores.statefulsets.wait_until_ready(),
         stores.services.wait_until_ready(),
         stores.pods.wait_until_ready(),
+        stores.disruption_budgets.wait_until_ready(),
+        stores.claims.wait_until_ready(),
     );
-    if let (Ok(()), Ok(()), Ok(())) = synced {
+    if let (Ok(()), Ok(()), Ok(()), Ok(()), Ok(())) = synced {
         info!("caches synced");
     }
 }
 
-/// A pod belongs to the RedisCluster named by its instance label, in its namespace.
-fn pod_owner(pod: Pod) -> Option<ObjectRef<RedisCluster>> {
-    let namespace = pod.namespace()?;
-    let name = pod.labels().get(build::INSTANCE_LABEL)?;
+/// A pod or a claim belongs to the RedisCluster named by its instance label, in its namespace
+/// (the StatefulSet, not the cluster, controls them).
+fn cluster_of<K: Resource>(object: K) -> Option<ObjectRef<RedisCluster>> {
+    let namespace = object.namespace()?;
+    let name = object.labels().get(build::INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(&namespace))
 }
 

@@ -24,6 +24,9 @@ pub fn cluster(replicas: i32, image: &str) -> RedisCluster {
         RedisClusterSpec {
             image: image.to_owned(),
             replicas,
+            storage: None,
+            resources: None,
+            maxmemory_policy: None,
         },
     );
     cluster.metadata.namespace = Some(NAMESPACE.to_owned());

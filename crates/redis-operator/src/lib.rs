@@ -22,6 +22,7 @@ pub mod pod_redis;
 pub mod reconcile;
 pub mod roles;
 pub mod status;
+pub mod storage;
 pub mod telemetry;
 pub mod topology;
 pub mod trim;

@@ -48,9 +48,24 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         verbs: &["list", "watch", "patch", "delete"],
         why: "find each pod's Redis and spot pods stuck in image pull or crash loops; patch \
               only the role label (cache.example.com/role) that routes the primary and \
-              replicas Services; delete a pod of an outdated revision, one at a time and the \
+              replicas Services; delete a pod made for an earlier spec, one at a time and the \
               primary only after it handed over, because the operator rolls its StatefulSets \
               itself (OnDelete)",
+    },
+    Permission {
+        group: "policy",
+        resource: "poddisruptionbudgets",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "create and apply the PodDisruptionBudget that lets evictions take one Redis pod \
+              at a time; get only when a create finds the name taken; delete it when the \
+              cluster scales to a single pod",
+    },
+    Permission {
+        group: "",
+        resource: "persistentvolumeclaims",
+        verbs: &["list", "watch", "patch"],
+        why: "see the claims the StatefulSet made from the storage template; patch only their \
+              storage request, when spec.storage.size grows",
     },
     Permission {
         group: "events.k8s.io",

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
@@ -26,6 +27,7 @@ use crate::drift;
 use crate::error::{Error, Result};
 use crate::roles;
 use crate::status::{self, Blocker, Observed};
+use crate::storage;
 use crate::topology::{self, Plan, Policy};
 
 /// Reconciles one RedisCluster and logs the outcome: one line per reconcile.
@@ -98,6 +100,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
                 blocker: Some(&blocker),
                 roles: &Plan::default(),
                 primary_change: None,
+                storage: None,
                 now,
                 failure_grace: ctx.settings.failure_grace,
             },
@@ -125,6 +128,10 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
                 .collect()
         })
         .unwrap_or_default();
+    // A spec the schema could not check fully (see `spec_problem`) changes no pod: the
+    // StatefulSet keeps the last valid one, and no pod is replaced, while roles, failover and
+    // the other children carry on.
+    let spec_problem = rediscluster_crd::spec_problem(&cluster.spec);
     let members = roles::members(&our_pods, &roles::recently_demoted(ctx));
     // A scale-down waits for the primary to hand over to a pod that stays.
     let kept = topology::pods_to_keep(members.iter().map(|p| &p.member), cluster.spec.replicas);
@@ -132,9 +139,11 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         kept,
         desired: cluster.spec.replicas,
         failover_after: ctx.settings.failover_after,
-        update_revision: observed_ours
-            .and_then(|sts| sts.status.as_ref())
-            .and_then(|s| s.update_revision.clone()),
+        config: spec_problem
+            .is_none()
+            .then(|| build::pod_config(&cluster.spec)),
+        in_ordinal_order: cluster.spec.storage.is_some()
+            && our_pods.iter().any(|pod| !build::mounts_data_claim(pod)),
     };
 
     let desired_services = build::services(cluster)?;
@@ -146,6 +155,9 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
     let statefulset_step = async {
+        if let Some(problem) = &spec_problem {
+            return Ok(ChildOutcome::Blocked(Blocker::InvalidSpec(problem.clone())));
+        }
         if let Some(sts) = observed_ours {
             if sts.metadata.deletion_timestamp.is_some() {
                 // On its way out (we orphaned it): created anew once it is gone.
@@ -153,7 +165,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
             }
             let changes = build::immutable_changes(&desired_statefulset, sts);
             if !changes.is_empty() {
-                orphan(&statefulsets, sts).await?;
+                delete_child(&statefulsets, sts, Some(PropagationPolicy::Orphan)).await?;
                 return Ok(ChildOutcome::Recreating(changes));
             }
         }
@@ -175,17 +187,45 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         let uid = &uid;
         async move { ensure_child(services, observed.as_deref(), desired, uid).await }
     });
+    let budgets = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace);
+    let desired_budget = build::disruption_budget(cluster)?;
+    let observed_budget = ctx
+        .stores
+        .disruption_budgets
+        .get(&ObjectRef::new(&name).within(&namespace));
+    let budget_step = async {
+        match (&desired_budget, observed_budget.as_deref()) {
+            (Some(desired), observed) => ensure_child(&budgets, observed, desired, &uid).await,
+            // A single pod has nothing to keep available while another stops.
+            (None, Some(ours)) if build::is_controlled_by(ours, &uid) => {
+                delete_child(&budgets, ours, None).await?;
+                Ok(ChildOutcome::Removed)
+            }
+            (None, _) => Ok(ChildOutcome::Unchanged),
+        }
+    };
+    let namespace_claims: Vec<Arc<PersistentVolumeClaim>> = ctx
+        .stores
+        .claims
+        .state()
+        .into_iter()
+        .filter(|claim| claim.namespace().as_deref() == Some(namespace.as_str()))
+        .collect();
+    let claims = storage::cluster_claims(&namespace_claims, &name);
+
     // The children and the roles do not depend on each other: one round trip, not several.
-    let (service_outcomes, statefulset_outcome, roles) = futures::try_join!(
+    let (service_outcomes, statefulset_outcome, budget_outcome, sizing, roles) = futures::try_join!(
         futures::future::try_join_all(service_steps),
         statefulset_step,
+        budget_step,
+        storage::grow(ctx, cluster, &namespace, &claims),
         roles::ensure(ctx, &namespace, &uid, members, &policy),
     )?;
 
     let created: Vec<Option<String>> = service_outcomes
         .iter()
         .map(ChildOutcome::created)
-        .chain([statefulset_outcome.created()])
+        .chain([statefulset_outcome.created(), budget_outcome.created()])
         .collect();
     let mut events: Vec<Event> = creation_event(&created).into_iter().collect();
     events.extend(roles.events);
@@ -211,7 +251,8 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let blocker = service_outcomes
         .iter()
         .find_map(ChildOutcome::blocker)
-        .or_else(|| statefulset_outcome.blocker());
+        .or_else(|| statefulset_outcome.blocker())
+        .or_else(|| budget_outcome.blocker());
     // What the API server answered to our write is newer than the cache: assessing from it
     // gives the status the next reconcile would compute, so that one has nothing to write.
     // A StatefulSet that is not ours says nothing about this cluster.
@@ -229,6 +270,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
             blocker,
             roles: &roles.plan,
             primary_change: roles.primary_change.as_ref(),
+            storage: sizing.as_ref(),
             now,
             failure_grace: ctx.settings.failure_grace,
         },
@@ -299,6 +341,8 @@ enum ChildOutcome<K> {
     Recreating(Vec<&'static str>),
     /// Being deleted (by us, to recreate it): nothing to do until it is gone.
     Terminating,
+    /// Deleted: the spec no longer asks for it.
+    Removed,
 }
 
 impl<K: Resource<DynamicType = ()>> ChildOutcome<K> {
@@ -390,21 +434,28 @@ where
     }
 }
 
-/// Deletes our StatefulSet but not its pods (they are orphaned, then adopted by the StatefulSet
-/// created in its place, which selects them with the same labels). The uid precondition makes
-/// sure it is the object we looked at.
-async fn orphan(api: &Api<StatefulSet>, sts: &StatefulSet) -> Result<()> {
+/// Deletes a child of ours, the one we looked at (its uid is a precondition). A StatefulSet is
+/// deleted with `Orphan` to recreate it: its pods are kept, then adopted by the StatefulSet
+/// created in its place, which selects them with the same labels.
+async fn delete_child<K>(
+    api: &Api<K>,
+    child: &K,
+    propagation_policy: Option<PropagationPolicy>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
     let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Orphan),
+        propagation_policy,
         preconditions: Some(Preconditions {
-            uid: sts.uid(),
+            uid: child.uid(),
             resource_version: None,
         }),
         ..DeleteParams::default()
     };
-    match api.delete(&sts.name_any(), &params).await {
+    match api.delete(&child.name_any(), &params).await {
         Ok(_) => Ok(()),
-        // Gone already: the next reconcile creates it.
+        // Gone already.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
     }

@@ -84,7 +84,7 @@ pub fn members(pods: &[Arc<Pod>], settling: &HashSet<String>) -> Vec<PodView> {
                 ready: status::pod_condition(pod, "ContainersReady", "True").is_some(),
                 terminating,
                 label,
-                revision: pod.labels().get(build::REVISION_LABEL).cloned(),
+                config: build::pod_config_of(pod),
                 settling: settling.contains(&uid),
                 seen: never_started.map_or(Seen::NoAddress, Seen::NeverStarted),
             };
@@ -480,7 +480,7 @@ fn remember_demoted(
 /// did not catch up in time) paused writes for nothing, and must not be repeated at every look.
 const HANDOVER_RETRY: Duration = Duration::from_secs(30);
 
-/// Deletes a pod of an outdated revision for the StatefulSet to recreate (with `OnDelete`,
+/// Deletes a pod of an outdated config for the StatefulSet to recreate (with `OnDelete`,
 /// it never replaces one itself). The uid precondition spares a pod recreated meanwhile.
 async fn delete_pod(api: &Api<Pod>, pod: &str, uid: Option<String>) -> Result<()> {
     let params = DeleteParams {
@@ -538,9 +538,10 @@ mod tests {
     fn members_say_what_the_decision_needs_of_each_pod() {
         let mut primary = redis_pod(0, true, Some(Role::Primary));
         primary.metadata.deletion_timestamp = primary.metadata.creation_timestamp.clone();
-        primary
-            .labels_mut()
-            .insert(build::REVISION_LABEL.to_owned(), "rev-1".to_owned());
+        primary.annotations_mut().insert(
+            build::POD_CONFIG_ANNOTATION.to_owned(),
+            "config-1".to_owned(),
+        );
         let mut evicted = redis_pod(1, false, Some(Role::Replica));
         evicted.status.as_mut().unwrap().phase = Some("Failed".to_owned());
         let replica = redis_pod(2, true, Some(Role::Replica));
@@ -552,7 +553,7 @@ mod tests {
         };
         // A primary on its way out is still asked: its last writes are handed over.
         assert!(leaving.member.terminating && leaving.target.is_some());
-        assert_eq!(leaving.member.revision.as_deref(), Some("rev-1"));
+        assert_eq!(leaving.member.config.as_deref(), Some("config-1"));
         // A pod that will never run again counts as leaving, and a replica leaving is not
         // asked.
         assert!(finished.member.terminating && finished.target.is_none());

@@ -8,10 +8,13 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
-use rediscluster_crd::conditions::{DEGRADED, PRIMARY_AVAILABLE, PROGRESSING, READY};
+use rediscluster_crd::conditions::{
+    DEGRADED, PRIMARY_AVAILABLE, PROGRESSING, READY, STORAGE_SIZED,
+};
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 
 use crate::build;
+use crate::storage::Sizing;
 use crate::topology::{Change, Plan};
 
 /// Container waiting reasons that mean a pod will not start without someone fixing something.
@@ -33,6 +36,8 @@ pub enum Blocker {
     Rejected { kind: String, message: String },
     /// The RedisCluster's name cannot yield its children (made before the CRD refused it).
     InvalidName(String),
+    /// The spec asks for what cannot run (`rediscluster_crd::spec_problem`).
+    InvalidSpec(String),
 }
 
 impl Blocker {
@@ -41,6 +46,7 @@ impl Blocker {
             Blocker::NotOwned { .. } => "ChildNotOwned",
             Blocker::Rejected { .. } => "ChildRejected",
             Blocker::InvalidName(_) => "InvalidName",
+            Blocker::InvalidSpec(_) => "InvalidSpec",
         }
     }
 
@@ -56,6 +62,9 @@ impl Blocker {
             Blocker::InvalidName(problem) => {
                 format!("{problem}; recreate the RedisCluster under a valid name")
             }
+            Blocker::InvalidSpec(problem) => format!(
+                "{problem}; the pods keep running the last valid spec until the spec is fixed"
+            ),
         }
     }
 }
@@ -73,6 +82,8 @@ pub struct Observed<'a> {
     pub roles: &'a Plan,
     /// The change that made the current primary, if the operator made or remembers it.
     pub primary_change: Option<&'a Change>,
+    /// Whether the claims hold the spec's storage size (with storage only).
+    pub storage: Option<&'a Sizing>,
     pub now: Timestamp,
     pub failure_grace: Duration,
 }
@@ -111,10 +122,12 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
         .unwrap_or_default();
     let replicas = sts_status.map_or(0, |s| s.replicas);
 
-    let updated = sts_status.and_then(|s| s.updated_replicas).unwrap_or(0);
-    let update_revision = sts_status.and_then(|s| s.update_revision.as_deref());
+    // Not the StatefulSet's count of its update revision: a pod of an earlier template that
+    // was made for the same spec is not replaced (`build::PodConfig`).
+    let updated = observed.roles.updated;
+    let config = build::pod_config(&cluster.spec);
     let stuck = if ready < desired {
-        stuck_pod(observed.pods, update_revision, observed.now)
+        stuck_pod(observed.pods, &config, observed.now)
     } else {
         None
     };
@@ -150,7 +163,9 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
                 message: "the StatefulSet does not exist yet".to_owned(),
             },
             Some(sts)
-                if observed.statefulset_in_sync && is_rolled_out(sts, desired) && roles_settled =>
+                if observed.statefulset_in_sync
+                    && is_rolled_out(sts, desired, updated)
+                    && roles_settled =>
             {
                 Verdict {
                     phase: Phase::Running,
@@ -173,10 +188,10 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
             }
             Some(sts) => Verdict {
                 phase: Phase::Scaling,
-                reason: if observed.statefulset_in_sync && is_rolled_out(sts, desired) {
+                reason: if observed.statefulset_in_sync && is_rolled_out(sts, desired, updated) {
                     "WaitingForReplication"
                 } else {
-                    scaling_reason(sts, desired, observed.statefulset_in_sync)
+                    scaling_reason(sts, desired, updated, observed.statefulset_in_sync)
                 },
                 message: format!(
                     "{ready}/{desired} Redis pods are ready in their role, {replicas} exist, {updated} run the current spec{waiting}{}",
@@ -262,6 +277,14 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
     let (available, reason, message) =
         primary_availability(&previous, observed.roles, observed.primary_change);
     conditions.push(condition(PRIMARY_AVAILABLE, available, reason, &message));
+    if let Some(sizing) = observed.storage {
+        conditions.push(condition(
+            STORAGE_SIZED,
+            sizing.sized,
+            sizing.reason,
+            &sizing.message,
+        ));
+    }
 
     Assessment {
         status: RedisClusterStatus {
@@ -395,17 +418,16 @@ struct Counts {
 
 /// The StatefulSet controller has caught up with its spec, every pod runs the current revision
 /// and is ready, and the spec asks for `desired` replicas.
-fn is_rolled_out(sts: &StatefulSet, desired: i32) -> bool {
+fn is_rolled_out(sts: &StatefulSet, desired: i32, updated: i32) -> bool {
     let Some(status) = sts.status.as_ref() else {
         return false;
     };
-    // Not currentRevision: the StatefulSet controller advances it only for its own rolls, and
-    // the operator rolls the pods itself (OnDelete). updatedReplicas counts the pods of the
-    // update revision.
+    // Not the StatefulSet's revisions: the operator rolls the pods itself (OnDelete), by the
+    // config they were made for.
     is_caught_up(sts)
         && build::desired_replicas(sts) == desired
         && status.replicas == desired
-        && status.updated_replicas == Some(desired)
+        && updated == desired
         && status.ready_replicas == Some(desired)
 }
 
@@ -415,9 +437,8 @@ fn is_caught_up(sts: &StatefulSet) -> bool {
     matches!((sts.metadata.generation, observed), (Some(generation), Some(observed)) if observed >= generation)
 }
 
-fn scaling_reason(sts: &StatefulSet, desired: i32, in_sync: bool) -> &'static str {
+fn scaling_reason(sts: &StatefulSet, desired: i32, updated: i32, in_sync: bool) -> &'static str {
     let status = sts.status.as_ref();
-    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
     let current = status.map_or(0, |s| s.replicas);
     if !in_sync {
         "Applying"
@@ -439,14 +460,11 @@ struct StuckPod {
     for_: Duration,
 }
 
-/// Whether the pod was made from a revision other than `update_revision`. Such a pod is on its
-/// way out (the operator replaces it, at once if it serves nothing), so it cannot hold the
-/// cluster back.
-fn is_outdated(pod: &Pod, update_revision: Option<&str>) -> bool {
-    match (pod.labels().get(build::REVISION_LABEL), update_revision) {
-        (Some(revision), Some(update)) => revision != update,
-        _ => false,
-    }
+/// Whether the pod was made for a config other than `config`. Such a pod is on its way out
+/// (the operator replaces it, at once if it serves nothing), so it cannot hold the cluster
+/// back.
+fn is_outdated(pod: &Pod, config: &str) -> bool {
+    build::pod_config_of(pod).is_some_and(|made_for| made_for != config)
 }
 
 /// The pod's condition of this type, if the kubelet or scheduler reports it with `status`.
@@ -523,9 +541,9 @@ fn not_ready_clause(pods: &[&Pod]) -> String {
 /// The pod that has been stuck longest in one of `STUCK_REASONS`, and for how long: since its
 /// containers last stopped being ready, or since it was created. Pods of an outdated revision do
 /// not count: once the spec is fixed, they are replaced rather than waited for.
-fn stuck_pod(pods: &[&Pod], update_revision: Option<&str>, now: Timestamp) -> Option<StuckPod> {
+fn stuck_pod(pods: &[&Pod], config: &str, now: Timestamp) -> Option<StuckPod> {
     pods.iter()
-        .filter(|pod| !is_outdated(pod, update_revision))
+        .filter(|pod| !is_outdated(pod, config))
         .filter_map(|pod| {
             let status = pod.status.as_ref()?;
             let (reason, message) = status

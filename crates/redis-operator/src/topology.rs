@@ -176,8 +176,8 @@ pub struct Member {
     /// Being deleted, or finished for good: it gets no role, and is not a candidate.
     pub terminating: bool,
     pub label: Option<Role>,
-    /// The StatefulSet revision the pod was made from.
-    pub revision: Option<String>,
+    /// What the pod was made for (`build::pod_config_of`).
+    pub config: Option<String>,
     /// It lost the primary role moments ago: until the Service's routing has followed the
     /// label, new connections for the primary still reach it, so its pod is not removed.
     pub settling: bool,
@@ -355,9 +355,14 @@ pub struct Policy {
     pub desired: i32,
     /// How long the primary's Redis may stay silent before a replica is promoted.
     pub failover_after: Duration,
-    /// The StatefulSet's revision of the current spec: pods of another are replaced one at a
-    /// time, the primary last, after a handover.
-    pub update_revision: Option<String>,
+    /// The pod config the spec asks for (`build::pod_config`): pods made for another are
+    /// replaced one at a time, the primary last, after a handover.
+    pub config: Option<String>,
+    /// Replace outdated pods from the lowest ordinal up, the primary in its turn. The
+    /// StatefulSet controller creates no pod past a lower one that lacks the claims of its
+    /// template (it tries, and fails, to add them to the running pod), so when storage is
+    /// added, pods made before it must go in ordinal order.
+    pub in_ordinal_order: bool,
 }
 
 /// What to do, in this order: `demote` (labels that take the primary role from a Redis that
@@ -373,7 +378,7 @@ pub struct Plan {
     /// Labels that take the primary role from a pod whose Redis is already a read-only
     /// replica, removed once the new primary is labelled.
     pub retire: Vec<Relabel>,
-    /// A pod of an outdated revision to delete, for the StatefulSet to recreate from the
+    /// A pod of an outdated config to delete, for the StatefulSet to recreate from the
     /// current spec: a roll, one pod at a time.
     pub delete: Option<String>,
     /// The primary changes.
@@ -385,6 +390,8 @@ pub struct Plan {
     pub urgent: bool,
     /// Pods of the cluster that are ready in their role now.
     pub in_role: i32,
+    /// Pods the StatefulSet keeps that were made for the spec's config.
+    pub updated: i32,
     /// Why not every pod is ready in its role, for the status (the first reason).
     pub waiting: Option<String>,
 }
@@ -426,7 +433,7 @@ enum Choice<'a> {
 /// - With no labelled primary, the pod whose Redis holds the most data is chosen. While no pod
 ///   that answered holds data, no choice is made until every pod answers.
 /// - Every other answering pod follows the primary's IP.
-/// - Once every pod is ready in its role: pods of an outdated revision are deleted one at a
+/// - Once every pod is ready in its role: pods of an outdated config are deleted one at a
 ///   time, replicas first; the primary hands over ([`Command::HandOver`]) to an in-sync,
 ///   updated replica before its own pod is replaced, and before a scale-down removes its
 ///   ordinal.
@@ -436,7 +443,10 @@ pub fn decide(members: &[Member], policy: &Policy) -> Plan {
         .filter(|m| !m.terminating && m.ordinal < policy.kept)
         .collect();
     active.sort_by_key(|m| m.ordinal);
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        updated: active.iter().filter(|m| !is_outdated(m, policy)).count() as i32,
+        ..Plan::default()
+    };
     let mut reasons: Vec<String> = Vec::new();
 
     let (primary, change) = match choose(&active, members, policy, &mut reasons) {
@@ -832,10 +842,10 @@ fn elect<'a>(active: &[&'a Member], reasons: &mut Vec<String>) -> Option<&'a Mem
     }
 }
 
-/// Whether the pod was made from a revision other than the StatefulSet's current one.
+/// Whether the pod was made for a config other than the spec's.
 fn is_outdated(member: &Member, policy: &Policy) -> bool {
-    match (&member.revision, &policy.update_revision) {
-        (Some(revision), Some(update)) => revision != update,
+    match (&member.config, &policy.config) {
+        (Some(config), Some(desired)) => config != desired,
         _ => false,
     }
 }
@@ -872,11 +882,22 @@ fn replace_broken(
         plan.urgent = true;
         return true;
     }
-    let broken = active
-        .iter()
-        .copied()
-        .filter(|m| primary.is_none_or(|p| p.name != m.name) && m.label != Some(Role::Primary))
-        .rfind(|m| is_outdated(m, policy) && !is_in_role(m));
+    let not_primary =
+        |m: &&Member| primary.is_none_or(|p| p.name != m.name) && m.label != Some(Role::Primary);
+    let broken = if policy.in_ordinal_order {
+        // Only the lowest outdated pod: none above it is recreated before it is.
+        active
+            .iter()
+            .copied()
+            .find(|m| is_outdated(m, policy))
+            .filter(|m| not_primary(m) && !is_in_role(m))
+    } else {
+        active
+            .iter()
+            .copied()
+            .filter(not_primary)
+            .rfind(|m| is_outdated(m, policy) && !is_in_role(m))
+    };
     let Some(broken) = broken else {
         return false;
     };
@@ -889,7 +910,7 @@ fn replace_broken(
 }
 
 /// The next step of a roll or a scale-down, once the roles are settled: a pod to delete, or a
-/// handover to start. Pods of an outdated revision that are not ready in their role serve
+/// handover to start. Pods of an outdated config that are not ready in their role serve
 /// nothing and go at once; the others one at a time, replicas before the primary.
 fn next_step(
     members: &[Member],
@@ -910,7 +931,16 @@ fn next_step(
         return;
     }
     let scale_down = primary.ordinal >= policy.desired;
-    if let Some(replica) = replicas.clone().rfind(|m| outdated(m)) {
+    let next_replica = if policy.in_ordinal_order {
+        active
+            .iter()
+            .copied()
+            .find(|m| outdated(m))
+            .filter(|m| m.name != primary.name)
+    } else {
+        replicas.clone().rfind(|m| outdated(m))
+    };
+    if let Some(replica) = next_replica {
         plan.delete = Some(replica.name.clone());
         reasons.push(format!(
             "pod {} is replaced with the current spec",
@@ -921,9 +951,13 @@ fn next_step(
     if !scale_down && !outdated(primary) {
         return;
     }
+    // In ordinal order the primary's turn may come before any replica is updated: it hands
+    // over to an outdated one then, an updated one where there is one.
     let target = replicas
-        .filter(|m| m.ordinal < policy.desired && !outdated(m) && in_role(m))
-        .max_by_key(|m| (m.offset(), Reverse(m.ordinal)));
+        .filter(|m| {
+            m.ordinal < policy.desired && (policy.in_ordinal_order || !outdated(m)) && in_role(m)
+        })
+        .max_by_key(|m| (!outdated(m), m.offset(), Reverse(m.ordinal)));
     match (target, &primary.address) {
         (Some(target), Some(_)) => {
             let Some(host) = target.address.clone() else {

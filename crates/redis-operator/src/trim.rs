@@ -4,8 +4,11 @@
 //! managedFields, is never even decoded (`WithoutManagedFields`): the operator decides drift
 //! from the fields themselves.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
+    Container, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodSpec, PodStatus,
+    Volume,
 };
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
@@ -28,14 +31,53 @@ pub fn cluster(cluster: &mut RedisCluster) {
 pub fn keep<K>(_: &mut K) {}
 
 /// Pods are cached to find which cluster they belong to, where their Redis is, which role it
-/// has, whether one is stuck and why one is not ready: keep the name, namespace, uid, controller
-/// reference, instance,
-/// revision and role labels, creation and deletion time, the pod IP, a phase that means it
-/// will never run again (Failed, Succeeded: an evicted primary is replaced at once), the
-/// ContainersReady and PodScheduled conditions, and, of each container that waits or has
-/// restarted, its waiting state, restart count and last termination.
+/// has, whether one is stuck and why one is not ready, and what it was made for: keep the name,
+/// namespace, uid, controller reference, instance and role labels, the pod-config annotation
+/// (or, on a pod of an earlier release that has none, the Redis container's image), whether
+/// its data volume is a claim, creation
+/// and deletion time, the pod IP, a phase that means it will never run again (Failed,
+/// Succeeded: an evicted primary is replaced at once), the ContainersReady and PodScheduled
+/// conditions, and, of each container that waits or has restarted, its waiting state,
+/// restart count and last termination.
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
+    let config = metadata
+        .annotations
+        .and_then(|mut annotations| annotations.remove_entry(build::POD_CONFIG_ANNOTATION));
+    let made_before_annotation = config.is_none();
+    pod.spec = pod
+        .spec
+        .take()
+        .map(|spec| PodSpec {
+            containers: spec
+                .containers
+                .into_iter()
+                .filter(|container| {
+                    made_before_annotation && container.name == build::REDIS_CONTAINER
+                })
+                .map(|container| Container {
+                    name: container.name,
+                    image: container.image,
+                    ..Container::default()
+                })
+                .collect(),
+            // Whether the data volume is a claim, nothing more.
+            volumes: spec.volumes.map(|volumes| {
+                volumes
+                    .into_iter()
+                    .filter(|volume| volume.name == build::DATA_VOLUME)
+                    .map(|volume| Volume {
+                        name: volume.name,
+                        persistent_volume_claim: volume.persistent_volume_claim,
+                        ..Volume::default()
+                    })
+                    .collect()
+            }),
+            ..PodSpec::default()
+        })
+        .filter(|spec| {
+            !spec.containers.is_empty() || spec.volumes.as_ref().is_some_and(|v| !v.is_empty())
+        });
     pod.metadata = ObjectMeta {
         name: metadata.name,
         namespace: metadata.namespace,
@@ -47,24 +89,19 @@ pub fn pod(pod: &mut Pod) {
                 .filter(|owner| owner.controller == Some(true))
                 .collect()
         }),
+        annotations: config.map(|entry| BTreeMap::from([entry])),
         creation_timestamp: metadata.creation_timestamp,
         deletion_timestamp: metadata.deletion_timestamp,
         labels: metadata.labels.map(|labels| {
             labels
                 .into_iter()
                 .filter(|(key, _)| {
-                    [
-                        build::INSTANCE_LABEL,
-                        build::REVISION_LABEL,
-                        build::ROLE_LABEL,
-                    ]
-                    .contains(&key.as_str())
+                    [build::INSTANCE_LABEL, build::ROLE_LABEL].contains(&key.as_str())
                 })
                 .collect()
         }),
         ..ObjectMeta::default()
     };
-    pod.spec = None;
     pod.status = pod.status.take().map(|status| PodStatus {
         conditions: status.conditions.map(|conditions| {
             conditions

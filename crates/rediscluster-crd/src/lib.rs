@@ -5,13 +5,19 @@
 //! drift apart.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, ValidationRule,
+    CustomResourceDefinition, JSONSchemaProps, ValidationRule,
 };
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod quantity;
+pub use quantity::{cel_bytes, quantity_value};
 
 /// The least and most Redis pods one cluster may ask for.
 pub const MIN_REPLICAS: i32 = 1;
@@ -65,7 +71,7 @@ pub const CRD_PATH: &str = "crds/redisclusters.cache.example.com.yaml";
 /// Desired state of a Redis cluster: which image to run and how many pods.
 // clippy reads the repeated `type_ = ...` of separate printcolumns as one duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "cache.example.com",
     version = "v1alpha1",
@@ -129,6 +135,209 @@ pub struct RedisClusterSpec {
     /// Changing it scales the StatefulSet; the primary's pod is never the one removed.
     #[schemars(range(min = MIN_REPLICAS, max = MAX_REPLICAS))]
     pub replicas: i32,
+
+    /// A PersistentVolumeClaim per pod for its data. Without it, data lives in an emptyDir and
+    /// goes with the pod (a replica copies it back from the primary). Adding it to a running
+    /// cluster replaces the pods one at a time, replicas first, the primary after handing over.
+    /// It cannot be removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
+
+    /// CPU and memory requests and limits of the Redis container. Unset: it requests 100m CPU
+    /// and 128Mi memory, with no limit. With a memory limit (at least 32Mi), Redis's maxmemory
+    /// is 80% of what is left of it after 24Mi for Redis itself: the rest is for what Redis
+    /// uses beyond its data (buffers, memory freed by evictions that the allocator keeps), so
+    /// that Redis evicts or refuses writes before the kernel kills it. Changing it replaces the
+    /// pods one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    /// What Redis does when its data reaches maxmemory (with a memory limit only), one of
+    /// Redis's maxmemory-policy values. Default: noeviction with storage (writes fail with an
+    /// OOM error, no data vanishes), allkeys-lru without (it is a cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmemory_policy: Option<MaxmemoryPolicy>,
+}
+
+/// Persistent storage of each Redis pod.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Size of each pod's PersistentVolumeClaim, a quantity such as `1Gi`, at least 1Mi. It
+    /// may grow (the claims are expanded where their StorageClass allows it; the status says
+    /// when it does not) but never shrink.
+    #[schemars(length(min = 1, max = 32), pattern(quantity::CEL_SIZED))]
+    pub size: String,
+
+    /// StorageClass of the claims; the cluster's default class when unset. Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+
+    /// What becomes of the claims when the cluster is deleted (default Delete) or scaled
+    /// down (default Retain: scaling up again reuses a claim, data and all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_retention_policy: Option<ClaimRetention>,
+}
+
+/// When the claims of a cluster's pods are deleted.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRetention {
+    /// When the RedisCluster is deleted: Delete (the default) or Retain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_deleted: Option<RetentionAction>,
+    /// When the cluster scales down, for the pods removed: Retain (the default) or Delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_scaled: Option<RetentionAction>,
+}
+
+/// Keep or delete a PersistentVolumeClaim.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RetentionAction {
+    Retain,
+    Delete,
+}
+
+impl RetentionAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionAction::Retain => "Retain",
+            RetentionAction::Delete => "Delete",
+        }
+    }
+}
+
+impl Storage {
+    /// What becomes of the claims when the cluster is deleted, and when it scales down.
+    pub fn retention(&self) -> (RetentionAction, RetentionAction) {
+        let policy = self
+            .persistent_volume_claim_retention_policy
+            .clone()
+            .unwrap_or_default();
+        (
+            policy.when_deleted.unwrap_or(RetentionAction::Delete),
+            policy.when_scaled.unwrap_or(RetentionAction::Retain),
+        )
+    }
+}
+
+/// Requests and limits of the Redis container, as in a pod (`cpu`, `memory`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// The least CPU and memory the container is scheduled with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantities")]
+    pub requests: Option<BTreeMap<String, Quantity>>,
+    /// The most the container may use; with `memory`, Redis's maxmemory is 80% of what 24Mi
+    /// leaves of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantities")]
+    pub limits: Option<BTreeMap<String, Quantity>>,
+}
+
+/// A map of resource names to quantities, bounded so that CEL rules over it stay within the
+/// API server's cost budget (k8s-openapi's Quantity schema has no length limit, and a
+/// three-page description repeated in `kubectl explain`).
+fn quantities(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 16,
+        "additionalProperties": {
+            "description": "A quantity: an integer or a string such as 500m, 1, 64Mi, 1Gi.",
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": true,
+            "maxLength": 64,
+            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+        }
+    })
+}
+
+/// Redis's maxmemory-policy values.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxmemoryPolicy {
+    Noeviction,
+    AllkeysLru,
+    AllkeysLfu,
+    AllkeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl MaxmemoryPolicy {
+    /// As Redis spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxmemoryPolicy::Noeviction => "noeviction",
+            MaxmemoryPolicy::AllkeysLru => "allkeys-lru",
+            MaxmemoryPolicy::AllkeysLfu => "allkeys-lfu",
+            MaxmemoryPolicy::AllkeysRandom => "allkeys-random",
+            MaxmemoryPolicy::VolatileLru => "volatile-lru",
+            MaxmemoryPolicy::VolatileLfu => "volatile-lfu",
+            MaxmemoryPolicy::VolatileRandom => "volatile-random",
+            MaxmemoryPolicy::VolatileTtl => "volatile-ttl",
+        }
+    }
+}
+
+/// Memory a Redis process takes whatever its data, and the kernel counts against the
+/// container's limit: measured with the official image, about 14 MB resident beyond
+/// `used_memory` and 9.5 MB of mapped binary and libraries.
+pub const MAXMEMORY_RESERVED: u64 = 24 * 1024 * 1024;
+/// The share of the rest of the limit that Redis may fill with data (maxmemory); the other
+/// 20% is for what the allocator holds beyond the data (memory freed by evictions, in
+/// pieces) and for buffers. Measured: with maxmemory at 80% of a 64Mi limit, a Redis filled
+/// with 1 KB values under allkeys-lru reached 64 MB resident and the kernel killed it.
+pub const MAXMEMORY_SHARE_PERCENT: u64 = 80;
+/// The least memory limit Redis is given (6.4Mi of data).
+pub const MIN_MEMORY_LIMIT: &str = "32Mi";
+/// The least storage size.
+pub const MIN_STORAGE_SIZE: &str = "1Mi";
+
+impl RedisClusterSpec {
+    /// The container's memory limit in bytes, if it has one that is a quantity.
+    pub fn memory_limit_bytes(&self) -> Option<u64> {
+        let limit = self.resources.as_ref()?.limits.as_ref()?.get("memory")?;
+        quantity_value(&limit.0).map(|bytes| bytes as u64)
+    }
+
+    /// Redis's maxmemory and its policy: only with a memory limit.
+    pub fn maxmemory(&self) -> Option<(u64, MaxmemoryPolicy)> {
+        let limit = self.memory_limit_bytes()?;
+        let policy = self.maxmemory_policy.unwrap_or(if self.storage.is_some() {
+            MaxmemoryPolicy::Noeviction
+        } else {
+            MaxmemoryPolicy::AllkeysLru
+        });
+        let rest = limit.saturating_sub(MAXMEMORY_RESERVED);
+        Some((rest.saturating_mul(MAXMEMORY_SHARE_PERCENT) / 100, policy))
+    }
+}
+
+/// What is wrong with this spec that the schema could not catch (quantities in forms CEL does
+/// not size, objects admitted before the rules existed), if anything.
+pub fn spec_problem(spec: &RedisClusterSpec) -> Option<String> {
+    let at_least = |what: &str, value: &str, least: &str| -> Option<String> {
+        match quantity_value(value) {
+            None => Some(format!("{what} {value:?} is not a quantity")),
+            Some(bytes) if bytes < quantity_value(least).unwrap_or_default() => {
+                Some(format!("{what} must be at least {least}, not {value}"))
+            }
+            Some(_) => None,
+        }
+    };
+    let memory = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|limits| limits.get("memory"));
+    let size = spec.storage.as_ref().map(|storage| &storage.size);
+    memory
+        .and_then(|limit| at_least("spec.resources.limits.memory", &limit.0, MIN_MEMORY_LIMIT))
+        .or_else(|| size.and_then(|size| at_least("spec.storage.size", size, MIN_STORAGE_SIZE)))
 }
 
 /// Observed state of a Redis cluster, written by the operator only.
@@ -170,7 +379,8 @@ pub struct RedisClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Standard Kubernetes conditions: Ready, Progressing and Degraded.
+    /// Standard Kubernetes conditions: Ready, Progressing and Degraded; PrimaryAvailable; and,
+    /// with storage, StorageSized.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -189,6 +399,10 @@ pub mod conditions {
     /// primary serves (PrimaryNotAnswering, NoQuorum, NoCandidate, PrimaryLeaving,
     /// SwitchingOver, NoPrimaryYet).
     pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
+    /// With `spec.storage` only: True when every pod's claim holds the spec's size; False
+    /// while claims grow (Resizing) or when their StorageClass does not let them
+    /// (ResizeRefused, with the API server's answer).
+    pub const STORAGE_SIZED: &str = "StorageSized";
 }
 
 impl RedisClusterStatus {
@@ -262,9 +476,103 @@ pub fn crd() -> CustomResourceDefinition {
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
             schema.x_kubernetes_validations = Some(rules.clone());
+            tidy(schema);
+            for (path, rules) in field_rules() {
+                if let Some(field) = property(schema, path) {
+                    field.x_kubernetes_validations = Some(rules);
+                }
+            }
         }
     }
     crd
+}
+
+/// For `kubectl explain` and admission messages: descriptions as paragraphs (doc comments are
+/// wrapped at 100 columns; a terminal wraps them again), and no `null` among an optional
+/// enum's values (a missing field is how to say none).
+fn tidy(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut() {
+        *description = description
+            .split("\n\n")
+            .map(|paragraph| paragraph.replace('\n', " "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    if let Some(values) = schema.enum_.as_mut() {
+        values.retain(|value| !value.0.is_null());
+    }
+    for property in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        tidy(property);
+    }
+}
+
+/// The schema of the property at `path` (names from the root).
+fn property<'a>(schema: &'a mut JSONSchemaProps, path: &[&str]) -> Option<&'a mut JSONSchemaProps> {
+    path.iter().try_fold(schema, |schema, name| {
+        schema.properties.as_mut()?.get_mut(*name)
+    })
+}
+
+fn rule(rule: String, message: &str) -> ValidationRule {
+    ValidationRule {
+        rule,
+        message: Some(message.to_owned()),
+        ..ValidationRule::default()
+    }
+}
+
+/// CEL rules of fields, and the changes they may not make (rules that read `oldSelf` run only
+/// on an update that keeps the field). A quantity in a form CEL does not size (an exponent)
+/// passes here, and the operator reports it in the status when it is too small. So does the
+/// memory limit: it may be an integer or a string, and the API server's cost estimate for any
+/// rule that reads such a value as text exceeds the schema's budget by far (Kubernetes 1.28
+/// has no `quantity()` for new rules), so `spec_problem` checks it before any pod changes.
+fn field_rules() -> Vec<(&'static [&'static str], Vec<ValidationRule>)> {
+    let sized = |quantity: &str| format!("{quantity}.matches('{}')", quantity::CEL_SIZED);
+    let bytes = |quantity: &str, least: &str| {
+        format!(
+            "!{} || {} >= {:.1}",
+            sized(quantity),
+            cel_bytes(quantity),
+            quantity_value(least).unwrap_or_default()
+        )
+    };
+    let class =
+        |object: &str| format!("(has({object}.storageClassName) ? {object}.storageClassName : '')");
+    vec![
+        (
+            &["spec"],
+            vec![rule(
+                "!has(oldSelf.storage) || has(self.storage)".to_owned(),
+                "spec.storage cannot be removed: the data is on the claims; delete the \
+                 RedisCluster (and, if retained, its claims) to go back to emptyDir",
+            )],
+        ),
+        (
+            &["spec", "storage"],
+            vec![
+                rule(
+                    bytes("self.size", MIN_STORAGE_SIZE),
+                    "spec.storage.size must be at least 1Mi",
+                ),
+                rule(
+                    format!(
+                        "!{} || !{} || {} >= {}",
+                        sized("self.size"),
+                        sized("oldSelf.size"),
+                        cel_bytes("self.size"),
+                        cel_bytes("oldSelf.size")
+                    ),
+                    "spec.storage.size cannot shrink: a PersistentVolumeClaim can only grow",
+                ),
+                rule(
+                    format!("{} == {}", class("self"), class("oldSelf")),
+                    "spec.storage.storageClassName cannot change: the claims keep the class \
+                     they were made with",
+                ),
+            ],
+        ),
+    ]
 }
 
 /// The CRD as YAML, exactly as checked in at [`CRD_PATH`].

@@ -1,6 +1,9 @@
 use std::path::Path;
 
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::*;
 
@@ -182,7 +185,10 @@ fn sample_round_trips() {
         sample.spec,
         RedisClusterSpec {
             image: "redis:7.0".to_owned(),
-            replicas: 3
+            replicas: 3,
+            storage: None,
+            resources: None,
+            maxmemory_policy: None,
         }
     );
     assert_eq!(sample.status, None);
@@ -300,4 +306,147 @@ fn the_primary_is_reported_when_there_is_one() {
         serde_json::from_value::<RedisClusterStatus>(value).unwrap(),
         status
     );
+}
+
+#[test]
+fn production_fields_are_optional_and_round_trip() {
+    let spec: RedisClusterSpec = serde_json::from_value(json!({
+        "image": "redis:7.2", "replicas": 3,
+        "storage": {"size": "1Gi", "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete"}},
+        "resources": {"limits": {"memory": "64Mi", "cpu": 1}},
+        "maxmemoryPolicy": "volatile-lru"
+    }))
+    .unwrap();
+    let storage = spec.storage.as_ref().unwrap();
+    assert_eq!(
+        storage.retention(),
+        (RetentionAction::Delete, RetentionAction::Delete)
+    );
+    assert_eq!(spec.maxmemory_policy, Some(MaxmemoryPolicy::VolatileLru));
+    let again: RedisClusterSpec =
+        serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+    assert_eq!(again, spec);
+    // The seed's two fields alone still make a spec, and serialize to just them.
+    let seed: RedisClusterSpec =
+        serde_json::from_value(json!({"image": "redis:7.0", "replicas": 1})).unwrap();
+    assert_eq!(
+        serde_json::to_value(&seed).unwrap(),
+        json!({"image": "redis:7.0", "replicas": 1})
+    );
+    let spec_schema = &schema()["properties"]["spec"];
+    assert_eq!(spec_schema["required"], json!(["image", "replicas"]));
+    assert_eq!(
+        spec_schema["properties"]["maxmemoryPolicy"]["enum"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8,
+        "no null among the values"
+    );
+}
+
+#[test]
+fn maxmemory_is_a_share_of_the_memory_limit_with_a_policy_by_storage() {
+    let spec =
+        |storage: bool, limit: Option<&str>, policy: Option<MaxmemoryPolicy>| RedisClusterSpec {
+            image: "redis:7.0".to_owned(),
+            replicas: 1,
+            storage: storage.then(|| Storage {
+                size: "1Gi".to_owned(),
+                storage_class_name: None,
+                persistent_volume_claim_retention_policy: None,
+            }),
+            resources: limit.map(|limit| Resources {
+                requests: None,
+                limits: Some(BTreeMap::from([(
+                    "memory".to_owned(),
+                    Quantity(limit.to_owned()),
+                )])),
+            }),
+            maxmemory_policy: policy,
+        };
+    let cases = [
+        (spec(false, None, None), None),
+        (spec(true, None, Some(MaxmemoryPolicy::AllkeysLru)), None),
+        (
+            spec(false, Some("100M"), None),
+            Some((59_867_340, MaxmemoryPolicy::AllkeysLru)),
+        ),
+        (
+            spec(true, Some("100M"), None),
+            Some((59_867_340, MaxmemoryPolicy::Noeviction)),
+        ),
+        (
+            spec(true, Some("1e8"), Some(MaxmemoryPolicy::VolatileTtl)),
+            Some((59_867_340, MaxmemoryPolicy::VolatileTtl)),
+        ),
+    ];
+    for (spec, maxmemory) in cases {
+        assert_eq!(spec.maxmemory(), maxmemory, "{spec:?}");
+    }
+}
+
+#[test]
+fn what_the_schema_cannot_size_the_operator_refuses() {
+    let with = |memory: Option<&str>, size: Option<&str>| RedisClusterSpec {
+        image: "redis:7.0".to_owned(),
+        replicas: 1,
+        storage: size.map(|size| Storage {
+            size: size.to_owned(),
+            storage_class_name: None,
+            persistent_volume_claim_retention_policy: None,
+        }),
+        resources: memory.map(|memory| Resources {
+            requests: None,
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity(memory.to_owned()),
+            )])),
+        }),
+        maxmemory_policy: None,
+    };
+    let cases = [
+        (with(None, None), None),
+        (with(Some("32Mi"), Some("1Mi")), None),
+        (with(Some("1e9"), None), None),
+        (
+            with(Some("16Mi"), None),
+            Some("spec.resources.limits.memory must be at least 32Mi, not 16Mi"),
+        ),
+        (
+            with(Some("3e7"), None),
+            Some("spec.resources.limits.memory must be at least 32Mi, not 3e7"),
+        ),
+        (
+            with(Some("lots"), None),
+            Some("spec.resources.limits.memory \"lots\" is not a quantity"),
+        ),
+        (
+            with(None, Some("1e3")),
+            Some("spec.storage.size must be at least 1Mi, not 1e3"),
+        ),
+    ];
+    for (spec, problem) in cases {
+        assert_eq!(spec_problem(&spec).as_deref(), problem, "{spec:?}");
+    }
+}
+
+#[test]
+fn storage_rules_are_cel_on_the_fields_they_guard() {
+    let spec = &schema()["properties"]["spec"];
+    let messages = |schema: &Value| -> Vec<String> {
+        schema["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|rule| rule["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(messages(spec)[0].starts_with("spec.storage cannot be removed"));
+    let storage = messages(&spec["properties"]["storage"]);
+    assert!(storage[0].contains("at least 1Mi"));
+    assert!(storage[1].contains("cannot shrink"));
+    assert!(storage[2].contains("storageClassName cannot change"));
+    let size = &spec["properties"]["storage"]["properties"]["size"];
+    assert_eq!(size["maxLength"], 32, "bounded, so that CEL's cost is");
 }

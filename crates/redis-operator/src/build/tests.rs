@@ -242,36 +242,54 @@ fn redis_persists_and_waits_for_a_role() {
         .join(" ");
     assert_eq!(
         args,
-        "redis-server --dir /data --appendonly yes --appendfsync everysec \
+        "redis-server --dir /data --appendonly yes --appendfsync everysec --save  \
          --repl-diskless-sync-delay 0 --replicaof 127.0.0.1 1"
     );
 }
 
-/// Runs the readiness script with a stand-in `redis-cli` that prints `reply` and exits with
-/// `code`; returns whether the probe passed.
-fn probe_passes(reply: &str, code: i32) -> bool {
+/// Runs `script` with a stand-in `redis-cli` whose n-th call prints `replies[n]` (the last one
+/// from then on) and exits with its code; returns whether the script passed and how many
+/// times it called `redis-cli`.
+fn run_script(script: &str, replies: &[(&str, i32)]) -> (bool, usize) {
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "readiness-{}-{}",
+        "probe-{}-{}",
         std::process::id(),
-        reply.len() * 10 + code as usize
+        RUNS.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    for (index, (reply, code)) in replies.iter().enumerate() {
+        std::fs::write(dir.join(format!("reply-{index}")), format!("{reply}\n")).unwrap();
+        std::fs::write(dir.join(format!("code-{index}")), code.to_string()).unwrap();
+    }
+    let last = replies.len() - 1;
     let cli = dir.join("redis-cli");
     std::fs::write(
         &cli,
-        format!("#!/bin/sh\nprintf '{}'\nexit {code}\n", reply),
+        format!(
+            "#!/bin/sh\ncd {dir}\nn=$(cat calls 2>/dev/null || echo 0); echo $((n+1)) > calls\n\
+             [ $n -gt {last} ] && n={last}\nprintf \"$(cat reply-$n)\"\nexit $(cat code-$n)\n",
+            dir = dir.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
     let status = std::process::Command::new("sh")
-        .args(["-c", READINESS_SCRIPT])
+        .args(["-c", script])
         .env("PATH", path)
         .status()
         .unwrap();
+    let calls =
+        std::fs::read_to_string(dir.join("calls")).map_or(0, |calls| calls.trim().parse().unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
-    status.success()
+    (status.success(), calls)
+}
+
+fn probe_passes(reply: &str, code: i32) -> bool {
+    run_script(READINESS_SCRIPT, &[(reply, code)]).0
 }
 
 #[test]
@@ -307,4 +325,307 @@ fn readiness_means_ready_in_a_role() {
     for (reply, code, ready) in cases {
         assert_eq!(probe_passes(reply, code), ready, "{reply}");
     }
+}
+
+#[test]
+fn startup_waits_until_redis_has_loaded_its_data() {
+    let cases = [
+        ("PONG", 0, true),
+        ("LOADING Redis is loading the dataset in memory", 0, false),
+        (
+            "Could not connect to Redis at 127.0.0.1:6379: Connection refused",
+            1,
+            false,
+        ),
+    ];
+    for (reply, code, started) in cases {
+        assert_eq!(
+            run_script(STARTUP_SCRIPT, &[(reply, code)]).0,
+            started,
+            "{reply}"
+        );
+    }
+}
+
+#[test]
+fn a_primary_with_replicas_waits_before_stopping_until_it_handed_over() {
+    let primary = "role:master\\r\\nconnected_slaves:2\\r\\n";
+    let alone = "role:master\\r\\nconnected_slaves:0\\r\\n";
+    let replica = "role:slave\\r\\nmaster_link_status:up\\r\\n";
+    let gone = "Could not connect to Redis";
+    // (replies in turn, calls expected): it stops once it is a replica, has no replica to
+    // hand over to, or does not answer.
+    let cases = [
+        (vec![(replica, 0)], 1),
+        (vec![(alone, 0)], 1),
+        (vec![(gone, 1)], 1),
+        (vec![(primary, 0), (primary, 0), (replica, 0)], 3),
+        (vec![(primary, 0), (gone, 1)], 2),
+    ];
+    for (replies, calls) in cases {
+        assert_eq!(
+            run_script(PRE_STOP_SCRIPT, &replies),
+            (true, calls),
+            "{replies:?}"
+        );
+    }
+}
+
+#[test]
+fn production_pods_are_spread_bounded_and_stop_gracefully() {
+    let sts = statefulset(&cluster(3, "redis:7.0")).unwrap();
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(60));
+    let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
+    let preferred = anti
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap();
+    assert!(
+        anti.required_during_scheduling_ignored_during_execution
+            .is_none(),
+        "soft only"
+    );
+    assert_eq!(
+        preferred[0].pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+    let spread = &pod.topology_spread_constraints.unwrap()[0];
+    assert_eq!(
+        (
+            spread.topology_key.as_str(),
+            spread.when_unsatisfiable.as_str(),
+            spread.max_skew
+        ),
+        ("kubernetes.io/hostname", "ScheduleAnyway", 1)
+    );
+    for selector in [
+        &preferred[0].pod_affinity_term.label_selector,
+        &spread.label_selector,
+    ] {
+        assert_eq!(
+            selector.as_ref().unwrap().match_labels,
+            Some(selector_labels(NAME))
+        );
+    }
+    let redis = &pod.containers[0];
+    let pre_stop = redis.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    assert_eq!(
+        pre_stop.exec.as_ref().unwrap().command.as_deref().unwrap(),
+        ["sh", "-c", PRE_STOP_SCRIPT]
+    );
+    let startup = redis.startup_probe.as_ref().unwrap();
+    assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 1800);
+}
+
+/// The cluster with storage, resources and a policy set as given.
+fn production(
+    storage: Option<&str>,
+    memory_limit: Option<&str>,
+    policy: Option<rediscluster_crd::MaxmemoryPolicy>,
+) -> rediscluster_crd::RedisCluster {
+    let mut cluster = cluster(3, "redis:7.0");
+    cluster.spec.storage = storage.map(|size| rediscluster_crd::Storage {
+        size: size.to_owned(),
+        storage_class_name: Some("standard".to_owned()),
+        persistent_volume_claim_retention_policy: None,
+    });
+    cluster.spec.resources = memory_limit.map(|limit| rediscluster_crd::Resources {
+        requests: None,
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity(limit.to_owned()),
+        )])),
+    });
+    cluster.spec.maxmemory_policy = policy;
+    cluster
+}
+
+#[test]
+fn storage_makes_a_claim_per_pod_with_the_retention_policy() {
+    let sts = statefulset(&production(Some("1Gi"), None, None)).unwrap();
+    let spec = sts.spec.unwrap();
+    let templates = spec.volume_claim_templates.unwrap();
+    assert_eq!(templates.len(), 1);
+    let claim = &templates[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+    assert_eq!(claim.metadata.labels, Some(labels(NAME)));
+    let claim_spec = claim.spec.as_ref().unwrap();
+    assert_eq!(claim_spec.storage_class_name.as_deref(), Some("standard"));
+    assert_eq!(
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"],
+        Quantity("1Gi".to_owned())
+    );
+    let retention = spec.persistent_volume_claim_retention_policy.unwrap();
+    assert_eq!(
+        (
+            retention.when_deleted.as_deref(),
+            retention.when_scaled.as_deref()
+        ),
+        (Some("Delete"), Some("Retain"))
+    );
+    // The claim is the data volume: no emptyDir beside it.
+    let pod = spec.template.spec.unwrap();
+    assert!(pod.volumes.is_none());
+    assert_eq!(
+        pod.containers[0].volume_mounts.as_ref().unwrap()[0].name,
+        "data"
+    );
+
+    let without = statefulset(&cluster(3, "redis:7.0")).unwrap().spec.unwrap();
+    assert!(without.volume_claim_templates.is_none());
+    assert!(without.persistent_volume_claim_retention_policy.is_none());
+}
+
+#[test]
+fn a_memory_limit_gives_redis_maxmemory_and_a_policy() {
+    use rediscluster_crd::MaxmemoryPolicy;
+    let args = |cluster: &rediscluster_crd::RedisCluster| {
+        let sts = statefulset(cluster).unwrap();
+        sts.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ")
+    };
+    // 80% of what 24Mi leaves of the limit: 64Mi gives 32Mi.
+    let cases = [
+        (
+            production(None, Some("64Mi"), None),
+            Some("33554432 --maxmemory-policy allkeys-lru"),
+        ),
+        (
+            production(Some("1Gi"), Some("64Mi"), None),
+            Some("33554432 --maxmemory-policy noeviction"),
+        ),
+        (
+            production(
+                Some("1Gi"),
+                Some("64Mi"),
+                Some(MaxmemoryPolicy::VolatileTtl),
+            ),
+            Some("33554432 --maxmemory-policy volatile-ttl"),
+        ),
+        (
+            production(Some("1Gi"), None, Some(MaxmemoryPolicy::AllkeysLfu)),
+            None,
+        ),
+        (
+            production(None, Some("1Gi"), None),
+            Some("838860800 --maxmemory-policy allkeys-lru"),
+        ),
+    ];
+    for (cluster, expected) in cases {
+        let args = args(&cluster);
+        match expected {
+            Some(expected) => assert!(
+                args.contains(&format!("--maxmemory {expected} --replicaof")),
+                "{args}"
+            ),
+            None => assert!(!args.contains("--maxmemory"), "{args}"),
+        }
+    }
+    // The spec's resources replace the default request entirely: a limit below it would
+    // otherwise be refused.
+    let sts = statefulset(&production(None, Some("64Mi"), None)).unwrap();
+    let resources = sts.spec.unwrap().template.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap();
+    assert_eq!(resources.requests, None);
+    assert_eq!(
+        resources.limits.unwrap()["memory"],
+        Quantity("64Mi".to_owned())
+    );
+}
+
+#[test]
+fn only_what_needs_a_new_pod_changes_its_config() {
+    let config = |cluster: &rediscluster_crd::RedisCluster| pod_config(&cluster.spec);
+    let plain = cluster(3, "redis:7.0");
+    let base = config(&plain);
+    let mut scaled = plain.clone();
+    scaled.spec.replicas = 5;
+    assert_eq!(config(&scaled), base, "replicas");
+    let mut resized = production(Some("1Gi"), None, None);
+    let with_storage = config(&resized);
+    resized.spec.storage.as_mut().unwrap().size = "2Gi".to_owned();
+    assert_eq!(
+        config(&resized),
+        with_storage,
+        "a size grows the claims in place"
+    );
+    for changed in [
+        cluster(3, "redis:7.2"),
+        production(Some("1Gi"), None, None),
+        production(None, Some("64Mi"), None),
+        production(
+            None,
+            Some("64Mi"),
+            Some(rediscluster_crd::MaxmemoryPolicy::Noeviction),
+        ),
+    ] {
+        assert_ne!(config(&changed), base, "{:?}", changed.spec);
+    }
+    // Without a memory limit a policy changes nothing Redis does.
+    assert_eq!(
+        config(&production(
+            None,
+            None,
+            Some(rediscluster_crd::MaxmemoryPolicy::Noeviction)
+        )),
+        base
+    );
+
+    // The template carries it; a pod of an earlier release, made before the annotation
+    // existed, is judged by its image alone.
+    let sts = statefulset(&plain).unwrap();
+    let annotations = sts
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(annotations[POD_CONFIG_ANNOTATION], base);
+    let earlier = |image: &str| Pod {
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: REDIS_CONTAINER.to_owned(),
+                image: Some(image.to_owned()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    };
+    assert_eq!(pod_config_of(&earlier("redis:7.0")), Some(base.clone()));
+    assert_ne!(pod_config_of(&earlier("redis:6.2")), Some(base));
+    assert_eq!(pod_config_of(&Pod::default()), None);
+}
+
+#[test]
+fn a_disruption_budget_only_with_two_pods_or_more() {
+    assert!(
+        disruption_budget(&cluster(1, "redis:7.0"))
+            .unwrap()
+            .is_none()
+    );
+    let budget = disruption_budget(&cluster(2, "redis:7.0"))
+        .unwrap()
+        .unwrap();
+    assert!(is_controlled_by(&budget, UID));
+    let spec = budget.spec.unwrap();
+    assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(spec.min_available, None);
+    assert_eq!(
+        spec.selector.unwrap().match_labels,
+        Some(selector_labels(NAME))
+    );
 }

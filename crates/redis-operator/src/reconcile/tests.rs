@@ -8,7 +8,8 @@ use http::{Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetUpdateStrategy,
 };
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
 use kube::client::Body;
 use kube::runtime::reflector::{self, ObjectRef};
@@ -172,6 +173,8 @@ struct Harness {
     statefulsets: reflector::store::Writer<StatefulSet>,
     services: reflector::store::Writer<Service>,
     pods: reflector::store::Writer<Pod>,
+    disruption_budgets: reflector::store::Writer<PodDisruptionBudget>,
+    claims: reflector::store::Writer<PersistentVolumeClaim>,
     redis: Arc<FakeRedis>,
     context: Arc<Context>,
     respond: Arc<Mutex<Responder>>,
@@ -189,10 +192,14 @@ impl Harness {
         let (statefulset_reader, statefulsets) = reflector::store();
         let (service_reader, services) = reflector::store();
         let (pod_reader, pods) = reflector::store();
+        let (budget_reader, disruption_budgets) = reflector::store();
+        let (claim_reader, claims) = reflector::store();
         let stores = Stores {
             statefulsets: statefulset_reader,
             services: service_reader,
             pods: pod_reader,
+            disruption_budgets: budget_reader,
+            claims: claim_reader,
         };
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let respond: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Box::new(respond)));
@@ -244,6 +251,8 @@ impl Harness {
             statefulsets,
             services,
             pods,
+            disruption_budgets,
+            claims,
             redis,
             context,
             respond,
@@ -266,6 +275,11 @@ impl Harness {
                 stored.put(&svc);
                 self.services
                     .apply_watcher_event(&watcher::Event::Apply(svc));
+            }
+            if let Some(budget) = crate::build::disruption_budget(cluster).unwrap() {
+                stored.put(&budget);
+                self.disruption_budgets
+                    .apply_watcher_event(&watcher::Event::Apply(budget));
             }
         }
         self.statefulsets
@@ -296,6 +310,14 @@ impl Harness {
         self.stored.lock().unwrap().put(&pod);
         self.redis.answer(&pod.name_any(), redis);
         self.pods.apply_watcher_event(&watcher::Event::Apply(pod));
+        self
+    }
+
+    /// A claim in the API server and the cache.
+    fn with_claim(mut self, claim: PersistentVolumeClaim) -> Self {
+        self.stored.lock().unwrap().put(&claim);
+        self.claims
+            .apply_watcher_event(&watcher::Event::Apply(claim));
         self
     }
 
@@ -484,6 +506,7 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
             &services,
             &services,
             &format!("/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets"),
+            &format!("/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets"),
         ]
     );
     for create in sent
@@ -523,7 +546,7 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
         note,
         format!(
             "created Service {NAME}, Service {NAME}-primary, Service {NAME}-replicas, \
-             StatefulSet {NAME}"
+             StatefulSet {NAME}, PodDisruptionBudget {NAME}"
         )
     );
 }
@@ -1156,12 +1179,8 @@ async fn a_roll_deletes_one_outdated_replica_at_a_time_with_a_uid_precondition()
     let cluster = cluster(3, "redis:7.0");
     let sts = statefulset(&cluster, sts_status(3, 3));
     let running = settled(cluster, sts.clone()).await;
-    let mut rolling = sts;
-    let status = rolling.status.as_mut().unwrap();
-    status.update_revision = Some("rev-2".to_owned());
-    status.updated_replicas = Some(0);
-    let mut harness = Harness::new(healthy).with_children(&running, rolling);
-    // The pods were made from rev-1.
+    let mut harness = Harness::new(healthy).with_children(&running, sts);
+    // The pods were made for an earlier spec.
     for index in 0..3 {
         let role = if index == 0 {
             Role::Primary
@@ -1169,8 +1188,10 @@ async fn a_roll_deletes_one_outdated_replica_at_a_time_with_a_uid_precondition()
             Role::Replica
         };
         let mut pod = redis_pod(index, true, Some(role));
-        pod.labels_mut()
-            .insert(crate::build::REVISION_LABEL.to_owned(), "rev-1".to_owned());
+        pod.annotations_mut().insert(
+            crate::build::POD_CONFIG_ANNOTATION.to_owned(),
+            "made-for-an-earlier-spec".to_owned(),
+        );
         let seen = if index == 0 {
             FakeRedis::primary()
         } else {
@@ -1222,4 +1243,205 @@ async fn a_statefulset_of_the_previous_release_switches_to_on_delete_without_a_r
         "the pod template is not touched: no pod restarts"
     );
     assert!(sent.iter().all(|s| s.method != "DELETE"));
+}
+
+#[tokio::test]
+async fn pods_of_an_earlier_release_made_for_the_same_spec_are_not_replaced() {
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let running = settled(cluster, sts.clone()).await;
+    // The earlier release's template: no pod-config annotation, no probes or spreading of
+    // this one. Its pods run the spec's image.
+    let mut earlier = sts;
+    let template = &mut earlier.spec.as_mut().unwrap().template;
+    template.metadata.as_mut().unwrap().annotations = None;
+    template.spec.as_mut().unwrap().affinity = None;
+    let mut harness = Harness::new(healthy).with_children(&running, earlier);
+    for index in 0..3 {
+        let role = if index == 0 {
+            Role::Primary
+        } else {
+            Role::Replica
+        };
+        let mut pod = redis_pod(index, true, Some(role));
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            containers: vec![k8s_openapi::api::core::v1::Container {
+                name: crate::build::REDIS_CONTAINER.to_owned(),
+                image: Some("redis:7.0".to_owned()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let seen = if index == 0 {
+            FakeRedis::primary()
+        } else {
+            FakeRedis::replica_of(0, true)
+        };
+        harness = harness.with_pod(pod, seen);
+    }
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(result.is_ok(), "{result:?}");
+    // The template is brought up to date, for pods made from now on; no pod is deleted.
+    assert_eq!(writes_to(&sent, "statefulsets").len(), 1, "{sent:#?}");
+    assert!(sent.iter().all(|s| s.method != "DELETE"), "{sent:#?}");
+    assert!(harness.redis.ran().is_empty());
+}
+
+#[tokio::test]
+async fn a_cluster_scaled_to_one_pod_deletes_its_disruption_budget() {
+    let three = cluster(3, "redis:7.0");
+    let budget = crate::build::disruption_budget(&three).unwrap().unwrap();
+    let mut budget_with_uid = budget.clone();
+    budget_with_uid.metadata.uid = Some("budget-uid".to_owned());
+    let one = cluster(1, "redis:7.0");
+    let sts = statefulset(&one, sts_status(1, 1));
+    let running = settled(one, sts.clone()).await;
+    let mut harness = Harness::new(healthy).with_children(&running, sts);
+    harness.stored.lock().unwrap().put(&budget_with_uid);
+    harness
+        .disruption_budgets
+        .apply_watcher_event(&watcher::Event::Apply(budget_with_uid));
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(result.is_ok(), "{result:?}");
+    let writes = writes_to(&sent, "poddisruptionbudgets");
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert!(writes[0].is("DELETE", &format!("/poddisruptionbudgets/{NAME}")));
+    assert_eq!(writes[0].body["preconditions"]["uid"], "budget-uid");
+
+    // Three pods again: the budget comes back, letting one pod go at a time.
+    assert_eq!(
+        serde_json::to_value(&budget.spec).unwrap(),
+        json!({"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow",
+               "selector": {"matchLabels": crate::build::selector_labels(NAME)}})
+    );
+}
+
+/// A cluster of three with `storage` of `size`, its claims asking for 1Gi.
+fn with_storage(size: &str) -> (RedisCluster, Vec<PersistentVolumeClaim>) {
+    let mut cluster = cluster(3, "redis:7.0");
+    cluster.spec.storage = Some(rediscluster_crd::Storage {
+        size: size.to_owned(),
+        storage_class_name: None,
+        persistent_volume_claim_retention_policy: None,
+    });
+    let claims = (0..3)
+        .map(|index| {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("data-{NAME}-{index}"), "namespace": NAMESPACE,
+                             "uid": format!("claim-uid-{index}"),
+                             "labels": crate::build::labels(NAME)},
+                "spec": {"resources": {"requests": {"storage": "1Gi"}}},
+                "status": {"capacity": {"storage": "1Gi"}}
+            }))
+            .unwrap()
+        })
+        .collect();
+    (cluster, claims)
+}
+
+#[tokio::test]
+async fn a_grown_size_patches_each_smaller_claim_and_a_refusal_is_not_repeated() {
+    let (cluster, claims) = with_storage("2Gi");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let running = settled(cluster, sts.clone()).await;
+    let refuse = |sent: &Sent, stored: &mut Stored| {
+        if sent.method == "PATCH" && sent.path.contains("/persistentvolumeclaims/") {
+            (
+                StatusCode::FORBIDDEN,
+                status_body(
+                    403,
+                    "Forbidden",
+                    "only dynamically provisioned pvc can be resized",
+                ),
+            )
+        } else {
+            stored.answer(sent)
+        }
+    };
+    let mut harness = Harness::new(refuse).with_children(&running, sts.clone());
+    for claim in claims.clone() {
+        harness = harness.with_claim(claim);
+    }
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(result.is_ok(), "{result:?}");
+    let patches = writes_to(&sent, "persistentvolumeclaims");
+    assert_eq!(patches.len(), 3, "{patches:#?}");
+    assert_eq!(
+        patches[0].body["spec"]["resources"]["requests"]["storage"],
+        "2Gi"
+    );
+    assert!(
+        patches[0].body["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .starts_with("claim-uid-")
+    );
+    let status = written_status(&sent).unwrap();
+    let sized = status
+        .condition(rediscluster_crd::conditions::STORAGE_SIZED)
+        .unwrap();
+    assert_eq!(
+        (sized.status.as_str(), sized.reason.as_str()),
+        ("False", "ResizeRefused")
+    );
+    assert!(
+        sized.message.contains("only dynamically provisioned"),
+        "{}",
+        sized.message
+    );
+    assert_eq!(status.phase, Phase::Running, "the cluster still serves");
+
+    // The next look does not ask again, and has nothing new to say.
+    let refused = with_status(running.clone(), status);
+    let (_, sent) = harness.reconcile(&refused).await;
+    assert!(sent.is_empty(), "{sent:#?}");
+
+    // Where the StorageClass allows it, the claims are patched and the status waits for them.
+    let mut harness = Harness::new(healthy).with_children(&running, sts);
+    for claim in claims {
+        harness = harness.with_claim(claim);
+    }
+    let (_, sent) = harness.reconcile(&running).await;
+    assert_eq!(writes_to(&sent, "persistentvolumeclaims").len(), 3);
+    let status = written_status(&sent).unwrap();
+    let sized = status
+        .condition(rediscluster_crd::conditions::STORAGE_SIZED)
+        .unwrap();
+    assert_eq!(
+        (sized.status.as_str(), sized.reason.as_str()),
+        ("False", "Resizing")
+    );
+}
+
+#[tokio::test]
+async fn a_spec_the_schema_could_not_check_changes_no_pod() {
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let running = settled(cluster, sts.clone()).await;
+    // A memory limit written with an exponent (which CEL cannot size) and too small.
+    let mut invalid = running.clone();
+    invalid.spec.resources = Some(rediscluster_crd::Resources {
+        requests: None,
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("1e6".to_owned()),
+        )])),
+    });
+    invalid.metadata.generation = Some(2);
+    let harness = Harness::new(healthy).with_children(&invalid, sts);
+    let (result, sent) = harness.reconcile(&invalid).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(writes_to(&sent, "statefulsets").is_empty(), "{sent:#?}");
+    assert!(sent.iter().all(|s| s.method != "DELETE"));
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    let degraded = status.condition(DEGRADED).unwrap();
+    assert_eq!(degraded.reason, "InvalidSpec");
+    assert!(
+        degraded
+            .message
+            .contains("spec.resources.limits.memory must be at least 32Mi, not 1e6"),
+        "{}",
+        degraded.message
+    );
 }

@@ -75,6 +75,7 @@ fn run(case: &Case) -> Assessment {
             blocker: case.blocker.as_ref(),
             roles: &roles,
             primary_change: None,
+            storage: None,
             now: at(0),
             failure_grace: GRACE,
         },
@@ -98,6 +99,7 @@ fn look(
             blocker,
             roles: &roles_agreeing_with(Some(sts)),
             primary_change: None,
+            storage: None,
             now,
             failure_grace: GRACE,
         },
@@ -107,13 +109,13 @@ fn look(
 /// Roles as Redis reports them when every pod the StatefulSet counts as ready is ready in its
 /// role, pod 0 the primary.
 fn roles_agreeing_with(sts: Option<&StatefulSet>) -> Plan {
-    let ready = sts
-        .and_then(|s| s.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+    let status = sts.and_then(|s| s.status.as_ref());
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
     Plan {
         primary: (ready > 0).then(|| format!("{}-0", crate::fixtures::NAME)),
         in_role: ready,
+        // The pods the StatefulSet counts as updated were made for the spec's config.
+        updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
         ..Plan::default()
     }
 }
@@ -131,6 +133,7 @@ fn phase_table() {
     let linked = |in_role: i32, waiting: &str| Plan {
         primary: Some("x-0".into()),
         in_role,
+        updated: 3,
         waiting: Some(waiting.into()),
         ..Plan::default()
     };
@@ -165,6 +168,7 @@ fn phase_table() {
             name: "all in role but no primary recorded cannot be Running",
             roles: Some(Plan {
                 in_role: 3,
+                updated: 3,
                 ..Plan::default()
             }),
             phase: Phase::Scaling,
@@ -501,20 +505,18 @@ fn a_stuck_pod_does_not_matter_once_every_replica_is_ready() {
 }
 
 #[test]
-fn a_stuck_pod_of_an_outdated_revision_is_not_waited_for() {
-    // The image was fixed: the StatefulSet rolls to rev-2, the pod stuck on rev-1 is replaced.
+fn a_stuck_pod_made_for_an_earlier_spec_is_not_waited_for() {
+    // The image was fixed: the pod stuck on the bad one is replaced.
     let cluster = with_status(cluster(3, "redis:7.2"), previous(Phase::Failed));
-    let mut status = sts_status(3, 2);
-    status.update_revision = Some("rev-2".to_owned());
-    let sts = statefulset(&cluster, status);
+    let sts = statefulset(&cluster, sts_status(3, 2));
     let mut pod = waiting_pod(2, "ImagePullBackOff", at(0));
-    let revision = |pod: &mut Pod, rev: &str| {
-        pod.metadata
-            .labels
-            .get_or_insert_default()
-            .insert(build::REVISION_LABEL.to_owned(), rev.to_owned());
+    let made_for = |pod: &mut Pod, image: &str| {
+        pod.annotations_mut().insert(
+            build::POD_CONFIG_ANNOTATION.to_owned(),
+            build::pod_config(&crate::fixtures::cluster(3, image).spec),
+        );
     };
-    revision(&mut pod, "rev-1");
+    made_for(&mut pod, "redis:does-not-exist");
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(assessment.status.phase, Phase::Scaling, "outdated pod");
     assert_eq!(
@@ -523,9 +525,26 @@ fn a_stuck_pod_of_an_outdated_revision_is_not_waited_for() {
         "only the progress deadline"
     );
 
-    revision(&mut pod, "rev-2");
+    made_for(&mut pod, "redis:7.2");
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(assessment.status.phase, Phase::Failed, "current pod");
+
+    // A pod of an earlier release has no annotation: the image it runs decides.
+    pod.metadata.annotations = None;
+    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        containers: vec![k8s_openapi::api::core::v1::Container {
+            name: build::REDIS_CONTAINER.to_owned(),
+            image: Some("redis:7.2".to_owned()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
+    assert_eq!(
+        assessment.status.phase,
+        Phase::Failed,
+        "current pod, earlier release"
+    );
 }
 
 #[test]
@@ -710,6 +729,7 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
                 blocker: None,
                 roles: case.roles.as_ref().unwrap(),
                 primary_change: case.roles.as_ref().unwrap().change.as_ref(),
+                storage: None,
                 now: at(0),
                 failure_grace: GRACE,
             },

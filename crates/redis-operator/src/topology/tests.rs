@@ -131,7 +131,8 @@ fn policy(pods: i32) -> Policy {
         kept: pods,
         desired: pods,
         failover_after: FAILOVER_AFTER,
-        update_revision: None,
+        config: None,
+        in_ordinal_order: false,
     }
 }
 
@@ -148,7 +149,7 @@ fn member(ordinal: i32, label: Option<Role>, ready: bool, seen: Seen) -> Member 
         ready,
         terminating: false,
         label,
-        revision: None,
+        config: None,
         settling: false,
         seen,
     }
@@ -214,6 +215,7 @@ fn a_settled_cluster_needs_nothing() {
         Plan {
             primary: Some("r-0".into()),
             in_role: 3,
+            updated: 3,
             ..Plan::default()
         }
     );
@@ -570,7 +572,7 @@ fn rolling(revisions: [&str; 3], primary_ordinal: i32) -> Vec<Member> {
             } else {
                 member(o, R, true, replica_of(primary_ordinal, 100, true))
             };
-            m.revision = Some(revisions[o as usize].into());
+            m.config = Some(revisions[o as usize].into());
             m
         })
         .collect()
@@ -578,7 +580,7 @@ fn rolling(revisions: [&str; 3], primary_ordinal: i32) -> Vec<Member> {
 
 fn roll_policy() -> Policy {
     Policy {
-        update_revision: Some("new".into()),
+        config: Some("new".into()),
         ..policy(3)
     }
 }
@@ -639,11 +641,59 @@ fn a_roll_replaces_replicas_one_at_a_time_then_hands_over_then_the_old_primary()
 }
 
 #[test]
+fn pods_made_before_storage_go_in_ordinal_order_the_primary_in_its_turn() {
+    let policy = Policy {
+        in_ordinal_order: true,
+        ..roll_policy()
+    };
+    // (configs of r-0, r-1, r-2; the primary's ordinal) → the step.
+    let cases = [
+        (["old", "old", "old"], 1, Step::Delete("r-0")),
+        (["new", "old", "old"], 2, Step::Delete("r-1")),
+        // The primary's turn, before any replica above it is updated: it hands over to an
+        // in-sync replica all the same (the StatefulSet makes no pod past it otherwise).
+        (["old", "old", "old"], 0, Step::HandOver("r-1")),
+        // An updated replica is preferred.
+        (["old", "old", "new"], 0, Step::HandOver("r-2")),
+        (["new", "old", "new"], 1, Step::HandOver("r-0")),
+        (["new", "new", "new"], 1, Step::Nothing),
+    ];
+    for (configs, primary, step) in cases {
+        let plan = decide(&rolling(configs, primary), &policy);
+        assert_eq!(Step::of(&plan), step, "{configs:?}, primary r-{primary}");
+    }
+    // Without the flag: the highest replica first, the primary last.
+    let plan = decide(&rolling(["old", "old", "old"], 0), &roll_policy());
+    assert_eq!(Step::of(&plan), Step::Delete("r-2"));
+}
+
+/// What a plan does next in a roll.
+#[derive(Debug, PartialEq)]
+enum Step<'a> {
+    Delete(&'a str),
+    HandOver(&'a str),
+    Nothing,
+}
+
+impl Step<'_> {
+    fn of(plan: &Plan) -> Step<'_> {
+        if let Some(pod) = &plan.delete {
+            return Step::Delete(pod);
+        }
+        match plan.commands.as_slice() {
+            [(_, Command::HandOver { to, .. })] => Step::HandOver(to),
+            [] => Step::Nothing,
+            other => panic!("unexpected commands {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_single_pod_is_replaced_without_a_handover() {
     let mut members = [member(0, P, true, primary(100))];
-    members[0].revision = Some("old".into());
+    members[0].config = Some("old".into());
     let policy = Policy {
-        update_revision: Some("new".into()),
+        config: Some("new".into()),
         ..policy(1)
     };
     let plan = decide(&members, &policy);
@@ -788,10 +838,10 @@ fn pods_stuck_on_a_fixed_image_are_replaced_even_before_there_is_a_primary() {
         ),
     ];
     for m in &mut members {
-        m.revision = Some("old".into());
+        m.config = Some("old".into());
     }
     let policy = Policy {
-        update_revision: Some("new".into()),
+        config: Some("new".into()),
         ..policy(2)
     };
     let plan = decide(&members, &policy);

@@ -20,6 +20,15 @@ fn full_pod(index: u32, reason: &str) -> Pod {
     pod.metadata.creation_timestamp = Some(Time(at(-1000)));
     pod.labels_mut()
         .insert("controller-revision-hash".to_owned(), "rev-1".to_owned());
+    // Made for the spec of the cluster below, `cluster(2, "redis:does-not-exist")`.
+    pod.annotations_mut().insert(
+        build::POD_CONFIG_ANNOTATION.to_owned(),
+        build::pod_config(&cluster(2, "redis:does-not-exist").spec),
+    );
+    pod.annotations_mut().insert(
+        "kubectl.kubernetes.io/restartedAt".to_owned(),
+        "now".to_owned(),
+    );
     pod.metadata.uid = Some(format!("uid-{index}"));
     pod.metadata.resource_version = Some("42".to_owned());
     pod.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
@@ -135,6 +144,7 @@ fn assess_at(cluster: &RedisCluster, sts: &StatefulSet, pods: &[Pod], seconds: i
             blocker: None,
             roles: &Plan::default(),
             primary_change: None,
+            storage: None,
             now: at(seconds),
             failure_grace: Duration::from_secs(120),
         },
@@ -150,10 +160,15 @@ fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
     assert!(pod.namespace().is_some());
     assert_eq!(
         pod.labels(),
-        &BTreeMap::from([
-            (build::INSTANCE_LABEL.to_owned(), NAME.to_owned()),
-            (build::REVISION_LABEL.to_owned(), "rev-1".to_owned()),
-        ])
+        &BTreeMap::from([(build::INSTANCE_LABEL.to_owned(), NAME.to_owned())])
+    );
+    assert_eq!(
+        pod.annotations().keys().collect::<Vec<_>>(),
+        [build::POD_CONFIG_ANNOTATION]
+    );
+    assert_eq!(
+        build::pod_config_of(&pod),
+        Some(build::pod_config(&cluster(2, "redis:does-not-exist").spec))
     );
     assert!(pod.spec.is_none() && pod.metadata.managed_fields.is_none());
     let status = pod.status.as_ref().unwrap();
@@ -181,6 +196,22 @@ fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
         size < 600 && size < full_size,
         "{size} of {full_size} bytes kept"
     );
+}
+
+#[test]
+fn a_pod_of_an_earlier_release_keeps_the_image_it_was_made_for() {
+    let mut full = full_pod(0, "ImagePullBackOff");
+    full.metadata.annotations = None;
+    let expected = build::pod_config_of(&full);
+    let pod = trimmed(full);
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.containers.len(), 1);
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("redis:does-not-exist")
+    );
+    assert_eq!(build::pod_config_of(&pod), expected);
+    assert!(expected.is_some());
 }
 
 #[test]
