@@ -137,24 +137,32 @@ async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> T
         )
         .await?;
     let injected_generation = setup.statefulsets.get(NAME).await?.metadata.generation;
-    // The pods roll to take the sidecar; the operator must reach Running with it in place.
-    wait_for_within(
+    // The pods roll to take the sidecar (the operator stamps the template with the config
+    // its pods are made for, which counts what others add: one more generation); the
+    // operator must reach Running with it in place.
+    let rolled = wait_for_within(
         WAIT,
         &setup.statefulsets,
         NAME,
         "rolled with the sidecar",
         |sts: Option<&StatefulSet>| {
-            sts.and_then(|s| s.status.as_ref()).is_some_and(|s| {
-                // Not currentRevision: with OnDelete (the operator rolls the pods) the
-                // StatefulSet controller never advances it; updatedReplicas counts the pods
-                // made from the update revision.
-                s.observed_generation == injected_generation
-                    && s.updated_replicas == Some(2)
-                    && s.ready_replicas == Some(2)
+            sts.is_some_and(|sts| {
+                let generation = sts.metadata.generation;
+                sts.status.as_ref().is_some_and(|s| {
+                    // Not currentRevision: with OnDelete (the operator rolls the pods) the
+                    // StatefulSet controller never advances it; updatedReplicas counts the
+                    // pods made from the update revision.
+                    generation > injected_generation
+                        && s.observed_generation == generation
+                        && s.updated_replicas == Some(2)
+                        && s.ready_replicas == Some(2)
+                })
             })
         },
     )
-    .await?;
+    .await?
+    .ok_or("the StatefulSet vanished")?;
+    let settled_generation = rolled.metadata.generation;
     setup.wait_running(2).await?;
 
     // Settled: for a minute (three resyncs), no write to the StatefulSet or anything else.
@@ -166,7 +174,7 @@ async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> T
     tokio::time::sleep(Duration::from_secs(60)).await;
     let sts = setup.statefulsets.get(NAME).await?;
     assert_eq!(
-        sts.metadata.generation, injected_generation,
+        sts.metadata.generation, settled_generation,
         "spec rewritten"
     );
     let containers: Vec<String> = sts

@@ -144,6 +144,14 @@ async fn a_cluster_of_the_previous_release_is_adopted_with_its_data() -> TestRes
         .ok_or("no container")?;
     container.args = None;
     container.readiness_probe = Some(previous_release_readiness());
+    // Nor did it say what its pods were made for.
+    if let Some(metadata) = previous
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.metadata.as_mut())
+    {
+        metadata.annotations = None;
+    }
     setup
         .statefulsets
         .create(&PostParams::default(), &previous)

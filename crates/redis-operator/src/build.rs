@@ -104,6 +104,17 @@ fn owner_reference(cluster: &RedisCluster) -> Result<OwnerReference> {
         .ok_or(Error::MissingObjectKey("uid"))
 }
 
+/// The uid of the object's controller, if it has one.
+pub fn controller_uid<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true))
+        .map(|owner| owner.uid.as_str())
+}
+
 /// Whether `child` is controlled by the RedisCluster with this uid.
 pub fn is_controlled_by<K: Resource>(child: &K, owner_uid: &str) -> bool {
     child
@@ -181,70 +192,170 @@ fn headless_service(cluster: &RedisCluster) -> Result<Service> {
 }
 
 /// What a pod is made for that only replacing it can change: the image, storage or not, the
-/// resources, Redis's maxmemory. A pod whose config differs from the spec's is replaced (one
-/// at a time, replicas first, the primary after handing over). What the operator itself adds
-/// to the pod template (probes, spreading, shutdown) is not part of it: a new release of the
-/// operator changes the template, and existing pods take it when they are next replaced,
-/// rather than all being restarted for it.
+/// resources, Redis's maxmemory; what others added to the pod template (a sidecar, the
+/// `kubectl rollout restart` annotation); and the operator's template epoch. A pod whose
+/// config differs from the one asked for is replaced (one at a time, replicas first, the
+/// primary after handing over). What the operator itself adds to the template (probes,
+/// spreading, shutdown) is not part of it: a new release changes the template, and existing
+/// pods take it when they are next replaced, rather than all being restarted for it.
 #[derive(Serialize)]
 struct PodConfig<'a> {
     image: &'a str,
+    epoch: u32,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     storage: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<&'a rediscluster_crd::Resources>,
     #[serde(skip_serializing_if = "Option::is_none")]
     maxmemory: Option<(u64, &'static str)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    foreign: Option<&'a str>,
+}
+
+/// The operator's pod template epoch: raised only by a release whose change existing pods
+/// cannot do without, so that they are replaced. 1: pods run as replicas of a primary the
+/// operator chooses (`--replicaof`, the replication release).
+const POD_EPOCH: u32 = 1;
+
+/// A short, stable digest (FNV-1a): compared, never read back.
+fn digest(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 impl PodConfig<'_> {
-    /// A short, stable digest (FNV-1a of the JSON): it is compared, never read back.
     fn digest(&self) -> String {
-        let json = serde_json::to_string(self).unwrap_or_default();
-        let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        format!("{hash:016x}")
+        digest(&serde_json::to_string(self).unwrap_or_default())
     }
 }
 
-/// The config the spec asks every pod to have (see `PodConfig`).
-pub fn pod_config(spec: &RedisClusterSpec) -> String {
+/// The config pods should have: the spec's, with `foreign`, the digest of what others added
+/// to the StatefulSet's pod template (`foreign_template`).
+pub fn pod_config(spec: &RedisClusterSpec, foreign: Option<&str>) -> String {
     PodConfig {
         image: &spec.image,
+        epoch: POD_EPOCH,
         storage: spec.storage.is_some(),
         resources: spec.resources.as_ref(),
         maxmemory: spec
             .maxmemory()
             .map(|(bytes, policy)| (bytes, policy.as_str())),
+        foreign,
     }
     .digest()
 }
 
 /// The config a pod was made with: its template's annotation, or, for a pod of an earlier
 /// release (made before the annotation existed, with only an image to choose), the config of
-/// its image alone.
+/// its image and its epoch (1 if it runs as a replica of a chosen primary, 0 before that).
 pub fn pod_config_of(pod: &Pod) -> Option<String> {
     if let Some(config) = pod.annotations().get(POD_CONFIG_ANNOTATION) {
         return Some(config.clone());
     }
-    let image = pod
+    let redis = pod
         .spec
         .as_ref()?
         .containers
         .iter()
-        .find(|container| container.name == REDIS_CONTAINER)?
-        .image
-        .as_deref()?;
+        .find(|container| container.name == REDIS_CONTAINER)?;
+    let replicates = redis.args.iter().flatten().any(|arg| arg == "--replicaof");
     Some(
         PodConfig {
-            image,
+            image: redis.image.as_deref()?,
+            epoch: u32::from(replicates),
             storage: false,
             resources: None,
             maxmemory: None,
+            foreign: None,
         }
         .digest(),
     )
+}
+
+/// A digest of what others added to the StatefulSet's pod template (containers, volumes,
+/// annotations, labels, scheduling), or `None` when nothing: a change there is theirs to
+/// make and rolls the pods, as it would with any StatefulSet. Fields the operator sets, and
+/// what the API server defaults, are left out, so that a release of the operator that
+/// changes its own fields rolls nothing.
+pub fn foreign_template(statefulset: &StatefulSet, cluster_name: &str) -> Option<String> {
+    let template = &statefulset.spec.as_ref()?.template;
+    let ours = labels(cluster_name);
+    let mut foreign = serde_json::Map::new();
+    let mut add = |key: &str, value: serde_json::Value| {
+        let empty = value.is_null()
+            || value.as_object().is_some_and(serde_json::Map::is_empty)
+            || value.as_array().is_some_and(Vec::is_empty);
+        if !empty {
+            foreign.insert(key.to_owned(), value);
+        }
+    };
+    if let Some(metadata) = &template.metadata {
+        let annotations: BTreeMap<&String, &String> = metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(key, _)| key.as_str() != POD_CONFIG_ANNOTATION)
+            .collect();
+        add("annotations", serde_json::json!(annotations));
+        let labels: BTreeMap<&String, &String> = metadata
+            .labels
+            .iter()
+            .flatten()
+            .filter(|(key, _)| !ours.contains_key(*key))
+            .collect();
+        add("labels", serde_json::json!(labels));
+    }
+    if let Some(spec) = &template.spec {
+        let containers: Vec<&Container> = spec
+            .containers
+            .iter()
+            .filter(|c| c.name != REDIS_CONTAINER)
+            .collect();
+        add("containers", serde_json::json!(containers));
+        add("initContainers", serde_json::json!(spec.init_containers));
+        let volumes: Vec<&Volume> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| v.name != DATA_VOLUME)
+            .collect();
+        add("volumes", serde_json::json!(volumes));
+        add("tolerations", serde_json::json!(spec.tolerations));
+        add("nodeSelector", serde_json::json!(spec.node_selector));
+        add(
+            "priorityClassName",
+            serde_json::json!(spec.priority_class_name),
+        );
+        add(
+            "serviceAccountName",
+            serde_json::json!(spec.service_account_name),
+        );
+        add(
+            "imagePullSecrets",
+            serde_json::json!(spec.image_pull_secrets),
+        );
+        add(
+            "runtimeClassName",
+            serde_json::json!(spec.runtime_class_name),
+        );
+    }
+    (!foreign.is_empty()).then(|| digest(&serde_json::Value::Object(foreign).to_string()))
+}
+
+/// Stamps the pod template with the config its pods are made for.
+pub fn set_pod_config(statefulset: &mut StatefulSet, config: &str) {
+    if let Some(metadata) = statefulset
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.metadata.as_mut())
+    {
+        metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(POD_CONFIG_ANNOTATION.to_owned(), config.to_owned());
+    }
 }
 
 /// Whether the pod's data volume is a claim (made from the storage template), not an
@@ -284,7 +395,7 @@ pub fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
                     labels: Some(labels(&name)),
                     annotations: Some(BTreeMap::from([(
                         POD_CONFIG_ANNOTATION.to_owned(),
-                        pod_config(&cluster.spec),
+                        pod_config(&cluster.spec, None),
                     )])),
                     ..ObjectMeta::default()
                 }),
@@ -292,9 +403,13 @@ pub fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
             },
             volume_claim_templates: storage.map(|storage| {
                 vec![PersistentVolumeClaim {
+                    // No labels of our own: the StatefulSet controller gives each claim the
+                    // selector's labels (which say the cluster). It would also add them to
+                    // ours, in place, from several goroutines at once, and Kubernetes 1.28.0's
+                    // controller manager dies of that (concurrent map writes), as it did here
+                    // while storage was being added to a running cluster.
                     metadata: ObjectMeta {
                         name: Some(DATA_VOLUME.to_owned()),
-                        labels: Some(labels(&name)),
                         ..ObjectMeta::default()
                     },
                     spec: Some(PersistentVolumeClaimSpec {

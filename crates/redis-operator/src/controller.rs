@@ -250,6 +250,15 @@ fn child_watch_config() -> watcher::Config {
         .page_size(100)
 }
 
+/// How the claims of clusters with storage are listed and watched: the StatefulSet gives them
+/// its selector's labels, not ours (see `build::statefulset`), so they are selected by
+/// `app.kubernetes.io/name=redis`, and a reconcile takes those named for its cluster's pods.
+fn claim_watch_config() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&format!("{}={}", build::NAME_LABEL, build::APP_NAME))
+        .page_size(100)
+}
+
 /// How RedisClusters are listed and watched. Custom resources are slow to read from etcd (each
 /// one is decoded, pruned and defaulted against the schema, one by one): like client-go's
 /// informers, list them from the API server's watch cache (resourceVersion 0) in one response;
@@ -295,7 +304,7 @@ async fn reconcile_until(
     );
     let (claims, claim_events) = cached_watch(
         scoped(client.clone(), namespace),
-        child_watch_config(),
+        claim_watch_config(),
         trim::keep,
         || {},
     );

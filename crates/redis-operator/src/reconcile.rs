@@ -101,6 +101,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
                 roles: &Plan::default(),
                 primary_change: None,
                 storage: None,
+                pod_config: None,
                 now,
                 failure_grace: ctx.settings.failure_grace,
             },
@@ -117,31 +118,40 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let observed_ours = observed_statefulset
         .as_deref()
         .filter(|sts| build::is_controlled_by(*sts, &uid));
-    // Roles are given only to the pods of our own StatefulSet: pods that merely carry the
-    // cluster's labels are not ours to label or to tell whom to follow.
-    let our_pods: Vec<Arc<Pod>> = observed_ours
-        .and_then(|sts| sts.uid())
-        .map(|sts_uid| {
-            pods.iter()
-                .filter(|pod| build::is_controlled_by(pod.as_ref(), &sts_uid))
-                .cloned()
-                .collect()
+    // Roles are given only to the pods of our own StatefulSet: pods that another controller
+    // owns are not ours to label or to tell whom to follow. Pods without a controller are
+    // the StatefulSet's while it is recreated (orphaned by us, soon adopted by the new one):
+    // leaving them out would show the roles a part of the cluster, without its primary.
+    let statefulset_uid = observed_ours.and_then(|sts| sts.uid());
+    let our_pods: Vec<Arc<Pod>> = pods
+        .iter()
+        .filter(|pod| match build::controller_uid(pod.as_ref()) {
+            Some(owner) => Some(owner) == statefulset_uid.as_deref(),
+            None => true,
         })
-        .unwrap_or_default();
+        .cloned()
+        .collect();
     // A spec the schema could not check fully (see `spec_problem`) changes no pod: the
     // StatefulSet keeps the last valid one, and no pod is replaced, while roles, failover and
     // the other children carry on.
     let spec_problem = rediscluster_crd::spec_problem(&cluster.spec);
     let members = roles::members(&our_pods, &roles::recently_demoted(ctx));
+    let pod_config = build::pod_config(
+        &cluster.spec,
+        observed_ours
+            .and_then(|sts| build::foreign_template(sts, &name))
+            .as_deref(),
+    );
+    let statefulset_in_place =
+        observed_ours.is_some_and(|sts| sts.metadata.deletion_timestamp.is_none());
     // A scale-down waits for the primary to hand over to a pod that stays.
     let kept = topology::pods_to_keep(members.iter().map(|p| &p.member), cluster.spec.replicas);
     let policy = Policy {
         kept,
         desired: cluster.spec.replicas,
         failover_after: ctx.settings.failover_after,
-        config: spec_problem
-            .is_none()
-            .then(|| build::pod_config(&cluster.spec)),
+        // No pod is replaced while there is no StatefulSet to make it again.
+        config: (spec_problem.is_none() && statefulset_in_place).then(|| pod_config.clone()),
         in_ordinal_order: cluster.spec.storage.is_some()
             && our_pods.iter().any(|pod| !build::mounts_data_claim(pod)),
     };
@@ -151,6 +161,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     if let Some(spec) = desired_statefulset.spec.as_mut() {
         spec.replicas = Some(kept);
     }
+    build::set_pod_config(&mut desired_statefulset, &pod_config);
 
     let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
@@ -271,6 +282,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
             roles: &roles.plan,
             primary_change: roles.primary_change.as_ref(),
             storage: sizing.as_ref(),
+            pod_config: Some(&pod_config),
             now,
             failure_grace: ctx.settings.failure_grace,
         },

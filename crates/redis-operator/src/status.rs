@@ -84,6 +84,9 @@ pub struct Observed<'a> {
     pub primary_change: Option<&'a Change>,
     /// Whether the claims hold the spec's storage size (with storage only).
     pub storage: Option<&'a Sizing>,
+    /// The config pods should be made for (`build::pod_config`); a pod made for another is
+    /// on its way out.
+    pub pod_config: Option<&'a str>,
     pub now: Timestamp,
     pub failure_grace: Duration,
 }
@@ -125,9 +128,8 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
     // Not the StatefulSet's count of its update revision: a pod of an earlier template that
     // was made for the same spec is not replaced (`build::PodConfig`).
     let updated = observed.roles.updated;
-    let config = build::pod_config(&cluster.spec);
     let stuck = if ready < desired {
-        stuck_pod(observed.pods, &config, observed.now)
+        stuck_pod(observed.pods, observed.pod_config, observed.now)
     } else {
         None
     };
@@ -463,8 +465,9 @@ struct StuckPod {
 /// Whether the pod was made for a config other than `config`. Such a pod is on its way out
 /// (the operator replaces it, at once if it serves nothing), so it cannot hold the cluster
 /// back.
-fn is_outdated(pod: &Pod, config: &str) -> bool {
-    build::pod_config_of(pod).is_some_and(|made_for| made_for != config)
+fn is_outdated(pod: &Pod, config: Option<&str>) -> bool {
+    config
+        .is_some_and(|config| build::pod_config_of(pod).is_some_and(|made_for| made_for != config))
 }
 
 /// The pod's condition of this type, if the kubelet or scheduler reports it with `status`.
@@ -541,7 +544,7 @@ fn not_ready_clause(pods: &[&Pod]) -> String {
 /// The pod that has been stuck longest in one of `STUCK_REASONS`, and for how long: since its
 /// containers last stopped being ready, or since it was created. Pods of an outdated revision do
 /// not count: once the spec is fixed, they are replaced rather than waited for.
-fn stuck_pod(pods: &[&Pod], config: &str, now: Timestamp) -> Option<StuckPod> {
+fn stuck_pod(pods: &[&Pod], config: Option<&str>, now: Timestamp) -> Option<StuckPod> {
     pods.iter()
         .filter(|pod| !is_outdated(pod, config))
         .filter_map(|pod| {

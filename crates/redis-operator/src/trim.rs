@@ -33,7 +33,8 @@ pub fn keep<K>(_: &mut K) {}
 /// Pods are cached to find which cluster they belong to, where their Redis is, which role it
 /// has, whether one is stuck and why one is not ready, and what it was made for: keep the name,
 /// namespace, uid, controller reference, instance and role labels, the pod-config annotation
-/// (or, on a pod of an earlier release that has none, the Redis container's image), whether
+/// (or, on a pod of an earlier release that has none, the Redis container's image and
+/// arguments), whether
 /// its data volume is a claim, creation
 /// and deletion time, the pod IP, a phase that means it will never run again (Failed,
 /// Succeeded: an evicted primary is replaced at once), the ContainersReady and PodScheduled
@@ -58,6 +59,7 @@ pub fn pod(pod: &mut Pod) {
                 .map(|container| Container {
                     name: container.name,
                     image: container.image,
+                    args: container.args,
                     ..Container::default()
                 })
                 .collect(),

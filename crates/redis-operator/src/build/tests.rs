@@ -448,7 +448,10 @@ fn storage_makes_a_claim_per_pod_with_the_retention_policy() {
     assert_eq!(templates.len(), 1);
     let claim = &templates[0];
     assert_eq!(claim.metadata.name.as_deref(), Some("data"));
-    assert_eq!(claim.metadata.labels, Some(labels(NAME)));
+    assert_eq!(
+        claim.metadata.labels, None,
+        "the StatefulSet adds its selector's"
+    );
     let claim_spec = claim.spec.as_ref().unwrap();
     assert_eq!(claim_spec.storage_class_name.as_deref(), Some("standard"));
     assert_eq!(
@@ -546,7 +549,7 @@ fn a_memory_limit_gives_redis_maxmemory_and_a_policy() {
 
 #[test]
 fn only_what_needs_a_new_pod_changes_its_config() {
-    let config = |cluster: &rediscluster_crd::RedisCluster| pod_config(&cluster.spec);
+    let config = |cluster: &rediscluster_crd::RedisCluster| pod_config(&cluster.spec, None);
     let plain = cluster(3, "redis:7.0");
     let base = config(&plain);
     let mut scaled = plain.clone();
@@ -594,20 +597,92 @@ fn only_what_needs_a_new_pod_changes_its_config() {
         .annotations
         .unwrap();
     assert_eq!(annotations[POD_CONFIG_ANNOTATION], base);
-    let earlier = |image: &str| Pod {
+    // A pod of the replication release runs with `--replicaof`; one of the release before
+    // it ran Redis with no arguments, as unrelated primaries, and must be replaced.
+    let earlier = |image: &str, args: &[&str]| Pod {
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: REDIS_CONTAINER.to_owned(),
                 image: Some(image.to_owned()),
+                args: Some(args.iter().map(|a| (*a).to_owned()).collect()),
                 ..Container::default()
             }],
             ..PodSpec::default()
         }),
         ..Pod::default()
     };
-    assert_eq!(pod_config_of(&earlier("redis:7.0")), Some(base.clone()));
-    assert_ne!(pod_config_of(&earlier("redis:6.2")), Some(base));
+    let replicating = [
+        "redis-server",
+        "--appendonly",
+        "yes",
+        "--replicaof",
+        "127.0.0.1",
+        "1",
+    ];
+    assert_eq!(
+        pod_config_of(&earlier("redis:7.0", &replicating)),
+        Some(base.clone())
+    );
+    assert_ne!(
+        pod_config_of(&earlier("redis:6.2", &replicating)),
+        Some(base.clone())
+    );
+    assert_ne!(pod_config_of(&earlier("redis:7.0", &[])), Some(base));
     assert_eq!(pod_config_of(&Pod::default()), None);
+}
+
+#[test]
+fn what_others_add_to_the_pod_template_is_part_of_the_config() {
+    let cluster = cluster(3, "redis:7.0");
+    let ours = statefulset(&cluster).unwrap();
+    assert_eq!(foreign_template(&ours, NAME), None, "nothing but ours");
+    let mut injected = ours.clone();
+    let template = &mut injected.spec.as_mut().unwrap().template;
+    template.spec.as_mut().unwrap().containers.push(Container {
+        name: "sidecar".to_owned(),
+        image: Some("proxy:1".to_owned()),
+        ..Container::default()
+    });
+    let sidecar = foreign_template(&injected, NAME);
+    assert!(sidecar.is_some());
+    let mut restarted = ours.clone();
+    restarted
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .get_or_insert_default()
+        .insert(
+            "kubectl.kubernetes.io/restartedAt".to_owned(),
+            "now".to_owned(),
+        );
+    let restart = foreign_template(&restarted, NAME);
+    assert!(restart.is_some() && restart != sidecar);
+    // Changes to the operator's own fields are not others'.
+    let mut changed = ours;
+    let pod = changed
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap();
+    pod.containers[0].args = Some(vec!["redis-server".to_owned()]);
+    pod.affinity = None;
+    set_pod_config(&mut changed, "another");
+    assert_eq!(foreign_template(&changed, NAME), None);
+    // And the config follows.
+    let spec = &cluster.spec;
+    assert_ne!(pod_config(spec, sidecar.as_deref()), pod_config(spec, None));
+    assert_ne!(
+        pod_config(spec, sidecar.as_deref()),
+        pod_config(spec, restart.as_deref())
+    );
 }
 
 #[test]

@@ -1268,6 +1268,11 @@ async fn pods_of_an_earlier_release_made_for_the_same_spec_are_not_replaced() {
             containers: vec![k8s_openapi::api::core::v1::Container {
                 name: crate::build::REDIS_CONTAINER.to_owned(),
                 image: Some("redis:7.0".to_owned()),
+                args: Some(vec![
+                    "--replicaof".to_owned(),
+                    "127.0.0.1".to_owned(),
+                    "1".to_owned(),
+                ]),
                 ..Default::default()
             }],
             ..Default::default()
@@ -1329,7 +1334,7 @@ fn with_storage(size: &str) -> (RedisCluster, Vec<PersistentVolumeClaim>) {
             serde_json::from_value(json!({
                 "metadata": {"name": format!("data-{NAME}-{index}"), "namespace": NAMESPACE,
                              "uid": format!("claim-uid-{index}"),
-                             "labels": crate::build::labels(NAME)},
+                             "labels": crate::build::selector_labels(NAME)},
                 "spec": {"resources": {"requests": {"storage": "1Gi"}}},
                 "status": {"capacity": {"storage": "1Gi"}}
             }))
@@ -1444,4 +1449,38 @@ async fn a_spec_the_schema_could_not_check_changes_no_pod() {
         "{}",
         degraded.message
     );
+}
+
+#[tokio::test]
+async fn while_the_statefulset_adopts_its_pods_the_roles_see_all_of_them() {
+    // Recreated to add storage: the new StatefulSet has adopted pod 0 so far; pods 1 (the
+    // primary, since a handover) and 2 have no controller yet.
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    let running = settled(cluster, sts.clone()).await;
+    let mut harness = Harness::new(healthy).with_children(&running, sts);
+    for index in 0..3 {
+        let role = if index == 1 {
+            Role::Primary
+        } else {
+            Role::Replica
+        };
+        let mut pod = redis_pod(index, true, Some(role));
+        if index > 0 {
+            pod.metadata.owner_references = None;
+        }
+        let seen = if index == 1 {
+            FakeRedis::primary()
+        } else {
+            FakeRedis::replica_of(1, true)
+        };
+        harness = harness.with_pod(pod, seen);
+    }
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(result.is_ok(), "{result:?}");
+    // Seeing pod 0 alone, it would have been elected primary beside pod 1.
+    assert!(harness.redis.ran().is_empty(), "{:?}", harness.redis.ran());
+    assert!(role_patches(&sent).is_empty() && sent.iter().all(|s| s.method != "DELETE"));
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.primary.as_deref(), Some("cache-1"));
 }

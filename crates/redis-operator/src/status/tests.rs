@@ -76,6 +76,7 @@ fn run(case: &Case) -> Assessment {
             roles: &roles,
             primary_change: None,
             storage: None,
+            pod_config: None,
             now: at(0),
             failure_grace: GRACE,
         },
@@ -100,6 +101,7 @@ fn look(
             roles: &roles_agreeing_with(Some(sts)),
             primary_change: None,
             storage: None,
+            pod_config: Some(&crate::build::pod_config(&cluster.spec, None)),
             now,
             failure_grace: GRACE,
         },
@@ -513,7 +515,7 @@ fn a_stuck_pod_made_for_an_earlier_spec_is_not_waited_for() {
     let made_for = |pod: &mut Pod, image: &str| {
         pod.annotations_mut().insert(
             build::POD_CONFIG_ANNOTATION.to_owned(),
-            build::pod_config(&crate::fixtures::cluster(3, image).spec),
+            build::pod_config(&crate::fixtures::cluster(3, image).spec, None),
         );
     };
     made_for(&mut pod, "redis:does-not-exist");
@@ -535,6 +537,11 @@ fn a_stuck_pod_made_for_an_earlier_spec_is_not_waited_for() {
         containers: vec![k8s_openapi::api::core::v1::Container {
             name: build::REDIS_CONTAINER.to_owned(),
             image: Some("redis:7.2".to_owned()),
+            args: Some(vec![
+                "--replicaof".to_owned(),
+                "127.0.0.1".to_owned(),
+                "1".to_owned(),
+            ]),
             ..Default::default()
         }],
         ..Default::default()
@@ -730,6 +737,7 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
                 roles: case.roles.as_ref().unwrap(),
                 primary_change: case.roles.as_ref().unwrap().change.as_ref(),
                 storage: None,
+                pod_config: None,
                 now: at(0),
                 failure_grace: GRACE,
             },

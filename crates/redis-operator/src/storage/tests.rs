@@ -19,7 +19,7 @@ fn claim(name: &str, requested: &str, holds: Option<&str>) -> PersistentVolumeCl
             name: Some(name.to_owned()),
             namespace: Some(NAMESPACE.to_owned()),
             uid: Some(format!("uid-{name}")),
-            labels: Some(build::labels(NAME)),
+            labels: Some(build::selector_labels(NAME)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {

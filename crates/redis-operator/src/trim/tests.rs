@@ -23,7 +23,7 @@ fn full_pod(index: u32, reason: &str) -> Pod {
     // Made for the spec of the cluster below, `cluster(2, "redis:does-not-exist")`.
     pod.annotations_mut().insert(
         build::POD_CONFIG_ANNOTATION.to_owned(),
-        build::pod_config(&cluster(2, "redis:does-not-exist").spec),
+        build::pod_config(&cluster(2, "redis:does-not-exist").spec, None),
     );
     pod.annotations_mut().insert(
         "kubectl.kubernetes.io/restartedAt".to_owned(),
@@ -145,6 +145,7 @@ fn assess_at(cluster: &RedisCluster, sts: &StatefulSet, pods: &[Pod], seconds: i
             roles: &Plan::default(),
             primary_change: None,
             storage: None,
+            pod_config: Some(&crate::build::pod_config(&cluster.spec, None)),
             now: at(seconds),
             failure_grace: Duration::from_secs(120),
         },
@@ -168,7 +169,10 @@ fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
     );
     assert_eq!(
         build::pod_config_of(&pod),
-        Some(build::pod_config(&cluster(2, "redis:does-not-exist").spec))
+        Some(build::pod_config(
+            &cluster(2, "redis:does-not-exist").spec,
+            None
+        ))
     );
     assert!(pod.spec.is_none() && pod.metadata.managed_fields.is_none());
     let status = pod.status.as_ref().unwrap();
