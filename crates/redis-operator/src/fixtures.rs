@@ -206,3 +206,21 @@ pub fn redis_pod(index: i32, ready: bool, role: Option<crate::topology::Role>) -
         }),
     }
 }
+
+/// The pod spec of a pod made by a release before pods said what they were made for (the
+/// pod-config annotation): the Redis container, with the replication release's arguments.
+pub fn earlier_release_spec(image: &str) -> k8s_openapi::api::core::v1::PodSpec {
+    k8s_openapi::api::core::v1::PodSpec {
+        containers: vec![k8s_openapi::api::core::v1::Container {
+            name: crate::build::REDIS_CONTAINER.to_owned(),
+            image: Some(image.to_owned()),
+            args: Some(
+                ["redis-server", "--replicaof", "127.0.0.1", "1"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

@@ -313,6 +313,32 @@ impl Harness {
         self
     }
 
+    /// `count` pods in their roles, pod `primary` the primary and the others replicas linked
+    /// to it, each changed by `adjust` first.
+    fn with_pods_in_role(
+        mut self,
+        count: i32,
+        primary: i32,
+        adjust: impl Fn(i32, &mut Pod),
+    ) -> Self {
+        for index in 0..count {
+            let role = if index == primary {
+                Role::Primary
+            } else {
+                Role::Replica
+            };
+            let mut pod = redis_pod(index, true, Some(role));
+            adjust(index, &mut pod);
+            let seen = if index == primary {
+                FakeRedis::primary()
+            } else {
+                FakeRedis::replica_of(primary, true)
+            };
+            self = self.with_pod(pod, seen);
+        }
+        self
+    }
+
     /// A claim in the API server and the cache.
     fn with_claim(mut self, claim: PersistentVolumeClaim) -> Self {
         self.stored.lock().unwrap().put(&claim);
@@ -1179,26 +1205,15 @@ async fn a_roll_deletes_one_outdated_replica_at_a_time_with_a_uid_precondition()
     let cluster = cluster(3, "redis:7.0");
     let sts = statefulset(&cluster, sts_status(3, 3));
     let running = settled(cluster, sts.clone()).await;
-    let mut harness = Harness::new(healthy).with_children(&running, sts);
     // The pods were made for an earlier spec.
-    for index in 0..3 {
-        let role = if index == 0 {
-            Role::Primary
-        } else {
-            Role::Replica
-        };
-        let mut pod = redis_pod(index, true, Some(role));
-        pod.annotations_mut().insert(
-            crate::build::POD_CONFIG_ANNOTATION.to_owned(),
-            "made-for-an-earlier-spec".to_owned(),
-        );
-        let seen = if index == 0 {
-            FakeRedis::primary()
-        } else {
-            FakeRedis::replica_of(0, true)
-        };
-        harness = harness.with_pod(pod, seen);
-    }
+    let harness = Harness::new(healthy)
+        .with_children(&running, sts)
+        .with_pods_in_role(3, 0, |_, pod| {
+            pod.annotations_mut().insert(
+                crate::build::POD_CONFIG_ANNOTATION.to_owned(),
+                "made-for-an-earlier-spec".to_owned(),
+            );
+        });
     let (_, sent) = harness.reconcile(&running).await;
     let deletes: Vec<&Sent> = sent.iter().filter(|s| s.method == "DELETE").collect();
     assert_eq!(deletes.len(), 1, "{deletes:#?}");
@@ -1256,34 +1271,11 @@ async fn pods_of_an_earlier_release_made_for_the_same_spec_are_not_replaced() {
     let template = &mut earlier.spec.as_mut().unwrap().template;
     template.metadata.as_mut().unwrap().annotations = None;
     template.spec.as_mut().unwrap().affinity = None;
-    let mut harness = Harness::new(healthy).with_children(&running, earlier);
-    for index in 0..3 {
-        let role = if index == 0 {
-            Role::Primary
-        } else {
-            Role::Replica
-        };
-        let mut pod = redis_pod(index, true, Some(role));
-        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            containers: vec![k8s_openapi::api::core::v1::Container {
-                name: crate::build::REDIS_CONTAINER.to_owned(),
-                image: Some("redis:7.0".to_owned()),
-                args: Some(vec![
-                    "--replicaof".to_owned(),
-                    "127.0.0.1".to_owned(),
-                    "1".to_owned(),
-                ]),
-                ..Default::default()
-            }],
-            ..Default::default()
+    let harness = Harness::new(healthy)
+        .with_children(&running, earlier)
+        .with_pods_in_role(3, 0, |_, pod| {
+            pod.spec = Some(crate::fixtures::earlier_release_spec("redis:7.0"));
         });
-        let seen = if index == 0 {
-            FakeRedis::primary()
-        } else {
-            FakeRedis::replica_of(0, true)
-        };
-        harness = harness.with_pod(pod, seen);
-    }
     let (result, sent) = harness.reconcile(&running).await;
     assert!(result.is_ok(), "{result:?}");
     // The template is brought up to date, for pods made from now on; no pod is deleted.
@@ -1458,24 +1450,13 @@ async fn while_the_statefulset_adopts_its_pods_the_roles_see_all_of_them() {
     let cluster = cluster(3, "redis:7.0");
     let sts = statefulset(&cluster, sts_status(3, 3));
     let running = settled(cluster, sts.clone()).await;
-    let mut harness = Harness::new(healthy).with_children(&running, sts);
-    for index in 0..3 {
-        let role = if index == 1 {
-            Role::Primary
-        } else {
-            Role::Replica
-        };
-        let mut pod = redis_pod(index, true, Some(role));
-        if index > 0 {
-            pod.metadata.owner_references = None;
-        }
-        let seen = if index == 1 {
-            FakeRedis::primary()
-        } else {
-            FakeRedis::replica_of(1, true)
-        };
-        harness = harness.with_pod(pod, seen);
-    }
+    let harness = Harness::new(healthy)
+        .with_children(&running, sts)
+        .with_pods_in_role(3, 1, |index, pod| {
+            if index > 0 {
+                pod.metadata.owner_references = None;
+            }
+        });
     let (result, sent) = harness.reconcile(&running).await;
     assert!(result.is_ok(), "{result:?}");
     // Seeing pod 0 alone, it would have been elected primary beside pod 1.

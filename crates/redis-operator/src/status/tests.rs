@@ -533,19 +533,7 @@ fn a_stuck_pod_made_for_an_earlier_spec_is_not_waited_for() {
 
     // A pod of an earlier release has no annotation: the image it runs decides.
     pod.metadata.annotations = None;
-    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-        containers: vec![k8s_openapi::api::core::v1::Container {
-            name: build::REDIS_CONTAINER.to_owned(),
-            image: Some("redis:7.2".to_owned()),
-            args: Some(vec![
-                "--replicaof".to_owned(),
-                "127.0.0.1".to_owned(),
-                "1".to_owned(),
-            ]),
-            ..Default::default()
-        }],
-        ..Default::default()
-    });
+    pod.spec = Some(crate::fixtures::earlier_release_spec("redis:7.2"));
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(
         assessment.status.phase,
