@@ -138,8 +138,8 @@ pub struct RedisClusterSpec {
 
     /// A PersistentVolumeClaim per pod for its data. Without it, data lives in an emptyDir and
     /// goes with the pod (a replica copies it back from the primary). Adding it to a running
-    /// cluster replaces the pods one at a time, replicas first, the primary after handing over.
-    /// It cannot be removed.
+    /// cluster replaces the pods one at a time from the lowest ordinal up, the primary handing
+    /// over when its turn comes. It cannot be removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Storage>,
 
