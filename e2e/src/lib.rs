@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -814,4 +814,47 @@ pub fn redis_command_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
         );
     }
     Ok(counts)
+}
+
+impl Setup {
+    /// The cluster's claims (made by its StatefulSet, labelled with its instance), name → uid.
+    pub async fn claim_uids(&self) -> TestResult<BTreeMap<String, String>> {
+        let selector = format!("app.kubernetes.io/instance={NAME}");
+        Ok(
+            Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.namespace.name)
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+                .iter()
+                .filter(|claim| claim.metadata.deletion_timestamp.is_none())
+                .map(|claim| (claim.name_any(), claim.uid().unwrap_or_default()))
+                .collect(),
+        )
+    }
+
+    /// The claim each live pod mounts as its data volume, pod → claim.
+    pub async fn mounted_claims(&self) -> TestResult<BTreeMap<String, Option<String>>> {
+        Ok(self
+            .live_pods()
+            .await?
+            .iter()
+            .map(|pod| {
+                let claim = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.volumes.as_ref())
+                    .and_then(|volumes| volumes.iter().find(|v| v.name == "data"))
+                    .and_then(|volume| volume.persistent_volume_claim.as_ref())
+                    .map(|claim| claim.claim_name.clone());
+                (pod.name_any(), claim)
+            })
+            .collect())
+    }
+}
+
+/// Pods `0..replicas` of the cluster, each on its claim `data-<pod>`.
+pub fn claims_of_pods(replicas: i32) -> BTreeMap<String, Option<String>> {
+    (0..replicas)
+        .map(|i| (format!("{NAME}-{i}"), Some(format!("data-{NAME}-{i}"))))
+        .collect()
 }

@@ -1,13 +1,14 @@
 //! Failover and planned handover on pods that really run, measured by a client: a writer sets
 //! a new key about every 20 ms through `<name>-primary` while the primary's pod is deleted, its
-//! Redis killed or stopped, the image rolled, the cluster scaled down under its primary (see
-//! `e2e::faults`). Each scenario checks that no acknowledged key older than 1 s is lost and
+//! Redis killed or stopped, the image rolled, the cluster scaled down under its primary, or
+//! storage added to it (see `e2e::faults`). Each scenario checks that no acknowledged key older than 1 s is lost and
 //! that no two pods that take writes carry the primary label, and prints its figures.
 
 // In a module so that `cargo test --skip failover::` can leave these to a run of their own.
 mod failover {
     use e2e::faults::{Fault, Outcome, inflict};
-    use e2e::{NAME, Setup, TestResult};
+    use e2e::{NAME, Setup, TestResult, reports, test_keys, wait_for};
+    use rediscluster_crd::{Phase, RedisCluster};
 
     /// The operator's default `--failover-after`.
     const FAILOVER_AFTER: f64 = 5.0;
@@ -164,6 +165,44 @@ mod failover {
             "writes back {:.2}s after the primary was lost",
             figures.back_after
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    #[ignore = "live: needs a cluster (make e2e-local)"]
+    async fn storage_added_to_a_running_cluster_moves_its_data_onto_claims_while_it_serves()
+    -> TestResult {
+        let Some((setup, _operator)) = Setup::sample_on_real_pods("add-storage", 3).await? else {
+            return Ok(());
+        };
+        assert!(setup.claim_uids().await?.is_empty());
+        let keys = test_keys(200);
+        setup.write_through_primary_service(&keys).await?;
+        let measurement = e2e::faults::Measurement::start(&setup, "redis:7.0").await?;
+        let changed = e2e::faults::clock()?;
+        setup
+            .patch_spec(serde_json::json!({"storage": {"size": "64Mi"}}))
+            .await?;
+        // Generation 2 Running: every pod replaced, each on its claim.
+        wait_for(
+            &setup.clusters,
+            NAME,
+            "Running with 3 for generation 2",
+            |c: Option<&RedisCluster>| {
+                reports(Phase::Running, 3)(c) && c.is_some_and(|c| c.metadata.generation == Some(2))
+            },
+        )
+        .await?;
+        let figures = measurement.finish(&setup, "storage added", changed).await?;
+        assert_eq!(setup.mounted_claims().await?, e2e::claims_of_pods(3));
+        figures.assert_handed_over_without_loss();
+        assert!(
+            figures.longest_gap < 2.0,
+            "writes paused at most for a switchover: longest gap {:.2}s",
+            figures.longest_gap
+        );
+        setup.wait_running(3).await?;
+        setup.assert_every_pod_holds(&keys).await?;
         Ok(())
     }
 }

@@ -1,16 +1,15 @@
 //! Production pods on a real node: data on PersistentVolumeClaims that outlives every pod,
-//! storage added to a running cluster, claim retention on scale-down, a memory limit that
-//! Redis keeps to, and a disruption budget that lets evictions take one pod at a time.
+//! claim retention on scale-down, a memory limit that Redis keeps to, and a disruption budget
+//! that lets evictions take one pod at a time. (Storage added to a running cluster is measured
+//! with a writer, among the failover scenarios.)
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::faults::Measurement;
 use e2e::{
     NAME, Operator, Setup, StatusLog, TestResult, exec, real_node_or_skip, reports, test_keys,
     wait_for,
 };
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
@@ -36,48 +35,6 @@ async fn running(
     Ok(Some((setup, operator)))
 }
 
-fn claims(setup: &Setup) -> Api<PersistentVolumeClaim> {
-    Api::namespaced(setup.client.clone(), &setup.namespace.name)
-}
-
-/// The cluster's claims, name → uid.
-async fn claim_uids(setup: &Setup) -> TestResult<BTreeMap<String, String>> {
-    let selector = format!("app.kubernetes.io/instance={NAME}");
-    Ok(claims(setup)
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .iter()
-        .filter(|claim| claim.metadata.deletion_timestamp.is_none())
-        .map(|claim| (claim.name_any(), claim.uid().unwrap_or_default()))
-        .collect())
-}
-
-/// The claim each live pod mounts as its data volume, pod → claim.
-async fn mounted_claims(setup: &Setup) -> TestResult<BTreeMap<String, Option<String>>> {
-    Ok(setup
-        .live_pods()
-        .await?
-        .iter()
-        .map(|pod| {
-            let claim = pod
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.volumes.as_ref())
-                .and_then(|volumes| volumes.iter().find(|v| v.name == "data"))
-                .and_then(|volume| volume.persistent_volume_claim.as_ref())
-                .map(|claim| claim.claim_name.clone());
-            (pod.name_any(), claim)
-        })
-        .collect())
-}
-
-fn expected_claims(replicas: i32) -> BTreeMap<String, Option<String>> {
-    (0..replicas)
-        .map(|i| (format!("{NAME}-{i}"), Some(format!("data-{NAME}-{i}"))))
-        .collect()
-}
-
 const STORAGE: &str = "64Mi";
 
 #[tokio::test]
@@ -87,8 +44,8 @@ async fn keys_outlive_every_pod_of_a_cluster_with_storage() -> TestResult {
     let Some((setup, _operator)) = running("keep-data", 3, storage).await? else {
         return Ok(());
     };
-    assert_eq!(mounted_claims(&setup).await?, expected_claims(3));
-    let claims_before = claim_uids(&setup).await?;
+    assert_eq!(setup.mounted_claims().await?, e2e::claims_of_pods(3));
+    let claims_before = setup.claim_uids().await?;
     let keys = test_keys(200);
     setup.write_through_primary_service(&keys).await?;
     setup.assert_every_pod_holds(&keys).await?;
@@ -119,45 +76,7 @@ async fn keys_outlive_every_pod_of_a_cluster_with_storage() -> TestResult {
         pods_after.iter().all(|uid| !pods_before.contains(uid)),
         "every pod was replaced"
     );
-    assert_eq!(claim_uids(&setup).await?, claims_before, "the same claims");
-    setup.assert_every_pod_holds(&keys).await?;
-    Ok(())
-}
-
-#[tokio::test]
-#[ignore = "live: needs a cluster (make e2e-local)"]
-async fn storage_added_to_a_running_cluster_moves_its_data_onto_claims_while_it_serves()
--> TestResult {
-    let Some((setup, _operator)) = running("add-storage", 3, json!({})).await? else {
-        return Ok(());
-    };
-    assert!(claim_uids(&setup).await?.is_empty());
-    let keys = test_keys(200);
-    setup.write_through_primary_service(&keys).await?;
-    let measurement = Measurement::start(&setup, "redis:7.0").await?;
-    let changed = e2e::faults::clock()?;
-    setup
-        .patch_spec(json!({"storage": {"size": STORAGE}}))
-        .await?;
-    // Generation 2 Running: every pod replaced, each on its claim.
-    wait_for(
-        &setup.clusters,
-        NAME,
-        "Running with 3 for generation 2",
-        |c: Option<&RedisCluster>| {
-            reports(Phase::Running, 3)(c) && c.is_some_and(|c| c.metadata.generation == Some(2))
-        },
-    )
-    .await?;
-    let figures = measurement.finish(&setup, "storage added", changed).await?;
-    assert_eq!(mounted_claims(&setup).await?, expected_claims(3));
-    figures.assert_handed_over_without_loss();
-    assert!(
-        figures.longest_gap < 2.0,
-        "writes paused at most for a switchover: longest gap {:.2}s",
-        figures.longest_gap
-    );
-    setup.wait_running(3).await?;
+    assert_eq!(setup.claim_uids().await?, claims_before, "the same claims");
     setup.assert_every_pod_holds(&keys).await?;
     Ok(())
 }
@@ -171,13 +90,13 @@ async fn claims_are_kept_on_scale_down_and_reused_on_scale_up_or_deleted_if_aske
     };
     let keys = test_keys(100);
     setup.write_through_primary_service(&keys).await?;
-    let claims_before = claim_uids(&setup).await?;
+    let claims_before = setup.claim_uids().await?;
     assert_eq!(claims_before.len(), 3);
 
     setup.patch_spec(json!({"replicas": 1})).await?;
     setup.wait_phase(Phase::Running, 1).await?;
     assert_eq!(
-        claim_uids(&setup).await?,
+        setup.claim_uids().await?,
         claims_before,
         "scale-down retains the claims by default"
     );
@@ -185,11 +104,11 @@ async fn claims_are_kept_on_scale_down_and_reused_on_scale_up_or_deleted_if_aske
     setup.wait_phase(Phase::Running, 3).await?;
     setup.wait_running(3).await?;
     assert_eq!(
-        claim_uids(&setup).await?,
+        setup.claim_uids().await?,
         claims_before,
         "the same claims, reused"
     );
-    assert_eq!(mounted_claims(&setup).await?, expected_claims(3));
+    assert_eq!(setup.mounted_claims().await?, e2e::claims_of_pods(3));
     setup.assert_every_pod_holds(&keys).await?;
 
     // Asked to delete them on scale-down, the StatefulSet controller does.
@@ -202,7 +121,7 @@ async fn claims_are_kept_on_scale_down_and_reused_on_scale_up_or_deleted_if_aske
     setup.wait_phase(Phase::Running, 1).await?;
     let deadline = tokio::time::Instant::now() + e2e::WAIT;
     loop {
-        let left = claim_uids(&setup).await?;
+        let left = setup.claim_uids().await?;
         if left.keys().collect::<Vec<_>>() == [&format!("data-{NAME}-0")] {
             assert_eq!(
                 left[&format!("data-{NAME}-0")],
