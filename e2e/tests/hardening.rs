@@ -128,15 +128,18 @@ async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> T
             }
         }}
     });
-    setup
+    // The generation the injection made, as its answer says (the operator may follow it
+    // with its own before another read).
+    let injected_generation = setup
         .statefulsets
         .patch(
             NAME,
             &PatchParams::apply("sidecar-injector"),
             &Patch::Apply(&injected),
         )
-        .await?;
-    let injected_generation = setup.statefulsets.get(NAME).await?.metadata.generation;
+        .await?
+        .metadata
+        .generation;
     // The pods roll to take the sidecar (the operator stamps the template with the config
     // its pods are made for, which counts what others add: one more generation); the
     // operator must reach Running with it in place.
