@@ -8,11 +8,11 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, Lifecycle,
-    LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    LifecycleHandler, LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -117,12 +117,7 @@ pub fn controller_uid<K: Resource>(object: &K) -> Option<&str> {
 
 /// Whether `child` is controlled by the RedisCluster with this uid.
 pub fn is_controlled_by<K: Resource>(child: &K, owner_uid: &str) -> bool {
-    child
-        .meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|owner| owner.controller == Some(true) && owner.uid == owner_uid)
+    controller_uid(child) == Some(owner_uid)
 }
 
 /// The Services of a cluster: the headless one for per-pod DNS, then `<name>-primary` (writes)
@@ -194,8 +189,8 @@ fn headless_service(cluster: &RedisCluster) -> Result<Service> {
 /// What a pod is made for that only replacing it can change: the image, storage or not, the
 /// resources, Redis's maxmemory; what others added to the pod template (a sidecar, the
 /// `kubectl rollout restart` annotation); and the operator's template epoch. A pod whose
-/// config differs from the one asked for is replaced (one at a time, replicas first, the
-/// primary after handing over). What the operator itself adds to the template (probes,
+/// config differs from the one asked for is replaced (one at a time, the primary after
+/// handing over). What the operator itself adds to the template (probes,
 /// spreading, shutdown) is not part of it: a new release changes the template, and existing
 /// pods take it when they are next replaced, rather than all being restarted for it.
 #[derive(Serialize)]
@@ -274,6 +269,40 @@ pub fn pod_config_of(pod: &Pod) -> Option<String> {
     )
 }
 
+/// What others added to the StatefulSet's pod template, for `foreign_template`: what is
+/// unset or empty is left out, so that nothing at all serializes as `{}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ForeignTemplate<'a> {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<&'a String, &'a String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<&'a String, &'a String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    containers: Vec<&'a Container>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    init_containers: &'a [Container],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<&'a Volume>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tolerations: &'a [Toleration],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_selector: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority_class_name: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_account_name: Option<&'a String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    image_pull_secrets: &'a [LocalObjectReference],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime_class_name: Option<&'a String>,
+}
+
+/// The items of an optional list, none when it is unset.
+fn list<T>(list: Option<&Option<Vec<T>>>) -> &[T] {
+    list.and_then(Option::as_deref).unwrap_or(&[])
+}
+
 /// A digest of what others added to the StatefulSet's pod template (containers, volumes,
 /// annotations, labels, scheduling), or `None` when nothing: a change there is theirs to
 /// make and rolls the pods, as it would with any StatefulSet. Fields the operator sets, and
@@ -282,80 +311,39 @@ pub fn pod_config_of(pod: &Pod) -> Option<String> {
 pub fn foreign_template(statefulset: &StatefulSet, cluster_name: &str) -> Option<String> {
     let template = &statefulset.spec.as_ref()?.template;
     let ours = labels(cluster_name);
-    let mut foreign = serde_json::Map::new();
-    let mut add = |key: &str, value: serde_json::Value| {
-        let empty = value.is_null()
-            || value.as_object().is_some_and(serde_json::Map::is_empty)
-            || value.as_array().is_some_and(Vec::is_empty);
-        if !empty {
-            foreign.insert(key.to_owned(), value);
-        }
-    };
-    if let Some(metadata) = &template.metadata {
-        let annotations: BTreeMap<&String, &String> = metadata
-            .annotations
-            .iter()
-            .flatten()
+    let metadata = template.metadata.as_ref();
+    let spec = template.spec.as_ref();
+    let foreign = ForeignTemplate {
+        annotations: metadata
+            .into_iter()
+            .flat_map(|m| m.annotations.iter().flatten())
             .filter(|(key, _)| key.as_str() != POD_CONFIG_ANNOTATION)
-            .collect();
-        add("annotations", serde_json::json!(annotations));
-        let labels: BTreeMap<&String, &String> = metadata
-            .labels
-            .iter()
-            .flatten()
+            .collect(),
+        labels: metadata
+            .into_iter()
+            .flat_map(|m| m.labels.iter().flatten())
             .filter(|(key, _)| !ours.contains_key(*key))
-            .collect();
-        add("labels", serde_json::json!(labels));
-    }
-    if let Some(spec) = &template.spec {
-        let containers: Vec<&Container> = spec
-            .containers
-            .iter()
+            .collect(),
+        containers: spec
+            .into_iter()
+            .flat_map(|spec| &spec.containers)
             .filter(|c| c.name != REDIS_CONTAINER)
-            .collect();
-        add("containers", serde_json::json!(containers));
-        add("initContainers", serde_json::json!(spec.init_containers));
-        let volumes: Vec<&Volume> = spec
-            .volumes
-            .iter()
-            .flatten()
+            .collect(),
+        init_containers: list(spec.map(|s| &s.init_containers)),
+        volumes: spec
+            .into_iter()
+            .flat_map(|spec| spec.volumes.iter().flatten())
             .filter(|v| v.name != DATA_VOLUME)
-            .collect();
-        add("volumes", serde_json::json!(volumes));
-        add("tolerations", serde_json::json!(spec.tolerations));
-        add("nodeSelector", serde_json::json!(spec.node_selector));
-        add(
-            "priorityClassName",
-            serde_json::json!(spec.priority_class_name),
-        );
-        add(
-            "serviceAccountName",
-            serde_json::json!(spec.service_account_name),
-        );
-        add(
-            "imagePullSecrets",
-            serde_json::json!(spec.image_pull_secrets),
-        );
-        add(
-            "runtimeClassName",
-            serde_json::json!(spec.runtime_class_name),
-        );
-    }
-    (!foreign.is_empty()).then(|| digest(&serde_json::Value::Object(foreign).to_string()))
-}
-
-/// Stamps the pod template with the config its pods are made for.
-pub fn set_pod_config(statefulset: &mut StatefulSet, config: &str) {
-    if let Some(metadata) = statefulset
-        .spec
-        .as_mut()
-        .and_then(|spec| spec.template.metadata.as_mut())
-    {
-        metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(POD_CONFIG_ANNOTATION.to_owned(), config.to_owned());
-    }
+            .collect(),
+        tolerations: list(spec.map(|s| &s.tolerations)),
+        node_selector: spec.and_then(|s| s.node_selector.as_ref()),
+        priority_class_name: spec.and_then(|s| s.priority_class_name.as_ref()),
+        service_account_name: spec.and_then(|s| s.service_account_name.as_ref()),
+        image_pull_secrets: list(spec.map(|s| &s.image_pull_secrets)),
+        runtime_class_name: spec.and_then(|s| s.runtime_class_name.as_ref()),
+    };
+    let json = serde_json::to_string(&foreign).unwrap_or_default();
+    (json != "{}").then(|| digest(&json))
 }
 
 /// Whether the pod's data volume is a claim (made from the storage template), not an
@@ -367,8 +355,15 @@ pub fn mounts_data_claim(pod: &Pod) -> bool {
         .any(|volume| volume.name == DATA_VOLUME && volume.persistent_volume_claim.is_some())
 }
 
-/// The StatefulSet that runs `spec.replicas` Redis pods of `spec.image`.
+/// The StatefulSet that runs `spec.replicas` Redis pods of `spec.image`, for a template
+/// nobody else has added to.
 pub fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
+    statefulset_for(cluster, &pod_config(&cluster.spec, None))
+}
+
+/// The StatefulSet whose pods are made for `pod_config` (`pod_config`, counting what others
+/// added to the template).
+pub fn statefulset_for(cluster: &RedisCluster, pod_config: &str) -> Result<StatefulSet> {
     let name = cluster.name_any();
     let storage = cluster.spec.storage.as_ref();
     Ok(StatefulSet {
@@ -395,7 +390,7 @@ pub fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
                     labels: Some(labels(&name)),
                     annotations: Some(BTreeMap::from([(
                         POD_CONFIG_ANNOTATION.to_owned(),
-                        pod_config(&cluster.spec, None),
+                        pod_config.to_owned(),
                     )])),
                     ..ObjectMeta::default()
                 }),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
@@ -157,11 +157,10 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     };
 
     let desired_services = build::services(cluster)?;
-    let mut desired_statefulset = build::statefulset(cluster)?;
+    let mut desired_statefulset = build::statefulset_for(cluster, &pod_config)?;
     if let Some(spec) = desired_statefulset.spec.as_mut() {
         spec.replicas = Some(kept);
     }
-    build::set_pod_config(&mut desired_statefulset, &pod_config);
 
     let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
@@ -215,21 +214,13 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
             (None, _) => Ok(ChildOutcome::Unchanged),
         }
     };
-    let namespace_claims: Vec<Arc<PersistentVolumeClaim>> = ctx
-        .stores
-        .claims
-        .state()
-        .into_iter()
-        .filter(|claim| claim.namespace().as_deref() == Some(namespace.as_str()))
-        .collect();
-    let claims = storage::cluster_claims(&namespace_claims, &name);
 
     // The children and the roles do not depend on each other: one round trip, not several.
     let (service_outcomes, statefulset_outcome, budget_outcome, sizing, roles) = futures::try_join!(
         futures::future::try_join_all(service_steps),
         statefulset_step,
         budget_step,
-        storage::grow(ctx, cluster, &namespace, &claims),
+        storage::grow(ctx, cluster, &namespace),
         roles::ensure(ctx, &namespace, &uid, members, &policy),
     )?;
 

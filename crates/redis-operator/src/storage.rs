@@ -4,7 +4,7 @@
 //! server refuses, and the status says so (the `StorageSized` condition).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -45,6 +45,8 @@ impl Refusals {
 
     fn record(&self, uid: &str, size: &str, message: Option<String>) {
         let mut refusals = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Past the retry delay a refusal is asked again anyway: claims since deleted go too.
+        refusals.retain(|_, (_, _, at)| at.elapsed() < RESIZE_RETRY);
         match message {
             Some(message) => {
                 refusals.insert(uid.to_owned(), (size.to_owned(), message, Instant::now()));
@@ -66,9 +68,10 @@ fn holds(claim: &PersistentVolumeClaim) -> Option<f64> {
     quantity_value(&claim.status.as_ref()?.capacity.as_ref()?.get("storage")?.0)
 }
 
-/// The claims of the cluster's pods (`data-<cluster>-<ordinal>`), by name.
+/// The claims of the cluster's pods (`data-<cluster>-<ordinal>` in its namespace), by name.
 pub fn cluster_claims<'a>(
-    claims: &'a [std::sync::Arc<PersistentVolumeClaim>],
+    claims: &'a [Arc<PersistentVolumeClaim>],
+    namespace: &str,
     cluster: &str,
 ) -> Vec<&'a PersistentVolumeClaim> {
     let prefix = format!("{}-{cluster}-", build::DATA_VOLUME);
@@ -76,11 +79,12 @@ pub fn cluster_claims<'a>(
         .iter()
         .map(AsRef::as_ref)
         .filter(|claim| {
-            claim
-                .labels()
-                .get(build::INSTANCE_LABEL)
-                .map(String::as_str)
-                == Some(cluster)
+            claim.namespace().as_deref() == Some(namespace)
+                && claim
+                    .labels()
+                    .get(build::INSTANCE_LABEL)
+                    .map(String::as_str)
+                    == Some(cluster)
                 && claim
                     .name_any()
                     .strip_prefix(&prefix)
@@ -145,21 +149,22 @@ pub fn sizing(
 }
 
 /// Patches the claims of `cluster` that ask for less than its storage size; returns the
-/// condition, or `None` without storage.
+/// condition, or `None` without storage (then the claims are not even looked at).
 pub async fn grow(
     ctx: &Context,
     cluster: &RedisCluster,
     namespace: &str,
-    claims: &[&PersistentVolumeClaim],
 ) -> Result<Option<Sizing>> {
     let Some(storage) = cluster.spec.storage.as_ref() else {
         return Ok(None);
     };
+    let cached = ctx.stores.claims.state();
+    let claims = cluster_claims(&cached, namespace, &cluster.name_any());
     let size = &storage.size;
     let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace);
     let mut refused = Vec::new();
     let mut grown = Vec::new();
-    for claim in to_grow(claims, size) {
+    for claim in to_grow(&claims, size) {
         let uid = claim.uid().unwrap_or_default();
         if let Some(message) = ctx.refused_resizes.recent(&uid, size) {
             refused.push((claim.name_any(), message));

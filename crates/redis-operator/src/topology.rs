@@ -882,22 +882,9 @@ fn replace_broken(
         plan.urgent = true;
         return true;
     }
-    let not_primary =
-        |m: &&Member| primary.is_none_or(|p| p.name != m.name) && m.label != Some(Role::Primary);
-    let broken = if policy.in_ordinal_order {
-        // Only the lowest outdated pod: none above it is recreated before it is.
-        active
-            .iter()
-            .copied()
-            .find(|m| is_outdated(m, policy))
-            .filter(|m| not_primary(m) && !is_in_role(m))
-    } else {
-        active
-            .iter()
-            .copied()
-            .filter(not_primary)
-            .rfind(|m| is_outdated(m, policy) && !is_in_role(m))
-    };
+    let is_primary =
+        |m: &Member| primary.is_some_and(|p| p.name == m.name) || m.label == Some(Role::Primary);
+    let broken = next_outdated(active, policy, |m| is_primary(m) || is_in_role(m));
     let Some(broken) = broken else {
         return false;
     };
@@ -907,6 +894,22 @@ fn replace_broken(
         broken.name
     ));
     true
+}
+
+/// The outdated pod whose turn it is, unless `passed_over`: the highest such pod; or, in
+/// ordinal order, the lowest outdated pod (none, if it is passed over: no pod above it can
+/// be recreated before it is).
+fn next_outdated<'a>(
+    active: &[&'a Member],
+    policy: &Policy,
+    passed_over: impl Fn(&Member) -> bool,
+) -> Option<&'a Member> {
+    let mut outdated = active.iter().copied().filter(|m| is_outdated(m, policy));
+    if policy.in_ordinal_order {
+        outdated.next().filter(|m| !passed_over(m))
+    } else {
+        outdated.filter(|m| !passed_over(m)).last()
+    }
 }
 
 /// The next step of a roll or a scale-down, once the roles are settled: a pod to delete, or a
@@ -931,16 +934,7 @@ fn next_step(
         return;
     }
     let scale_down = primary.ordinal >= policy.desired;
-    let next_replica = if policy.in_ordinal_order {
-        active
-            .iter()
-            .copied()
-            .find(|m| outdated(m))
-            .filter(|m| m.name != primary.name)
-    } else {
-        replicas.clone().rfind(|m| outdated(m))
-    };
-    if let Some(replica) = next_replica {
+    if let Some(replica) = next_outdated(active, policy, |m| m.name == primary.name) {
         plan.delete = Some(replica.name.clone());
         reasons.push(format!(
             "pod {} is replaced with the current spec",

@@ -34,12 +34,10 @@ pub fn keep<K>(_: &mut K) {}
 /// has, whether one is stuck and why one is not ready, and what it was made for: keep the name,
 /// namespace, uid, controller reference, instance and role labels, the pod-config annotation
 /// (or, on a pod of an earlier release that has none, the Redis container's image and
-/// arguments), whether
-/// its data volume is a claim, creation
-/// and deletion time, the pod IP, a phase that means it will never run again (Failed,
-/// Succeeded: an evicted primary is replaced at once), the ContainersReady and PodScheduled
-/// conditions, and, of each container that waits or has restarted, its waiting state,
-/// restart count and last termination.
+/// arguments), whether its data volume is a claim, creation and deletion time, the pod IP, a
+/// phase that means it will never run again (Failed, Succeeded: an evicted primary is
+/// replaced at once), the ContainersReady and PodScheduled conditions, and, of each container
+/// that waits or has restarted, its waiting state, restart count and last termination.
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     let config = metadata

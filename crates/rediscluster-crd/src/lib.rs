@@ -298,15 +298,14 @@ pub const MIN_MEMORY_LIMIT: &str = "32Mi";
 pub const MIN_STORAGE_SIZE: &str = "1Mi";
 
 impl RedisClusterSpec {
-    /// The container's memory limit in bytes, if it has one that is a quantity.
-    pub fn memory_limit_bytes(&self) -> Option<u64> {
-        let limit = self.resources.as_ref()?.limits.as_ref()?.get("memory")?;
-        quantity_value(&limit.0).map(|bytes| bytes as u64)
+    /// The container's memory limit, if it has one.
+    fn memory_limit(&self) -> Option<&Quantity> {
+        self.resources.as_ref()?.limits.as_ref()?.get("memory")
     }
 
-    /// Redis's maxmemory and its policy: only with a memory limit.
+    /// Redis's maxmemory and its policy: only with a memory limit (that is a quantity).
     pub fn maxmemory(&self) -> Option<(u64, MaxmemoryPolicy)> {
-        let limit = self.memory_limit_bytes()?;
+        let limit = quantity_value(&self.memory_limit()?.0)? as u64;
         let policy = self.maxmemory_policy.unwrap_or(if self.storage.is_some() {
             MaxmemoryPolicy::Noeviction
         } else {
@@ -329,11 +328,7 @@ pub fn spec_problem(spec: &RedisClusterSpec) -> Option<String> {
             Some(_) => None,
         }
     };
-    let memory = spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.limits.as_ref())
-        .and_then(|limits| limits.get("memory"));
+    let memory = spec.memory_limit();
     let size = spec.storage.as_ref().map(|storage| &storage.size);
     memory
         .and_then(|limit| at_least("spec.resources.limits.memory", &limit.0, MIN_MEMORY_LIMIT))
@@ -362,7 +357,7 @@ pub struct RedisClusterStatus {
     #[serde(default)]
     pub replicas: i32,
 
-    /// Redis pods that run the current spec (the StatefulSet's update revision).
+    /// Redis pods made for the current spec (the pod config the operator rolls pods by).
     #[serde(default)]
     pub updated_replicas: i32,
 

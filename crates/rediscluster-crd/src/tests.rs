@@ -347,24 +347,9 @@ fn production_fields_are_optional_and_round_trip() {
 
 #[test]
 fn maxmemory_is_a_share_of_the_memory_limit_with_a_policy_by_storage() {
-    let spec =
-        |storage: bool, limit: Option<&str>, policy: Option<MaxmemoryPolicy>| RedisClusterSpec {
-            image: "redis:7.0".to_owned(),
-            replicas: 1,
-            storage: storage.then(|| Storage {
-                size: "1Gi".to_owned(),
-                storage_class_name: None,
-                persistent_volume_claim_retention_policy: None,
-            }),
-            resources: limit.map(|limit| Resources {
-                requests: None,
-                limits: Some(BTreeMap::from([(
-                    "memory".to_owned(),
-                    Quantity(limit.to_owned()),
-                )])),
-            }),
-            maxmemory_policy: policy,
-        };
+    let spec = |storage: bool, limit: Option<&str>, policy: Option<MaxmemoryPolicy>| {
+        spec_with(limit, storage.then_some("1Gi"), policy)
+    };
     let cases = [
         (spec(false, None, None), None),
         (spec(true, None, Some(MaxmemoryPolicy::AllkeysLru)), None),
@@ -388,23 +373,7 @@ fn maxmemory_is_a_share_of_the_memory_limit_with_a_policy_by_storage() {
 
 #[test]
 fn what_the_schema_cannot_size_the_operator_refuses() {
-    let with = |memory: Option<&str>, size: Option<&str>| RedisClusterSpec {
-        image: "redis:7.0".to_owned(),
-        replicas: 1,
-        storage: size.map(|size| Storage {
-            size: size.to_owned(),
-            storage_class_name: None,
-            persistent_volume_claim_retention_policy: None,
-        }),
-        resources: memory.map(|memory| Resources {
-            requests: None,
-            limits: Some(BTreeMap::from([(
-                "memory".to_owned(),
-                Quantity(memory.to_owned()),
-            )])),
-        }),
-        maxmemory_policy: None,
-    };
+    let with = |memory: Option<&str>, size: Option<&str>| spec_with(memory, size, None);
     let cases = [
         (with(None, None), None),
         (with(Some("32Mi"), Some("1Mi")), None),
@@ -449,4 +418,29 @@ fn storage_rules_are_cel_on_the_fields_they_guard() {
     assert!(storage[2].contains("storageClassName cannot change"));
     let size = &spec["properties"]["storage"]["properties"]["size"];
     assert_eq!(size["maxLength"], 32, "bounded, so that CEL's cost is");
+}
+
+/// The seed's spec with a memory limit, storage of `size` and a policy, where given.
+fn spec_with(
+    memory_limit: Option<&str>,
+    size: Option<&str>,
+    policy: Option<MaxmemoryPolicy>,
+) -> RedisClusterSpec {
+    RedisClusterSpec {
+        image: "redis:7.0".to_owned(),
+        replicas: 1,
+        storage: size.map(|size| Storage {
+            size: size.to_owned(),
+            storage_class_name: None,
+            persistent_volume_claim_retention_policy: None,
+        }),
+        resources: memory_limit.map(|memory| Resources {
+            requests: None,
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity(memory.to_owned()),
+            )])),
+        }),
+        maxmemory_policy: policy,
+    }
 }

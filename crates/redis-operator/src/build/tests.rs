@@ -674,7 +674,17 @@ fn what_others_add_to_the_pod_template_is_part_of_the_config() {
         .unwrap();
     pod.containers[0].args = Some(vec!["redis-server".to_owned()]);
     pod.affinity = None;
-    set_pod_config(&mut changed, "another");
+    changed
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .get_or_insert_default()
+        .insert(POD_CONFIG_ANNOTATION.to_owned(), "another".to_owned());
     assert_eq!(foreign_template(&changed, NAME), None);
     // And the config follows.
     let spec = &cluster.spec;

@@ -511,6 +511,14 @@ async fn settled(cluster: RedisCluster, sts: StatefulSet) -> RedisCluster {
     with_status(cluster, status)
 }
 
+/// The sample of three pods, Running as the operator last wrote it, and its rolled-out
+/// StatefulSet.
+async fn running_three() -> (RedisCluster, StatefulSet) {
+    let cluster = cluster(3, "redis:7.0");
+    let sts = statefulset(&cluster, sts_status(3, 3));
+    (settled(cluster, sts.clone()).await, sts)
+}
+
 #[tokio::test]
 async fn first_reconcile_creates_both_children_and_writes_status() {
     let cluster = cluster(3, "redis:7.0");
@@ -1125,9 +1133,7 @@ async fn a_forbidden_service_fails_the_cluster_with_the_servers_reason() {
 
 #[tokio::test]
 async fn a_primary_silent_past_the_failover_delay_is_replaced_counted_and_told() {
-    let cluster = cluster(3, "redis:7.0");
-    let sts = statefulset(&cluster, sts_status(3, 3));
-    let running = settled(cluster, sts.clone()).await;
+    let (running, sts) = running_three().await;
     let harness = Harness::new(healthy).with_children(&running, sts);
     let silent = format!("{NAME}-0");
     harness
@@ -1183,9 +1189,7 @@ async fn a_primary_silent_past_the_failover_delay_is_replaced_counted_and_told()
 
 #[tokio::test]
 async fn a_silent_primary_within_the_failover_delay_changes_nothing_but_the_status() {
-    let cluster = cluster(3, "redis:7.0");
-    let sts = statefulset(&cluster, sts_status(3, 3));
-    let running = settled(cluster, sts.clone()).await;
+    let (running, sts) = running_three().await;
     let harness = Harness::new(healthy).with_children(&running, sts);
     harness
         .redis
@@ -1202,9 +1206,7 @@ async fn a_silent_primary_within_the_failover_delay_changes_nothing_but_the_stat
 
 #[tokio::test]
 async fn a_roll_deletes_one_outdated_replica_at_a_time_with_a_uid_precondition() {
-    let cluster = cluster(3, "redis:7.0");
-    let sts = statefulset(&cluster, sts_status(3, 3));
-    let running = settled(cluster, sts.clone()).await;
+    let (running, sts) = running_three().await;
     // The pods were made for an earlier spec.
     let harness = Harness::new(healthy)
         .with_children(&running, sts)
@@ -1224,9 +1226,7 @@ async fn a_roll_deletes_one_outdated_replica_at_a_time_with_a_uid_precondition()
 
 #[tokio::test]
 async fn a_statefulset_of_the_previous_release_switches_to_on_delete_without_a_roll() {
-    let cluster = cluster(3, "redis:7.0");
-    let sts = statefulset(&cluster, sts_status(3, 3));
-    let running = settled(cluster, sts.clone()).await;
+    let (running, sts) = running_three().await;
     // As the previous release created it: RollingUpdate, with the server's default partition.
     let mut previous = sts;
     previous.spec.as_mut().unwrap().update_strategy = Some(StatefulSetUpdateStrategy {
@@ -1262,9 +1262,7 @@ async fn a_statefulset_of_the_previous_release_switches_to_on_delete_without_a_r
 
 #[tokio::test]
 async fn pods_of_an_earlier_release_made_for_the_same_spec_are_not_replaced() {
-    let cluster = cluster(3, "redis:7.0");
-    let sts = statefulset(&cluster, sts_status(3, 3));
-    let running = settled(cluster, sts.clone()).await;
+    let (running, sts) = running_three().await;
     // The earlier release's template: no pod-config annotation, no probes or spreading of
     // this one. Its pods run the spec's image.
     let mut earlier = sts;
@@ -1412,9 +1410,7 @@ async fn a_grown_size_patches_each_smaller_claim_and_a_refusal_is_not_repeated()
 
 #[tokio::test]
 async fn a_spec_the_schema_could_not_check_changes_no_pod() {
-    let cluster = cluster(3, "redis:7.0");
-    let sts = statefulset(&cluster, sts_status(3, 3));
-    let running = settled(cluster, sts.clone()).await;
+    let (running, sts) = running_three().await;
     // A memory limit written with an exponent (which CEL cannot size) and too small.
     let mut invalid = running.clone();
     invalid.spec.resources = Some(rediscluster_crd::Resources {
@@ -1447,9 +1443,7 @@ async fn a_spec_the_schema_could_not_check_changes_no_pod() {
 async fn while_the_statefulset_adopts_its_pods_the_roles_see_all_of_them() {
     // Recreated to add storage: the new StatefulSet has adopted pod 0 so far; pods 1 (the
     // primary, since a handover) and 2 have no controller yet.
-    let cluster = cluster(3, "redis:7.0");
-    let sts = statefulset(&cluster, sts_status(3, 3));
-    let running = settled(cluster, sts.clone()).await;
+    let (running, sts) = running_three().await;
     let harness = Harness::new(healthy)
         .with_children(&running, sts)
         .with_pods_in_role(3, 1, |index, pod| {

@@ -42,6 +42,9 @@ fn the_claims_of_a_cluster_are_its_pods_data_claims() {
     other_cluster
         .labels_mut()
         .insert(build::INSTANCE_LABEL.to_owned(), "cache-other".to_owned());
+    // The same cluster name in another namespace.
+    let mut elsewhere = claim("data-cache-2", "1Gi", None);
+    elsewhere.metadata.namespace = Some("team-b".to_owned());
     let claims = [
         claim("data-cache-1", "1Gi", None),
         claim("data-cache-0", "1Gi", None),
@@ -49,9 +52,10 @@ fn the_claims_of_a_cluster_are_its_pods_data_claims() {
         claim("scratch-cache-0", "1Gi", None),
         claim("data-cache-x", "1Gi", None),
         other_cluster,
+        elsewhere,
     ]
     .map(Arc::new);
-    let names: Vec<String> = cluster_claims(&claims, NAME)
+    let names: Vec<String> = cluster_claims(&claims, NAMESPACE, NAME)
         .iter()
         .map(|c| c.name_any())
         .collect();
