@@ -390,8 +390,8 @@ impl Measurement {
         Ok(Self { writer, labels })
     }
 
-    /// Lets the writer go on for `after` once the cluster recovered, stops it, and reads the
-    /// writer's keys on the primary the cluster reports.
+    /// Lets the writer go on for 2 s once the cluster recovered, stops it, reads the writer's
+    /// keys on the primary the cluster reports, and measures `scenario` from its `fault` time.
     pub async fn finish(self, setup: &Setup, scenario: &str, fault: f64) -> TestResult<Figures> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let writes = self.writer.stop().await?;
@@ -614,17 +614,40 @@ pub async fn inflict(setup: &Setup, fault: Fault) -> TestResult<Option<Outcome>>
     let restarts_before = restarts(Some(&pod));
     let measurement = Measurement::start(setup, "redis:7.0").await?;
     let fault_at = clock()?;
-    let mut replaced_after = None;
-    let mut rejoined_after = None;
+    let (replaced_after, rejoined_after) =
+        make(setup, fault, &old, (pid, restarts_before), fault_at).await?;
+    let figures = measurement
+        .finish(setup, fault.describe(), fault_at)
+        .await?;
+    let new = setup.assert_one_primary_and_linked_replicas().await?;
+    Ok(Some(Outcome {
+        figures,
+        old_primary: old,
+        new_primary: new,
+        replaced_after,
+        rejoined_after,
+    }))
+}
+
+/// Makes `fault` happen at `fault_at` to the primary `old` (its Redis is the process `pid`,
+/// its container restarted `restarts_before` times) and waits for the transition the operator
+/// makes in answer; returns, for a stopped Redis, when it was replaced and when it rejoined.
+async fn make(
+    setup: &Setup,
+    fault: Fault,
+    old: &str,
+    (pid, restarts_before): (i32, i32),
+    fault_at: f64,
+) -> TestResult<(Option<f64>, Option<f64>)> {
     match fault {
         Fault::PodDeleted => {
-            setup.pods.delete(&old, &DeleteParams::default()).await?;
-            wait_primary_other_than(setup, &old).await?;
+            setup.pods.delete(old, &DeleteParams::default()).await?;
+            wait_primary_other_than(setup, old).await?;
             setup.wait_running(3).await?;
         }
         Fault::RedisKilled => {
             signal(pid, "-KILL").await?;
-            wait_for(&setup.pods, &old, "its Redis container restarted", |p| {
+            wait_for(&setup.pods, old, "its Redis container restarted", |p| {
                 restarts(p) > restarts_before
             })
             .await?;
@@ -632,19 +655,7 @@ pub async fn inflict(setup: &Setup, fault: Fault) -> TestResult<Option<Outcome>>
             // replica) the primary role after the kill.
             setup.wait_running(3).await?;
         }
-        Fault::RedisStopped => {
-            signal(pid, "-STOP").await?;
-            let replaced = wait_primary_other_than(setup, &old).await;
-            replaced_after = Some(clock()? - fault_at);
-            // Resumed whatever happened, so that the namespace can go.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            signal(pid, "-CONT").await?;
-            let woke = clock()?;
-            let new = replaced?;
-            wait_follows(setup, &old, &new).await?;
-            rejoined_after = Some(clock()? - woke);
-            setup.wait_running(3).await?;
-        }
+        Fault::RedisStopped => return stop_and_resume(setup, old, pid, fault_at).await,
         Fault::ImageRolled => {
             setup
                 .patch_spec(serde_json::json!({ "image": "redis:7.2" }))
@@ -661,23 +672,36 @@ pub async fn inflict(setup: &Setup, fault: Fault) -> TestResult<Option<Outcome>>
             signal(pid, "-KILL").await?;
             setup
                 .pods
-                .delete(&old, &DeleteParams::default().grace_period(0))
+                .delete(old, &DeleteParams::default().grace_period(0))
                 .await?;
-            wait_primary_other_than(setup, &old).await?;
+            wait_primary_other_than(setup, old).await?;
             setup.wait_running(3).await?;
         }
     }
-    let figures = measurement
-        .finish(setup, fault.describe(), fault_at)
-        .await?;
-    let new = setup.assert_one_primary_and_linked_replicas().await?;
-    Ok(Some(Outcome {
-        figures,
-        old_primary: old,
-        new_primary: new,
-        replaced_after,
-        rejoined_after,
-    }))
+    Ok((None, None))
+}
+
+/// Stops the primary's Redis until a replica has replaced it, then resumes it; returns how
+/// long after `fault_at` it was replaced, and how long after it resumed it followed the new
+/// primary.
+async fn stop_and_resume(
+    setup: &Setup,
+    old: &str,
+    pid: i32,
+    fault_at: f64,
+) -> TestResult<(Option<f64>, Option<f64>)> {
+    signal(pid, "-STOP").await?;
+    let replaced = wait_primary_other_than(setup, old).await;
+    let replaced_after = clock()? - fault_at;
+    // Resumed whatever happened, so that the namespace can go.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(pid, "-CONT").await?;
+    let woke = clock()?;
+    let new = replaced?;
+    wait_follows(setup, old, &new).await?;
+    let rejoined_after = clock()? - woke;
+    setup.wait_running(3).await?;
+    Ok((Some(replaced_after), Some(rejoined_after)))
 }
 
 /// Restarts of a pod's first container.

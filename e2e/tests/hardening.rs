@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    NAME, Operator, Setup, TestResult, WAIT, failure_grace, free_port, kubectl, request_counts,
+    NAME, Operator, Setup, TestResult, WAIT, failure_grace, kubectl, request_counts,
     wait_for_within,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -52,7 +52,9 @@ async fn kubectl_apply_refuses_names_no_child_can_take() -> TestResult {
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn pods_that_cannot_be_created_fail_the_cluster_until_the_cause_goes() -> TestResult {
-    let setup = Setup::new("quota").await?;
+    let Some(setup) = Setup::on_real_pods("quota").await? else {
+        return Ok(());
+    };
     let quotas: Api<ResourceQuota> = Api::namespaced(setup.client.clone(), &setup.namespace.name);
     let quota: ResourceQuota = serde_json::from_value(json!({
         "metadata": {"name": "one-pod"},
@@ -91,19 +93,20 @@ fn writes(port: u16) -> TestResult<f64> {
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> TestResult {
-    let setup = Setup::new("foreign-fields").await?;
-    let port = free_port()?;
-    // Its own process with a known port, so its requests can be counted (local mode only).
-    let addr = format!("127.0.0.1:{port}");
-    let _operator = if e2e::in_cluster() {
+    let Some(setup) = Setup::on_real_pods("foreign-fields").await? else {
+        return Ok(());
+    };
+    // Its own process, whose port it says, so its requests can be counted (local mode only).
+    let mut operator = if e2e::in_cluster() {
         None
     } else {
         Some(Operator::start_with(
             &setup.namespace.name,
             "operator",
-            &["--http-addr", &addr, "--resync-interval", "20s"],
+            &["--resync-interval", "20s"],
         )?)
     };
+    let port = operator.as_mut().map(Operator::http_port).transpose()?;
     setup.create_cluster("redis:7.0", 2).await?;
     setup.wait_running(2).await?;
 
@@ -169,11 +172,7 @@ async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> T
     setup.wait_running(2).await?;
 
     // Settled: for a minute (three resyncs), no write to the StatefulSet or anything else.
-    let patches = if e2e::in_cluster() {
-        None
-    } else {
-        Some(writes(port)?)
-    };
+    let patches = port.map(writes).transpose()?;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let sts = setup.statefulsets.get(NAME).await?;
     assert_eq!(
@@ -194,7 +193,7 @@ async fn other_field_managers_additions_are_kept_and_the_operator_settles() -> T
             .map(String::as_str),
         Some("cache")
     );
-    if let Some(before) = patches {
+    if let (Some(before), Some(port)) = (patches, port) {
         let after = writes(port)?;
         assert_eq!(after, before, "the operator wrote while settled");
     }
@@ -212,12 +211,14 @@ async fn a_statefulset_whose_immutable_fields_differ_is_recreated_keeping_its_po
         );
         return Ok(());
     }
-    let setup = Setup::new("immutable").await?;
+    let Some(setup) = Setup::on_real_pods("immutable").await? else {
+        return Ok(());
+    };
     // The cluster exists before any operator runs; its StatefulSet is what a release that left
     // podManagementPolicy at its default (OrderedReady) would have made.
     setup.create_cluster("redis:7.0", 2).await?;
     let cluster = setup.clusters.get(NAME).await?;
-    let mut older = redis_operator::build::statefulset(&cluster)?;
+    let mut older = redis_operator::desired::initial_statefulset(&cluster)?;
     if let Some(spec) = older.spec.as_mut() {
         spec.pod_management_policy = None;
     }

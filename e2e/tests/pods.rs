@@ -234,7 +234,9 @@ impl Unready {
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn an_image_roll_replaces_one_pod_at_a_time_and_is_running_only_when_done() -> TestResult {
-    let (setup, _operator) = Setup::running_sample("roll", 3).await?;
+    let Some((setup, _operator)) = Setup::sample_on_real_pods("roll", 3).await? else {
+        return Ok(());
+    };
     let unready = Unready::watch(&setup.pods, 3);
     let log = StatusLog::start(&setup.clusters, NAME);
     let started = Instant::now();

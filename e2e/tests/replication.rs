@@ -135,7 +135,7 @@ async fn a_cluster_of_the_previous_release_is_adopted_with_its_data() -> TestRes
     // (no arguments, readiness by PING), the headless Service, a Running status.
     setup.create_cluster("redis:7.0", 3).await?;
     let cluster = setup.clusters.get(NAME).await?;
-    let mut previous = redis_operator::build::statefulset(&cluster)?;
+    let mut previous = redis_operator::desired::initial_statefulset(&cluster)?;
     let container = previous
         .spec
         .as_mut()
@@ -156,7 +156,7 @@ async fn a_cluster_of_the_previous_release_is_adopted_with_its_data() -> TestRes
         .statefulsets
         .create(&PostParams::default(), &previous)
         .await?;
-    let [headless, ..] = redis_operator::build::services(&cluster)?;
+    let [headless, ..] = redis_operator::desired::services(&cluster)?;
     setup
         .services
         .create(&PostParams::default(), &headless)

@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::sync::lock;
 
 pub struct Backoff<K> {
     base: Duration,
@@ -29,7 +31,7 @@ impl<K: Eq + Hash> Backoff<K> {
     /// Counts one more failure for `key` and returns how long to wait before the next try.
     pub fn next_delay(&self, key: K) -> Duration {
         let failures = {
-            let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut map = lock(&self.failures);
             let count = map.entry(key).or_insert(0);
             *count = count.saturating_add(1);
             *count
@@ -40,20 +42,13 @@ impl<K: Eq + Hash> Backoff<K> {
 
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn reset(&self, key: &K) {
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        lock(&self.failures).remove(key);
     }
 
     /// How many failures in a row `key` has had.
+    #[cfg(test)]
     pub fn failures(&self, key: &K) -> u32 {
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .copied()
-            .unwrap_or(0)
+        lock(&self.failures).get(key).copied().unwrap_or(0)
     }
 }
 

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::context::Settings;
 use crate::controller::{self, RunConfig};
 use crate::leader::Election;
-use crate::pod_redis::Route;
+use crate::redis::client::Route;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]

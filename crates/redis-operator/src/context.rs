@@ -1,8 +1,7 @@
 //! What a reconcile needs, shared by all of them.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
@@ -14,10 +13,9 @@ use rediscluster_crd::RedisCluster;
 
 use crate::MANAGER;
 use crate::backoff::Backoff;
+use crate::memory::Memory;
 use crate::metrics::Metrics;
-use crate::pod_redis::RedisAccess;
-use crate::roles::Recollection;
-use crate::storage::Refusals;
+use crate::redis::client::RedisAccess;
 
 /// Tunables of the reconcile loop, from the command line.
 #[derive(Clone, Debug)]
@@ -65,15 +63,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The pods' Redis.
     pub redis: Arc<dyn RedisAccess>,
-    /// Per cluster (by uid): what the Redis side remembers between reconciles, for the
-    /// failover-duration metric, the status text while the cache lags, and the pace of
-    /// handover retries (`roles::Recollection`). No role decision reads it.
-    pub recollections: Mutex<HashMap<String, Recollection>>,
-    /// Pods (by uid) that lost the primary role lately, and when: not deleted until traffic
-    /// has moved off them.
-    pub demoted: Mutex<HashMap<String, Instant>>,
-    /// Claims whose growth the API server refused lately, not asked again at every look.
-    pub refused_resizes: Refusals,
+    /// What is remembered of each cluster between reconciles (`memory::ClusterMemory`).
+    pub memory: Memory,
 }
 
 impl Context {
@@ -96,9 +87,7 @@ impl Context {
             backoff: Backoff::standard(),
             metrics,
             redis,
-            recollections: Mutex::default(),
-            demoted: Mutex::default(),
-            refused_resizes: Refusals::default(),
+            memory: Memory::default(),
         }
     }
 }

@@ -19,13 +19,13 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::build;
 use crate::context::{Context, Settings, Stores};
 use crate::http::{self, Health};
 use crate::leader::{Election, Lease};
 use crate::metrics::Metrics;
-use crate::pod_redis::{Connections, Route};
+use crate::names;
 use crate::reconcile::{error_policy, reconcile};
+use crate::redis::client::{Connections, Route};
 use crate::trim::{self, WithoutManagedFields};
 
 /// Where the operator runs and how hard it works.
@@ -217,7 +217,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     lease_config.read_timeout = Some(election.renew_margin / 2);
     lease_config.write_timeout = Some(election.renew_margin / 2);
     let lease_client = new_client(lease_config, &metrics)?;
-    let lease = Lease::join(lease_client, client.clone(), election)
+    let mut lease = Lease::join(lease_client, client.clone(), election)
         .await
         .map_err(|e| RunError::Election(format!("cannot join leader election: {e}")))?;
     // A standby is ready: it is doing all it should.
@@ -246,16 +246,16 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 /// peak in memory.
 fn child_watch_config() -> watcher::Config {
     watcher::Config::default()
-        .labels(&build::managed_by_selector())
+        .labels(&names::managed_by_selector())
         .page_size(100)
 }
 
 /// How the claims of clusters with storage are listed and watched: the StatefulSet gives them
-/// its selector's labels, not ours (see `build::statefulset`), so they are selected by
+/// its selector's labels, not ours (see `desired::statefulset`), so they are selected by
 /// `app.kubernetes.io/name=redis`, and a reconcile takes those named for its cluster's pods.
 fn claim_watch_config() -> watcher::Config {
     watcher::Config::default()
-        .labels(&format!("{}={}", build::NAME_LABEL, build::APP_NAME))
+        .labels(&format!("{}={}", names::NAME_LABEL, names::APP_NAME))
         .page_size(100)
 }
 
@@ -271,6 +271,7 @@ fn cluster_watch_config() -> watcher::Config {
 }
 
 /// Watches and reconciles until `shutdown` resolves, then lets in-flight reconciles finish.
+/// `/readyz` turns ready once every cache holds its first complete list.
 async fn reconcile_until(
     client: Client,
     config: &RunConfig,
@@ -278,44 +279,7 @@ async fn reconcile_until(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let namespace = config.namespace.as_deref();
-    let (statefulsets, statefulset_events) = cached_watch(
-        scoped(client.clone(), namespace),
-        child_watch_config(),
-        trim::keep,
-        || {},
-    );
-    let (services, service_events) = cached_watch(
-        scoped(client.clone(), namespace),
-        child_watch_config(),
-        trim::keep,
-        || {},
-    );
-    let (pods, pod_events) = cached_watch(
-        scoped(client.clone(), namespace),
-        child_watch_config(),
-        trim::pod,
-        || {},
-    );
-    let (disruption_budgets, disruption_budget_events) = cached_watch(
-        scoped(client.clone(), namespace),
-        child_watch_config(),
-        trim::keep,
-        || {},
-    );
-    let (claims, claim_events) = cached_watch(
-        scoped(client.clone(), namespace),
-        claim_watch_config(),
-        trim::keep,
-        || {},
-    );
-    let stores = Stores {
-        statefulsets,
-        services,
-        pods,
-        disruption_budgets,
-        claims,
-    };
-
+    let (stores, children) = watch_children(&client, namespace);
     let (clusters_listed, clusters_synced) = tokio::sync::watch::channel(false);
     let (clusters, cluster_events) = cached_watch::<RedisCluster>(
         scoped(client.clone(), namespace),
@@ -326,7 +290,7 @@ async fn reconcile_until(
         },
     );
     health.set_clusters(clusters.clone());
-    // All four lists run at once; only reconciles wait for the child caches, because a
+    // Every list runs at once; only reconciles wait for the child caches, because a
     // reconcile that cannot see an existing child would try to create it.
     let children_synced = children_synced(stores.clone()).shared();
     let readiness = {
@@ -347,44 +311,23 @@ async fn reconcile_until(
             reconcile(cluster, ctx).await
         }
     };
-
-    let redis = Arc::new(Connections::new(
-        client.clone(),
-        health.metrics.clone(),
-        config.redis_route,
-        config.redis_timeout,
-        REDIS_IN_FLIGHT,
-    ));
-    let context = Arc::new(Context::new(
-        client,
-        stores,
-        config.settings.clone(),
-        health.metrics.clone(),
-        redis,
-    ));
+    let context = Arc::new(context(client, stores, config, health));
     info!(
         namespace = namespace.unwrap_or("(all)"),
         concurrency = config.concurrency,
         "starting the controller"
     );
     let controller = Controller::for_stream(cluster_events, clusters)
-        .owns_stream(statefulset_events)
-        .owns_stream(service_events)
-        .owns_stream(disruption_budget_events)
-        .watches_stream(pod_events, cluster_of)
-        .watches_stream(claim_events, cluster_of)
+        .owns_stream(children.statefulsets)
+        .owns_stream(children.services)
+        .owns_stream(children.disruption_budgets)
+        .watches_stream(children.pods, cluster_of)
+        .watches_stream(children.claims, cluster_of)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| {
-            // Reconcile outcomes are logged by `reconcile`; this reports the machinery.
-            match result {
-                Err(controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
-                Err(controller::Error::ObjectNotFound(object)) => {
-                    info!(cluster = %object, "RedisCluster is gone; nothing to do");
-                }
-                Err(error) => warn!(%error, "controller error"),
-            }
+            report_controller(result);
             future::ready(())
         });
     let (controller, readiness) = (std::pin::pin!(controller), std::pin::pin!(readiness));
@@ -392,6 +335,114 @@ async fn reconcile_until(
         controller.await;
     }
     info!("controller stopped");
+}
+
+/// The change streams of the children's caches, which the controller polls.
+struct ChildEvents<S, V, P, B, C> {
+    statefulsets: S,
+    services: V,
+    pods: P,
+    disruption_budgets: B,
+    claims: C,
+}
+
+/// The caches of the children and their change streams.
+#[allow(clippy::type_complexity)]
+fn watch_children(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Stores,
+    ChildEvents<
+        impl Stream<Item = Result<k8s_openapi::api::apps::v1::StatefulSet, watcher::Error>>
+        + Send
+        + 'static,
+        impl Stream<Item = Result<k8s_openapi::api::core::v1::Service, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<k8s_openapi::api::core::v1::Pod, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<k8s_openapi::api::policy::v1::PodDisruptionBudget, watcher::Error>>
+        + Send
+        + 'static,
+        impl Stream<Item = Result<k8s_openapi::api::core::v1::PersistentVolumeClaim, watcher::Error>>
+        + Send
+        + 'static,
+    >,
+) {
+    let (statefulsets, statefulset_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        child_watch_config(),
+        trim::keep,
+        || {},
+    );
+    let (services, service_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        child_watch_config(),
+        trim::keep,
+        || {},
+    );
+    let (pods, pod_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        child_watch_config(),
+        trim::pod,
+        || {},
+    );
+    let (disruption_budgets, budget_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        child_watch_config(),
+        trim::keep,
+        || {},
+    );
+    let (claims, claim_events) = cached_watch(
+        scoped(client.clone(), namespace),
+        claim_watch_config(),
+        trim::keep,
+        || {},
+    );
+    let stores = Stores {
+        statefulsets,
+        services,
+        pods,
+        disruption_budgets,
+        claims,
+    };
+    let events = ChildEvents {
+        statefulsets: statefulset_events,
+        services: service_events,
+        pods: pod_events,
+        disruption_budgets: budget_events,
+        claims: claim_events,
+    };
+    (stores, events)
+}
+
+/// What every reconcile shares: the client, the caches, the settings, and the pods' Redis.
+fn context(client: Client, stores: Stores, config: &RunConfig, health: &Health) -> Context {
+    let redis = Arc::new(Connections::new(
+        client.clone(),
+        health.metrics.clone(),
+        config.redis_route,
+        config.redis_timeout,
+        REDIS_IN_FLIGHT,
+    ));
+    Context::new(
+        client,
+        stores,
+        config.settings.clone(),
+        health.metrics.clone(),
+        redis,
+    )
+}
+
+/// Reconcile outcomes are logged by `reconcile`; this reports the machinery.
+fn report_controller<T, E: std::error::Error, Q: std::error::Error>(
+    result: Result<T, controller::Error<E, Q>>,
+) {
+    match result {
+        Err(controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+        Err(controller::Error::ObjectNotFound(object)) => {
+            info!(cluster = %object, "RedisCluster is gone; nothing to do");
+        }
+        Err(error) => warn!(%error, "controller error"),
+    }
 }
 
 /// Resolves every `requested()` once SIGTERM or SIGINT has arrived.
@@ -458,7 +509,7 @@ async fn children_synced(stores: Stores) {
 /// (the StatefulSet, not the cluster, controls them).
 fn cluster_of<K: Resource>(object: K) -> Option<ObjectRef<RedisCluster>> {
     let namespace = object.namespace()?;
-    let name = object.labels().get(build::INSTANCE_LABEL)?;
+    let name = object.labels().get(names::INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(&namespace))
 }
 

@@ -43,7 +43,7 @@ pub fn with_status(mut cluster: RedisCluster, status: RedisClusterStatus) -> Red
 /// The StatefulSet the operator would build for `cluster`, as the API server reports it back:
 /// generation 1 and the given status counts.
 pub fn statefulset(cluster: &RedisCluster, status: StatefulSetStatus) -> StatefulSet {
-    let mut sts = crate::build::statefulset(cluster).unwrap();
+    let mut sts = crate::desired::initial_statefulset(cluster).unwrap();
     sts.metadata.generation = Some(1);
     sts.metadata.uid = Some(STATEFULSET_UID.to_owned());
     sts.metadata.resource_version = Some("100".to_owned());
@@ -74,7 +74,7 @@ pub fn waiting_pod(index: u32, reason: &str, since: Timestamp) -> Pod {
         metadata: ObjectMeta {
             name: Some(format!("{NAME}-{index}")),
             namespace: Some(NAMESPACE.to_owned()),
-            labels: Some(crate::build::labels(NAME)),
+            labels: Some(crate::names::labels(NAME)),
             creation_timestamp: Some(Time(since)),
             ..ObjectMeta::default()
         },
@@ -165,11 +165,11 @@ pub fn pod_ip(index: i32) -> String {
 }
 
 /// A running pod of the cluster, with an IP, ready or not, labelled with `role` if given.
-pub fn redis_pod(index: i32, ready: bool, role: Option<crate::topology::Role>) -> Pod {
-    let mut labels = crate::build::labels(NAME);
+pub fn redis_pod(index: i32, ready: bool, role: Option<crate::names::Role>) -> Pod {
+    let mut labels = crate::names::labels(NAME);
     if let Some(role) = role {
         labels.insert(
-            crate::build::ROLE_LABEL.to_owned(),
+            crate::names::ROLE_LABEL.to_owned(),
             role.as_str().to_owned(),
         );
     }
@@ -212,7 +212,7 @@ pub fn redis_pod(index: i32, ready: bool, role: Option<crate::topology::Role>) -
 pub fn earlier_release_spec(image: &str) -> k8s_openapi::api::core::v1::PodSpec {
     k8s_openapi::api::core::v1::PodSpec {
         containers: vec![k8s_openapi::api::core::v1::Container {
-            name: crate::build::REDIS_CONTAINER.to_owned(),
+            name: crate::names::REDIS_CONTAINER.to_owned(),
             image: Some(image.to_owned()),
             args: Some(
                 ["redis-server", "--replicaof", "127.0.0.1", "1"]

@@ -49,6 +49,9 @@ impl Election {
 
 pub struct Lease {
     manager: LeaseManager,
+    /// To build the manager anew (see `acquired`).
+    client: Client,
+    election: Election,
     identity: String,
     /// For watching the Lease, with a client whose timeouts suit long-running watches.
     leases: Api<k8s_openapi::api::coordination::v1::Lease>,
@@ -64,16 +67,12 @@ impl Lease {
         watch_client: Client,
         election: &Election,
     ) -> Result<Self, LeaseManagerError> {
-        let manager = LeaseManagerBuilder::new(client, &election.lease_name)
-            .with_namespace(&election.namespace)
-            .with_identity(&election.identity)
-            .with_duration(election.lease_duration.as_secs())
-            .with_grace(election.renew_margin.as_secs())
-            .build()
-            .await?;
+        let manager = manager(&client, election).await?;
         info!(lease = %election.lease_name, namespace = %election.namespace, identity = %election.identity, "joined leader election");
         Ok(Self {
             manager,
+            client,
+            election: election.clone(),
             identity: election.identity.clone(),
             leases: Api::namespaced(watch_client, &election.namespace),
             lease_name: election.lease_name.clone(),
@@ -81,7 +80,7 @@ impl Lease {
     }
 
     /// Waits until this instance holds the lease. API errors are retried: a standby keeps trying.
-    pub async fn acquired(&self) {
+    pub async fn acquired(&mut self) {
         // A standby otherwise sleeps until the holder's lease would expire; watching the Lease
         // lets it take over as soon as a leader that shuts down releases it.
         let mut released = std::pin::pin!(self.releases());
@@ -98,12 +97,17 @@ impl Lease {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
-                // The manager trusts its cached view of the Lease until that expires. For a
-                // candidate that does not hold a live lease, `release()` changes nothing on the
-                // server but re-reads the Lease, so the next `changed()` sees it free and takes it.
+                // The manager trusts its cached view of the Lease until that expires. A new one
+                // starts with none: its first `changed()` reads the Lease, and takes it if it
+                // is still free, by an apply that conflicts with anyone who took it first.
+                // (The manager's own `release()` must not serve for this: with a cached view
+                // that has expired it clears the holder whoever holds it, and a standby that
+                // saw the Lease free a moment before another candidate took it would then
+                // unseat that candidate, and both would lead until its next renewal.)
                 Some(()) = released.next() => {
-                    if let Err(error) = self.manager.release().await {
-                        warn!(%error, "leader election: cannot re-read the released lease");
+                    match manager(&self.client, &self.election).await {
+                        Ok(fresh) => self.manager = fresh,
+                        Err(error) => warn!(%error, "leader election: cannot re-read the released lease"),
                     }
                 }
             }
@@ -137,8 +141,7 @@ impl Lease {
 
     /// Gives the lease up so that a standby takes over at once rather than after expiry.
     /// One retry: at shutdown the release can meet a pooled connection that just closed
-    /// (seen once in the live suite as `SendRequest`), and a lost release costs the standby
-    /// the whole lease duration.
+    /// (`SendRequest`), and a lost release costs the standby the whole lease duration.
     pub async fn release(&self) {
         for attempt in 1..=2 {
             match self.manager.release().await {
@@ -154,6 +157,17 @@ impl Lease {
             }
         }
     }
+}
+
+/// A lease manager for `election` that has not read the Lease yet (it creates it if missing).
+async fn manager(client: &Client, election: &Election) -> Result<LeaseManager, LeaseManagerError> {
+    LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(election.lease_duration.as_secs())
+        .with_grace(election.renew_margin.as_secs())
+        .build()
+        .await
 }
 
 #[cfg(test)]

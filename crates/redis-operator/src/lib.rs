@@ -1,31 +1,61 @@
-//! redis-operator: runs `RedisCluster` objects as a StatefulSet of Redis pods behind a headless
-//! Service, and reports what it sees in the RedisCluster's status.
+//! redis-operator: runs each `RedisCluster` as one replicated Redis service: a StatefulSet of
+//! Redis pods, one of them the primary and the others its replicas, behind a headless Service
+//! and the `<name>-primary` and `<name>-replicas` Services; and reports what it sees in the
+//! RedisCluster's status.
 //!
-//! The shape follows the data flow of one reconcile: `build` (desired children, pure), `drift`
-//! (does what is there already match, pure), `status` (phase and conditions, pure), and
-//! `reconcile` (the thin I/O around them). `controller` wires watches and caches together.
+//! Where everything lives:
+//! - `controller`: the wiring (client, watches and their caches, the kube-runtime Controller,
+//!   leader election in `leader`); `context`: what every reconcile shares, with `memory`, what
+//!   is remembered of each cluster.
+//! - `reconcile`: one reconcile, a driver of a screenful: observe, plan, apply, assess,
+//!   report. `children` writes one child; `storage` grows claims.
+//! - `desired`: the children a cluster should have (pure builders); `pod_config`: what a pod is
+//!   made for; `names`: the labels and names on everything.
+//! - `observed` and `pod`: one reader each for what observed objects say (ownership, ordinal,
+//!   readiness, stuck containers, outdated pods).
+//! - `topology`: the role decision (pure): who is primary, failovers, handovers, the roll
+//!   order; `roles`: runs its plan and says what happened.
+//! - `redis`: the Redis side of the role protocol: constants, commands, `INFO` parsing, the
+//!   client and the pods' own scripts.
+//! - `status`: phase and conditions (pure); `drift`: whether a child needs writing (pure);
+//!   `trim`: what the caches keep; `http`, `metrics`, `permissions`, `cli`, `telemetry`.
+//!
+//! Two paths through the code:
+//! - `spec.replicas` to the StatefulSet write: `reconcile::plan` →
+//!   `topology::pods_to_keep` → `desired::statefulset` → `children::ensure_child`.
+//! - Which pod is primary, from Redis's answer to the label and `status.primary`:
+//!   `redis::client` (`INFO`) → `redis::info::Replication::parse` → `topology::decide` →
+//!   `roles` (`execute`, the label patch) → `topology::Plan::report` → `status::assess`.
 
-pub mod backoff;
-pub mod build;
+mod backoff;
+mod children;
 pub mod cli;
-pub mod context;
-pub mod controller;
-pub mod drift;
-pub mod error;
+mod context;
+mod controller;
+pub mod desired;
+mod drift;
+mod error;
 #[cfg(test)]
 mod fixtures;
-pub mod http;
-pub mod leader;
-pub mod metrics;
-pub mod permissions;
-pub mod pod_redis;
-pub mod reconcile;
-pub mod roles;
-pub mod status;
-pub mod storage;
-pub mod telemetry;
-pub mod topology;
-pub mod trim;
+mod http;
+mod leader;
+mod memory;
+mod metrics;
+pub mod names;
+mod observed;
+#[cfg(test)]
+mod permissions;
+mod pod;
+mod pod_config;
+mod reconcile;
+pub mod redis;
+mod roles;
+mod status;
+mod storage;
+mod sync;
+mod telemetry;
+mod topology;
+mod trim;
 
 /// The field manager of every write, and the `app.kubernetes.io/managed-by` value of every child.
 pub const MANAGER: &str = "redis-operator";

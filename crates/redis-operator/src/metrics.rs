@@ -126,44 +126,7 @@ impl Default for Metrics {
                 failover_duration.clone(),
             );
         }
-        let process = ProcessMetrics {
-            resident_memory: Gauge::default(),
-            cpu_seconds: FloatGauge::default(),
-            open_fds: Gauge::default(),
-        };
-        {
-            let proc = registry.sub_registry_with_prefix("process");
-            proc.register_with_unit(
-                "resident_memory",
-                "Resident memory size",
-                Unit::Bytes,
-                process.resident_memory.clone(),
-            );
-            proc.register_with_unit(
-                "cpu",
-                "User and system CPU time spent",
-                Unit::Seconds,
-                process.cpu_seconds.clone(),
-            );
-            proc.register(
-                "open_fds",
-                "Open file descriptors",
-                process.open_fds.clone(),
-            );
-            let start: FloatGauge = FloatGauge::default();
-            start.set(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs_f64(),
-            );
-            proc.register_with_unit(
-                "start_time",
-                "Start time since the Unix epoch",
-                Unit::Seconds,
-                start,
-            );
-        }
+        let process = ProcessMetrics::registered(&mut registry);
         Metrics {
             registry,
             reconciles,
@@ -177,6 +140,49 @@ impl Default for Metrics {
             failover_duration,
             process,
         }
+    }
+}
+
+impl ProcessMetrics {
+    /// The `process_*` metrics, registered in `registry`.
+    fn registered(registry: &mut Registry) -> Self {
+        let process = ProcessMetrics {
+            resident_memory: Gauge::default(),
+            cpu_seconds: FloatGauge::default(),
+            open_fds: Gauge::default(),
+        };
+        let proc = registry.sub_registry_with_prefix("process");
+        proc.register_with_unit(
+            "resident_memory",
+            "Resident memory size",
+            Unit::Bytes,
+            process.resident_memory.clone(),
+        );
+        proc.register_with_unit(
+            "cpu",
+            "User and system CPU time spent",
+            Unit::Seconds,
+            process.cpu_seconds.clone(),
+        );
+        proc.register(
+            "open_fds",
+            "Open file descriptors",
+            process.open_fds.clone(),
+        );
+        let start: FloatGauge = FloatGauge::default();
+        start.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        proc.register_with_unit(
+            "start_time",
+            "Start time since the Unix epoch",
+            Unit::Seconds,
+            start,
+        );
+        process
     }
 }
 

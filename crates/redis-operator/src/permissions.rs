@@ -249,6 +249,21 @@ mod tests {
         }
     }
 
+    /// Every rule says why the operator needs it; and the port-forward that only an operator
+    /// outside the cluster uses is granted to no ServiceAccount.
+    #[test]
+    fn every_rule_says_why_and_port_forward_stays_out_of_the_manifests() {
+        let rules = WATCHED_NAMESPACES
+            .iter()
+            .chain(OPERATOR_NAMESPACE)
+            .chain(OUT_OF_CLUSTER);
+        for rule in rules {
+            assert!(rule.why.len() > 20, "{rule:?}");
+        }
+        let granted = manifest_grants("config/rbac/role.yaml", "ClusterRole");
+        assert!(grants(OUT_OF_CLUSTER).is_disjoint(&granted));
+    }
+
     #[test]
     fn nothing_grants_secrets_or_wildcards() {
         let all = grants(WATCHED_NAMESPACES)

@@ -1,7 +1,16 @@
-//! One reconcile: observe (caches), build (pure), apply (only what drifted), assess (pure),
-//! write status (only when it changed). The error policy sits beside it.
+//! One reconcile, as a driver of a screenful with a typed value between its steps:
+//!
+//! - [`observe`]: what the caches show of the cluster ([`Observed`]; no request sent);
+//! - [`plan`]: what it should have ([`Desired`]: its children, the pods to keep, the role
+//!   policy), or why nothing can be made for it (a [`Blocker`]); pure;
+//! - [`apply`]: children written where they drifted, claims grown, roles run ([`Applied`]);
+//! - [`status::assess`] (pure), then [`report`]: the status written only when it changed,
+//!   with the events.
+//!
+//! `spec.replicas` reaches the StatefulSet in four functions: [`plan`] asks
+//! [`topology::pods_to_keep`] how many pods to keep, [`desired::statefulset`] sets them, and
+//! [`apply`] hands the StatefulSet to [`children::ensure_child`], which writes it.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,26 +18,28 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
+use kube::api::{Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use rediscluster_crd::conditions::{DEGRADED, READY};
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::MANAGER;
-use crate::build;
-use crate::context::Context;
-use crate::drift;
+use crate::children::{self, ChildOutcome, delete_child, ensure_child, switch_to_on_delete};
+use crate::context::{Context, Settings};
+use crate::desired;
 use crate::error::{Error, Result};
-use crate::roles;
-use crate::status::{self, Blocker, Observed};
-use crate::storage;
-use crate::topology::{self, Plan, Policy};
+use crate::names::INSTANCE_LABEL;
+use crate::observed::{controller_uid, immutable_changes, is_controlled_by, is_on_delete};
+use crate::pod;
+use crate::pod_config::{foreign_template, pod_config};
+use crate::roles::{self, PodView, Roles};
+use crate::status::{self, Assessment, Blocker, Facts};
+use crate::storage::{self, Sizing};
+use crate::topology::{self, Policy, RoleReport};
 
 /// Reconciles one RedisCluster and logs the outcome: one line per reconcile.
 pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -71,237 +82,396 @@ fn retry_after(cluster: &RedisCluster, error: &Error, ctx: &Context) -> Duration
 pub const BLOCKED_RECHECK: Duration = Duration::from_secs(30);
 
 /// How soon a cluster whose primary is in trouble or handing over is looked at again. Cheap:
-/// a silent Redis is asked at most once a second (pod_redis's backoff), and a status is
+/// a silent Redis is asked at most once a second (`redis::client`'s backoff), and a status is
 /// written only when it changed.
 pub const URGENT_RECHECK: Duration = Duration::from_millis(250);
 
 async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Action, Phase)> {
-    let current_phase = cluster.status.as_ref().map_or(Phase::Pending, |s| s.phase);
     if cluster.meta().deletion_timestamp.is_some() {
         // Deletion is final: the garbage collector removes the children, and recreating one on
         // the way out would only hold the deletion up.
-        return Ok((Action::await_change(), current_phase));
+        let phase = cluster.status.as_ref().map_or(Phase::Pending, |s| s.phase);
+        return Ok((Action::await_change(), phase));
     }
+    let observed = observe(cluster, ctx)?;
+    let desired = match plan(cluster, &observed, &ctx.settings)? {
+        Ok(desired) => desired,
+        Err(blocker) => return report_blocked(ctx, cluster, &observed, blocker).await,
+    };
+    let mut applied = apply(ctx, cluster, &observed, &desired).await?;
+    let pods: Vec<&Pod> = observed.pods.iter().map(Arc::as_ref).collect();
+    let facts = applied.facts(&observed, &desired, &pods, &ctx.settings);
+    let assessment = status::assess(cluster, &facts);
+    let events = applied.events(cluster, &observed, &desired, &assessment.status);
+    report(ctx, cluster, &assessment.status, events).await?;
+    let action = Action::requeue(requeue_after(&assessment, &applied, &ctx.settings));
+    Ok((action, assessment.status.phase))
+}
+
+/// What the caches show of one cluster.
+struct Observed {
+    namespace: String,
+    uid: String,
+    /// Every pod with the cluster's instance label (the status names the unready ones).
+    pods: Vec<Arc<Pod>>,
+    /// The StatefulSet under the cluster's name, ours or not.
+    statefulset: Option<Arc<StatefulSet>>,
+    budget: Option<Arc<PodDisruptionBudget>>,
+    /// The pods of our own StatefulSet, as members of the role decision.
+    members: Vec<PodView>,
+    /// A handover failed lately (`memory`): none is started again yet.
+    handover_held: bool,
+    /// Now, to the second (the status's times are whole seconds).
+    now: Timestamp,
+}
+
+impl Observed {
+    /// The observed StatefulSet, if this cluster controls it.
+    fn ours(&self) -> Option<&StatefulSet> {
+        self.statefulset
+            .as_deref()
+            .filter(|sts| is_controlled_by(*sts, &self.uid))
+    }
+}
+
+fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
     let uid = cluster.uid().ok_or(Error::MissingObjectKey("uid"))?;
     let name = cluster.name_any();
-    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
-    if let Some(problem) = rediscluster_crd::name_problem(&name) {
-        // Made before the CRD refused such names: no child could work, so none is made.
-        let blocker = Blocker::InvalidName(problem);
-        let assessment = status::assess(
-            cluster,
-            &Observed {
-                statefulset: None,
-                pods: &[],
-                statefulset_in_sync: false,
-                blocker: Some(&blocker),
-                roles: &Plan::default(),
-                primary_change: None,
-                storage: None,
-                pod_config: None,
-                now,
-                failure_grace: ctx.settings.failure_grace,
-            },
-        );
-        let phase = assessment.status.phase;
-        report(ctx, cluster, &namespace, &assessment.status, Vec::new()).await?;
-        return Ok((Action::requeue(ctx.settings.resync_interval), phase));
-    }
     let pods = cluster_pods(ctx, &namespace, &name);
-    let observed_statefulset = ctx
+    let statefulset = ctx
         .stores
         .statefulsets
         .get(&ObjectRef::new(&name).within(&namespace));
-    let observed_ours = observed_statefulset
+    let statefulset_uid = statefulset
         .as_deref()
-        .filter(|sts| build::is_controlled_by(*sts, &uid));
+        .filter(|sts| is_controlled_by(*sts, &uid))
+        .and_then(|sts| sts.uid());
+    let (settling, handover_held) = ctx
+        .memory
+        .recall(&uid, |m| (m.settling(), m.handover_failed_lately()));
     // Roles are given only to the pods of our own StatefulSet: pods that another controller
     // owns are not ours to label or to tell whom to follow. Pods without a controller are
     // the StatefulSet's while it is recreated (orphaned by us, soon adopted by the new one):
     // leaving them out would show the roles a part of the cluster, without its primary.
-    let statefulset_uid = observed_ours.and_then(|sts| sts.uid());
-    let our_pods: Vec<Arc<Pod>> = pods
+    let members = pods
         .iter()
-        .filter(|pod| match build::controller_uid(pod.as_ref()) {
+        .filter(|pod| match controller_uid(pod.as_ref()) {
             Some(owner) => Some(owner) == statefulset_uid.as_deref(),
             None => true,
         })
-        .cloned()
+        .filter_map(|pod| PodView::of(pod, &settling))
         .collect();
-    // A spec the schema could not check fully (see `spec_problem`) changes no pod: the
-    // StatefulSet keeps the last valid one, and no pod is replaced, while roles, failover and
-    // the other children carry on.
-    let spec_problem = rediscluster_crd::spec_problem(&cluster.spec);
-    let members = roles::members(&our_pods, &roles::recently_demoted(ctx));
-    let pod_config = build::pod_config(
-        &cluster.spec,
-        observed_ours
-            .and_then(|sts| build::foreign_template(sts, &name))
-            .as_deref(),
-    );
-    let statefulset_in_place =
-        observed_ours.is_some_and(|sts| sts.metadata.deletion_timestamp.is_none());
+    Ok(Observed {
+        budget: ctx
+            .stores
+            .disruption_budgets
+            .get(&ObjectRef::new(&name).within(&namespace)),
+        namespace,
+        uid,
+        pods,
+        statefulset,
+        members,
+        handover_held,
+        now: Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH),
+    })
+}
+
+/// What the cluster should have.
+struct Desired {
+    statefulset: StatefulSet,
+    services: [Service; 3],
+    budget: Option<PodDisruptionBudget>,
+    /// What the pods should be made for (`pod_config`).
+    pod_config: String,
+    /// A spec the schema could not check fully (`rediscluster_crd::spec_problem`): the
+    /// StatefulSet keeps the last valid one, and no pod is replaced, while roles, failover and
+    /// the other children carry on.
+    invalid_spec: Option<Blocker>,
+    /// What the role decision goes by.
+    policy: Policy,
+}
+
+/// What `cluster` should have, from what was observed; or why no child can be made for it.
+fn plan(
+    cluster: &RedisCluster,
+    observed: &Observed,
+    settings: &Settings,
+) -> Result<Result<Desired, Blocker>> {
+    let name = cluster.name_any();
+    if let Some(problem) = rediscluster_crd::name_problem(&name) {
+        // Made before the CRD refused such names: no child could work, so none is made.
+        return Ok(Err(Blocker::InvalidName(problem)));
+    }
+    let ours = observed.ours();
+    let invalid_spec = rediscluster_crd::spec_problem(&cluster.spec).map(Blocker::InvalidSpec);
+    let foreign = ours.and_then(|sts| foreign_template(sts, &name));
+    let pod_config = pod_config(&cluster.spec, foreign.as_deref());
+    let in_place = ours.is_some_and(|sts| sts.metadata.deletion_timestamp.is_none());
     // A scale-down waits for the primary to hand over to a pod that stays.
-    let kept = topology::pods_to_keep(members.iter().map(|p| &p.member), cluster.spec.replicas);
+    let members = observed.members.iter().map(|p| &p.member);
+    let kept = topology::pods_to_keep(members, cluster.spec.replicas);
     let policy = Policy {
         kept,
         desired: cluster.spec.replicas,
-        failover_after: ctx.settings.failover_after,
+        failover_after: settings.failover_after,
         // No pod is replaced while there is no StatefulSet to make it again.
-        config: (spec_problem.is_none() && statefulset_in_place).then(|| pod_config.clone()),
+        config: (invalid_spec.is_none() && in_place).then(|| pod_config.clone()),
         in_ordinal_order: cluster.spec.storage.is_some()
-            && our_pods.iter().any(|pod| !build::mounts_data_claim(pod)),
+            && observed.pods.iter().any(|pod| !pod::mounts_data_claim(pod)),
+        handover_held: observed.handover_held,
     };
+    Ok(Ok(Desired {
+        statefulset: desired::statefulset(cluster, &pod_config, kept)?,
+        services: desired::services(cluster)?,
+        budget: desired::disruption_budget(cluster)?,
+        pod_config,
+        invalid_spec,
+        policy,
+    }))
+}
 
-    let desired_services = build::services(cluster)?;
-    let mut desired_statefulset = build::statefulset_for(cluster, &pod_config)?;
-    if let Some(spec) = desired_statefulset.spec.as_mut() {
-        spec.replicas = Some(kept);
-    }
+/// What this reconcile wrote and found.
+struct Applied {
+    services: Vec<ChildOutcome<Service>>,
+    statefulset: ChildOutcome<StatefulSet>,
+    budget: ChildOutcome<PodDisruptionBudget>,
+    sizing: Option<Sizing>,
+    roles: Roles,
+}
 
-    let services = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
-    let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &namespace);
-    let statefulset_step = async {
-        if let Some(problem) = &spec_problem {
-            return Ok(ChildOutcome::Blocked(Blocker::InvalidSpec(problem.clone())));
-        }
-        if let Some(sts) = observed_ours {
-            if sts.metadata.deletion_timestamp.is_some() {
-                // On its way out (we orphaned it): created anew once it is gone.
-                return Ok(ChildOutcome::Terminating);
-            }
-            let changes = build::immutable_changes(&desired_statefulset, sts);
-            if !changes.is_empty() {
-                delete_child(&statefulsets, sts, Some(PropagationPolicy::Orphan)).await?;
-                return Ok(ChildOutcome::Recreating(changes));
-            }
-        }
-        let migrated = match observed_ours {
-            Some(sts) if !build::is_on_delete(sts) => {
-                Some(switch_to_on_delete(&statefulsets, sts).await?)
-            }
-            _ => None,
-        };
-        let observed = migrated.as_ref().or(observed_statefulset.as_deref());
-        ensure_child(&statefulsets, observed, &desired_statefulset, &uid).await
-    };
-    let service_steps = desired_services.iter().map(|desired| {
-        let observed = ctx
-            .stores
-            .services
-            .get(&ObjectRef::new(&desired.name_any()).within(&namespace));
-        let services = &services;
-        let uid = &uid;
-        async move { ensure_child(services, observed.as_deref(), desired, uid).await }
+/// Writes the children that drifted, grows the claims and runs the roles. They do not depend
+/// on each other: one round trip, not several.
+async fn apply(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    observed: &Observed,
+    desired: &Desired,
+) -> Result<Applied> {
+    let namespace = &observed.namespace;
+    let service_steps = desired.services.iter().map(|service| {
+        let key = ObjectRef::new(&service.name_any()).within(namespace);
+        let cached = ctx.stores.services.get(&key);
+        let api = Api::<Service>::namespaced(ctx.client.clone(), namespace);
+        async move { ensure_child(&api, cached.as_deref(), service, &observed.uid).await }
     });
-    let budgets = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &namespace);
-    let desired_budget = build::disruption_budget(cluster)?;
-    let observed_budget = ctx
-        .stores
-        .disruption_budgets
-        .get(&ObjectRef::new(&name).within(&namespace));
-    let budget_step = async {
-        match (&desired_budget, observed_budget.as_deref()) {
-            (Some(desired), observed) => ensure_child(&budgets, observed, desired, &uid).await,
-            // A single pod has nothing to keep available while another stops.
-            (None, Some(ours)) if build::is_controlled_by(ours, &uid) => {
-                delete_child(&budgets, ours, None).await?;
-                Ok(ChildOutcome::Removed)
-            }
-            (None, _) => Ok(ChildOutcome::Unchanged),
-        }
-    };
-
-    // The children and the roles do not depend on each other: one round trip, not several.
-    let (service_outcomes, statefulset_outcome, budget_outcome, sizing, roles) = futures::try_join!(
+    let (services, statefulset, budget, sizing, roles) = futures::try_join!(
         futures::future::try_join_all(service_steps),
-        statefulset_step,
-        budget_step,
-        storage::grow(ctx, cluster, &namespace),
-        roles::ensure(ctx, &namespace, &uid, members, &policy),
+        apply_statefulset(ctx, observed, desired),
+        apply_budget(ctx, observed, desired),
+        storage::grow(ctx, cluster, namespace),
+        roles::ensure(
+            ctx,
+            namespace,
+            &observed.uid,
+            observed.members.clone(),
+            &desired.policy
+        ),
     )?;
+    Ok(Applied {
+        services,
+        statefulset,
+        budget,
+        sizing,
+        roles,
+    })
+}
 
-    let created: Vec<Option<String>> = service_outcomes
-        .iter()
-        .map(ChildOutcome::created)
-        .chain([statefulset_outcome.created(), budget_outcome.created()])
-        .collect();
-    let mut events: Vec<Event> = creation_event(&created).into_iter().collect();
-    events.extend(roles.events);
-    if let (ChildOutcome::Updated(_), Some(observed)) =
-        (&statefulset_outcome, &observed_statefulset)
-    {
-        events.extend(statefulset_changes(observed, &desired_statefulset));
+/// Writes the StatefulSet: refused for an invalid spec, recreated (its pods orphaned, then
+/// adopted) when an immutable field must change, switched to `OnDelete` if an earlier release
+/// made it, else created or applied where it drifted.
+async fn apply_statefulset(
+    ctx: &Context,
+    observed: &Observed,
+    desired: &Desired,
+) -> Result<ChildOutcome<StatefulSet>> {
+    if let Some(invalid) = &desired.invalid_spec {
+        return Ok(ChildOutcome::Blocked(invalid.clone()));
     }
-    if let ChildOutcome::Recreating(changes) = &statefulset_outcome {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "RecreatingStatefulSet".to_owned(),
-            note: Some(format!(
-                "recreating StatefulSet {name} to change {}, which cannot be updated; its pods \
-                 are kept and adopted by the new one",
-                changes.join(", ")
-            )),
-            action: "RecreateStatefulSet".to_owned(),
-            secondary: None,
-        });
+    let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &observed.namespace);
+    let ours = observed.ours();
+    if let Some(sts) = ours {
+        if sts.metadata.deletion_timestamp.is_some() {
+            // On its way out (we orphaned it): created anew once it is gone.
+            return Ok(ChildOutcome::Terminating);
+        }
+        let changes = immutable_changes(&desired.statefulset, sts);
+        if !changes.is_empty() {
+            delete_child(&api, sts, Some(PropagationPolicy::Orphan)).await?;
+            return Ok(ChildOutcome::Recreating(changes));
+        }
+    }
+    let migrated = match ours {
+        Some(sts) if !is_on_delete(sts) => Some(switch_to_on_delete(&api, sts).await?),
+        _ => None,
+    };
+    let current = migrated.as_ref().or(observed.statefulset.as_deref());
+    ensure_child(&api, current, &desired.statefulset, &observed.uid).await
+}
+
+/// Writes the PodDisruptionBudget, or deletes ours when a single pod needs none.
+async fn apply_budget(
+    ctx: &Context,
+    observed: &Observed,
+    desired: &Desired,
+) -> Result<ChildOutcome<PodDisruptionBudget>> {
+    let api = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), &observed.namespace);
+    match (&desired.budget, observed.budget.as_deref()) {
+        (Some(budget), cached) => ensure_child(&api, cached, budget, &observed.uid).await,
+        // A single pod has nothing to keep available while another stops.
+        (None, Some(ours)) if is_controlled_by(ours, &observed.uid) => {
+            delete_child(&api, ours, None).await?;
+            Ok(ChildOutcome::Removed)
+        }
+        (None, _) => Ok(ChildOutcome::Unchanged),
+    }
+}
+
+impl Applied {
+    /// Why a child could not be written, if one could not.
+    fn blocker(&self) -> Option<&Blocker> {
+        self.services
+            .iter()
+            .find_map(ChildOutcome::blocker)
+            .or_else(|| self.statefulset.blocker())
+            .or_else(|| self.budget.blocker())
     }
 
-    let blocker = service_outcomes
-        .iter()
-        .find_map(ChildOutcome::blocker)
-        .or_else(|| statefulset_outcome.blocker())
-        .or_else(|| budget_outcome.blocker());
-    // What the API server answered to our write is newer than the cache: assessing from it
-    // gives the status the next reconcile would compute, so that one has nothing to write.
-    // A StatefulSet that is not ours says nothing about this cluster.
-    let ours = statefulset_outcome
-        .written()
-        .or(observed_statefulset.as_deref())
-        .filter(|sts| build::is_controlled_by(*sts, &uid));
-    let pod_refs: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
-    let assessment = status::assess(
-        cluster,
-        &Observed {
-            statefulset: ours,
-            pods: &pod_refs,
-            statefulset_in_sync: matches!(statefulset_outcome, ChildOutcome::Unchanged),
-            blocker,
-            roles: &roles.plan,
-            primary_change: roles.primary_change.as_ref(),
-            storage: sizing.as_ref(),
-            pod_config: Some(&pod_config),
-            now,
-            failure_grace: ctx.settings.failure_grace,
-        },
-    );
-    let phase = assessment.status.phase;
-    if let Some(event) = lost_readiness_event(cluster, &assessment.status) {
-        events.push(event);
+    /// What the status is assessed from. What the API server answered to our write is newer
+    /// than the cache: assessing from it gives the status the next reconcile would compute,
+    /// so that one has nothing to write. A StatefulSet that is not ours says nothing about
+    /// this cluster.
+    fn facts<'a>(
+        &'a self,
+        observed: &'a Observed,
+        desired: &'a Desired,
+        pods: &'a [&'a Pod],
+        settings: &Settings,
+    ) -> Facts<'a> {
+        let statefulset = self
+            .statefulset
+            .written()
+            .or(observed.statefulset.as_deref())
+            .filter(|sts| is_controlled_by(*sts, &observed.uid));
+        Facts {
+            statefulset,
+            pods,
+            statefulset_in_sync: matches!(self.statefulset, ChildOutcome::Unchanged),
+            blocker: self.blocker(),
+            roles: &self.roles.report,
+            primary_change: self.roles.primary_change.as_ref(),
+            storage: self.sizing.as_ref(),
+            pod_config: Some(&desired.pod_config),
+            now: observed.now,
+            failure_grace: settings.failure_grace,
+        }
     }
-    report(ctx, cluster, &namespace, &assessment.status, events).await?;
 
-    let mut requeue = assessment
+    /// The events of this reconcile: children created, a StatefulSet changed or recreated,
+    /// the roles' changes, and a cluster that lost a pod on its own.
+    fn events(
+        &mut self,
+        cluster: &RedisCluster,
+        observed: &Observed,
+        desired: &Desired,
+        status: &RedisClusterStatus,
+    ) -> Vec<Event> {
+        let created: Vec<Option<String>> = self
+            .services
+            .iter()
+            .map(ChildOutcome::created)
+            .chain([self.statefulset.created(), self.budget.created()])
+            .collect();
+        let mut events: Vec<Event> = children::creation_event(&created).into_iter().collect();
+        events.append(&mut self.roles.events);
+        match (&self.statefulset, observed.statefulset.as_deref()) {
+            (ChildOutcome::Updated(_), Some(before)) => {
+                events.extend(children::statefulset_changes(before, &desired.statefulset));
+            }
+            (ChildOutcome::Recreating(changes), _) => {
+                events.push(recreating_event(&cluster.name_any(), changes));
+            }
+            _ => {}
+        }
+        events.extend(lost_readiness_event(cluster, status));
+        events
+    }
+}
+
+/// The status of a cluster for which no child can be made, and a look again at the resync.
+async fn report_blocked(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    observed: &Observed,
+    blocker: Blocker,
+) -> Result<(Action, Phase)> {
+    let facts = Facts {
+        statefulset: None,
+        pods: &[],
+        statefulset_in_sync: false,
+        blocker: Some(&blocker),
+        roles: &RoleReport::default(),
+        primary_change: None,
+        storage: None,
+        pod_config: None,
+        now: observed.now,
+        failure_grace: ctx.settings.failure_grace,
+    };
+    let status = status::assess(cluster, &facts).status;
+    report(ctx, cluster, &status, Vec::new()).await?;
+    Ok((Action::requeue(ctx.settings.resync_interval), status.phase))
+}
+
+/// When to look again: at the resync, or sooner when time alone changes the status, a child
+/// is blocked, the pods' Redis is worth asking again, or the primary is in trouble.
+fn requeue_after(assessment: &Assessment, applied: &Applied, settings: &Settings) -> Duration {
+    let mut after = assessment
         .recheck_after
-        .map_or(ctx.settings.resync_interval, |after| {
+        .map_or(settings.resync_interval, |after| {
             // A moment past the grace period, so the next look sees it expired.
-            (after + Duration::from_secs(1)).min(ctx.settings.resync_interval)
+            (after + Duration::from_secs(1)).min(settings.resync_interval)
         });
-    if blocker.is_some() {
-        requeue = requeue.min(BLOCKED_RECHECK);
+    if applied.blocker().is_some() {
+        after = after.min(BLOCKED_RECHECK);
     }
-    if roles.reachable {
+    if applied.roles.reachable {
         // Replication breaks without a pod event (a link drops, a Redis hangs): look again.
-        requeue = requeue.min(ctx.settings.redis_probe_interval);
+        after = after.min(settings.redis_probe_interval);
     }
-    if roles.plan.urgent {
+    if applied.roles.urgent {
         // A primary in trouble or changing hands: every moment counts toward writes failing.
-        requeue = requeue.min(URGENT_RECHECK);
+        after = after.min(URGENT_RECHECK);
     }
-    Ok((Action::requeue(requeue), phase))
+    after
+}
+
+fn recreating_event(name: &str, changes: &[&'static str]) -> Event {
+    Event {
+        type_: EventType::Normal,
+        reason: "RecreatingStatefulSet".to_owned(),
+        note: Some(format!(
+            "recreating StatefulSet {name} to change {}, which cannot be updated; its pods \
+             are kept and adopted by the new one",
+            changes.join(", ")
+        )),
+        action: "RecreateStatefulSet".to_owned(),
+        secondary: None,
+    }
+}
+
+/// The cluster's pods from the cache.
+fn cluster_pods(ctx: &Context, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
+    ctx.stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|pod| {
+            pod.namespace().as_deref() == Some(namespace)
+                && pod.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name)
+        })
+        .collect()
 }
 
 /// Writes the status if it changed, with `events` and, when the cluster has just failed, an
@@ -311,7 +481,6 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
 async fn report(
     ctx: &Context,
     cluster: &RedisCluster,
-    namespace: &str,
     status: &RedisClusterStatus,
     mut events: Vec<Event>,
 ) -> Result<()> {
@@ -322,229 +491,13 @@ async fn report(
     let status_changed = cluster.status.as_ref() != Some(status);
     let write = async {
         if status_changed {
-            write_status(ctx, namespace, &cluster.name_any(), status).await
+            write_status(ctx, cluster, status).await
         } else {
             Ok(())
         }
     };
     let (written, ()) = futures::join!(write, publish(ctx, cluster, &events));
     written
-}
-
-/// What happened to one child in this reconcile.
-#[derive(Debug, PartialEq)]
-enum ChildOutcome<K> {
-    /// The cached object already says everything we would apply: nothing was sent.
-    Unchanged,
-    /// Created, or updated by a forced apply: the object as the API server answered.
-    Created(K),
-    Updated(K),
-    Blocked(Blocker),
-    /// Deleted, its pods orphaned, to be created anew: these immutable fields must change.
-    Recreating(Vec<&'static str>),
-    /// Being deleted (by us, to recreate it): nothing to do until it is gone.
-    Terminating,
-    /// Deleted: the spec no longer asks for it.
-    Removed,
-}
-
-impl<K: Resource<DynamicType = ()>> ChildOutcome<K> {
-    fn blocker(&self) -> Option<&Blocker> {
-        match self {
-            ChildOutcome::Blocked(blocker) => Some(blocker),
-            _ => None,
-        }
-    }
-
-    fn written(&self) -> Option<&K> {
-        match self {
-            ChildOutcome::Created(object) | ChildOutcome::Updated(object) => Some(object),
-            _ => None,
-        }
-    }
-
-    /// "Kind name" of the object, if this reconcile created it.
-    fn created(&self) -> Option<String> {
-        match self {
-            ChildOutcome::Created(object) => {
-                Some(format!("{} {}", K::kind(&()), object.name_any()))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// One event for every child created in a reconcile (each event is a write to the API server).
-fn creation_event(created: &[Option<String>]) -> Option<Event> {
-    let created: Vec<&str> = created.iter().flatten().map(String::as_str).collect();
-    if created.is_empty() {
-        return None;
-    }
-    Some(Event {
-        type_: EventType::Normal,
-        reason: "Created".to_owned(),
-        note: Some(format!("created {}", created.join(", "))),
-        action: "CreateChildren".to_owned(),
-        secondary: None,
-    })
-}
-
-/// Brings one child in line with `desired`, touching only an object this cluster controls.
-async fn ensure_child<K>(
-    api: &Api<K>,
-    observed: Option<&K>,
-    desired: &K,
-    owner_uid: &str,
-) -> Result<ChildOutcome<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
-    let kind = K::kind(&()).into_owned();
-    let name = desired.name_any();
-    let not_owned = || {
-        ChildOutcome::Blocked(Blocker::NotOwned {
-            kind: kind.clone(),
-            name: name.clone(),
-        })
-    };
-    match observed {
-        Some(existing) if !build::is_controlled_by(existing, owner_uid) => return Ok(not_owned()),
-        Some(existing) if drift::is_applied(desired, existing) => {
-            return Ok(ChildOutcome::Unchanged);
-        }
-        Some(_) => return apply(api, desired).await,
-        None => {}
-    }
-    // Not in our cache. A create, unlike an apply, can never modify an object that exists.
-    let params = PostParams {
-        field_manager: Some(MANAGER.to_owned()),
-        ..PostParams::default()
-    };
-    match api.create(&params, desired).await {
-        Ok(created) => Ok(ChildOutcome::Created(created)),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            // Something has the name: not labelled as ours, or the cache is behind our own create.
-            let existing = api.get(&name).await?;
-            if !build::is_controlled_by(&existing, owner_uid) {
-                Ok(not_owned())
-            } else if drift::is_applied(desired, &existing) {
-                Ok(ChildOutcome::Unchanged)
-            } else {
-                apply(api, desired).await
-            }
-        }
-        Err(error) => rejected_or(error, &kind),
-    }
-}
-
-/// Deletes a child of ours, the one we looked at (its uid is a precondition). A StatefulSet is
-/// deleted with `Orphan` to recreate it: its pods are kept, then adopted by the StatefulSet
-/// created in its place, which selects them with the same labels.
-async fn delete_child<K>(
-    api: &Api<K>,
-    child: &K,
-    propagation_policy: Option<PropagationPolicy>,
-) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
-{
-    let params = DeleteParams {
-        propagation_policy,
-        preconditions: Some(Preconditions {
-            uid: child.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&child.name_any(), &params).await {
-        Ok(_) => Ok(()),
-        // Gone already.
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Switches a StatefulSet of an earlier release (`RollingUpdate`, with the API server's
-/// default `rollingUpdate.partition`) to `OnDelete`. An apply cannot do it: that earlier
-/// release created the StatefulSet, so the partition is not the apply's to drop, and the API
-/// server refuses `rollingUpdate` beside `OnDelete`. A merge patch removes it. The pod
-/// template is untouched: no pod restarts. The uid is a precondition.
-async fn switch_to_on_delete(api: &Api<StatefulSet>, sts: &StatefulSet) -> Result<StatefulSet> {
-    let patch = serde_json::json!({
-        "metadata": { "uid": sts.uid() },
-        "spec": { "updateStrategy": { "type": "OnDelete", "rollingUpdate": null } }
-    });
-    let patched = api
-        .patch(
-            &sts.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-    info!(statefulset = %sts.name_any(), "update strategy switched to OnDelete");
-    Ok(patched)
-}
-
-/// Server-side apply, forced: fields we own that someone else changed are taken back.
-async fn apply<K>(api: &Api<K>, desired: &K) -> Result<ChildOutcome<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
-    let params = PatchParams::apply(MANAGER).force();
-    match api
-        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
-        .await
-    {
-        Ok(applied) => Ok(ChildOutcome::Updated(applied)),
-        Err(error) => rejected_or(error, &K::kind(&())),
-    }
-}
-
-/// An object the API server refuses as invalid, or forbids (a ResourceQuota, a missing RBAC
-/// grant), is the user's to fix, not ours to retry: the status says why.
-fn rejected_or<K>(error: kube::Error, kind: &str) -> Result<ChildOutcome<K>> {
-    match error {
-        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
-            Ok(ChildOutcome::Blocked(Blocker::Rejected {
-                kind: kind.to_owned(),
-                message: status.message,
-            }))
-        }
-        error => Err(error.into()),
-    }
-}
-
-/// Events for a StatefulSet we are about to change: a scale and an image roll.
-fn statefulset_changes(observed: &StatefulSet, desired: &StatefulSet) -> Vec<Event> {
-    let mut events = Vec::new();
-    let (from, to) = (
-        build::desired_replicas(observed),
-        build::desired_replicas(desired),
-    );
-    if from != to {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "Scaling".to_owned(),
-            note: Some(format!("scaling from {from} to {to} replicas")),
-            action: "Scale".to_owned(),
-            secondary: None,
-        });
-    }
-    let (from, to) = (build::redis_image(observed), build::redis_image(desired));
-    if from != to {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "ImageChanged".to_owned(),
-            note: Some(format!(
-                "rolling pods from image {} to {}",
-                from.unwrap_or("(none)"),
-                to.unwrap_or("(none)")
-            )),
-            action: "RollImage".to_owned(),
-            secondary: None,
-        });
-    }
-    events
 }
 
 fn failure_event(status: &RedisClusterStatus) -> Event {
@@ -576,23 +529,9 @@ fn lost_readiness_event(cluster: &RedisCluster, status: &RedisClusterStatus) -> 
     })
 }
 
-/// The cluster's pods from the cache.
-fn cluster_pods(ctx: &Context, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
-    ctx.stores
-        .pods
-        .state()
-        .into_iter()
-        .filter(|pod| {
-            pod.namespace().as_deref() == Some(namespace)
-                && pod.labels().get(build::INSTANCE_LABEL).map(String::as_str) == Some(name)
-        })
-        .collect()
-}
-
 async fn write_status(
     ctx: &Context,
-    namespace: &str,
-    name: &str,
+    cluster: &RedisCluster,
     status: &RedisClusterStatus,
 ) -> Result<()> {
     let patch = serde_json::json!({
@@ -600,9 +539,10 @@ async fn write_status(
         "kind": RedisCluster::kind(&()),
         "status": status,
     });
-    Api::<RedisCluster>::namespaced(ctx.client.clone(), namespace)
+    let namespace = cluster.namespace().unwrap_or_default();
+    Api::<RedisCluster>::namespaced(ctx.client.clone(), &namespace)
         .patch_status(
-            name,
+            &cluster.name_any(),
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&patch),
         )

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -13,19 +13,12 @@ use rediscluster_crd::conditions::{
 };
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 
-use crate::build;
+use crate::names::selector_string;
+use crate::observed::desired_replicas;
+use crate::pod::{self, false_condition};
+use crate::pod_config::{is_outdated, pod_config_of};
 use crate::storage::Sizing;
-use crate::topology::{Change, Plan};
-
-/// Container waiting reasons that mean a pod will not start without someone fixing something.
-pub const STUCK_REASONS: [&str; 6] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "RunContainerError",
-];
+use crate::topology::{Change, RoleReport};
 
 /// Why the operator cannot make progress with a cluster's children.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,23 +62,24 @@ impl Blocker {
     }
 }
 
-/// Everything the status is computed from, read from caches by the caller.
-pub struct Observed<'a> {
+/// Everything the status is computed from: what the caches showed, and what this reconcile
+/// wrote and found.
+pub struct Facts<'a> {
     pub statefulset: Option<&'a StatefulSet>,
     /// The cluster's pods (only needed while not every replica is ready).
     pub pods: &'a [&'a Pod],
     /// Whether the observed StatefulSet already says everything we would apply.
     pub statefulset_in_sync: bool,
     pub blocker: Option<&'a Blocker>,
-    /// Roles as decided for this reconcile: the primary, how many pods are ready in their
-    /// role, and why the rest are not.
-    pub roles: &'a Plan,
+    /// The roles once this reconcile's plan ran: the primary, how many pods are ready in
+    /// their role, and why the rest are not.
+    pub roles: &'a RoleReport,
     /// The change that made the current primary, if the operator made or remembers it.
     pub primary_change: Option<&'a Change>,
     /// Whether the claims hold the spec's storage size (with storage only).
     pub storage: Option<&'a Sizing>,
-    /// The config pods should be made for (`build::pod_config`); a pod made for another is
-    /// on its way out.
+    /// The config pods should be made for (`pod_config::pod_config`); a pod made for another
+    /// is on its way out.
     pub pod_config: Option<&'a str>,
     pub now: Timestamp,
     pub failure_grace: Duration,
@@ -106,43 +100,92 @@ struct Verdict {
     message: String,
 }
 
-pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
+/// The counts a status reports, as this reconcile sees them.
+#[derive(Clone, Copy)]
+struct Counts {
+    /// Pods the spec asks for.
+    desired: i32,
+    /// Pods that exist (the StatefulSet's count).
+    exist: i32,
+    /// Pods ready in their role.
+    ready: i32,
+    /// Pods made for the spec's config.
+    updated: i32,
+}
+
+/// The status of `cluster` from `facts`: phase, counts and conditions, and when to look again.
+pub fn assess(cluster: &RedisCluster, facts: &Facts) -> Assessment {
     let previous = cluster.status.clone().unwrap_or_default();
-    let desired = cluster.spec.replicas;
-    let sts_status = observed.statefulset.and_then(|sts| sts.status.as_ref());
-    // Ready means ready in a role: a pod the StatefulSet counts as ready may still be unlinked,
-    // and the StatefulSet's count trails the pods' (no status says 3/3 and not Running).
-    let ready = observed
-        .roles
-        .in_role
-        .min(sts_status.and_then(|s| s.ready_replicas).unwrap_or(0));
-    let roles_settled = ready >= desired && observed.roles.primary.is_some();
-    let waiting = observed
+    let counts = counts(cluster, facts);
+    let waiting = facts
         .roles
         .waiting
         .as_ref()
         .map(|why| format!("; {why}"))
         .unwrap_or_default();
-    let replicas = sts_status.map_or(0, |s| s.replicas);
-
-    // Not the StatefulSet's count of its update revision: a pod of an earlier template that
-    // was made for the same spec is not replaced (`build::PodConfig`).
-    let updated = observed.roles.updated;
-    let stuck = if ready < desired {
-        stuck_pod(observed.pods, observed.pod_config, observed.now)
-    } else {
-        None
+    let (verdict, stuck_left) = verdict(facts, &previous, counts, &waiting);
+    let generation = cluster.meta().generation;
+    let progress = Progress::of(&previous, (generation, counts), facts.now);
+    let (verdict, deadline_left) = progress.check(verdict, facts, counts, &waiting);
+    let recheck_after = match (stuck_left, deadline_left) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
-    let mut recheck_after = None;
+    let conditions = conditions(&previous, &verdict, facts, generation);
+    Assessment {
+        status: RedisClusterStatus {
+            phase: verdict.phase,
+            ready_replicas: counts.ready,
+            primary: facts.roles.primary.clone(),
+            replicas: counts.exist,
+            updated_replicas: counts.updated,
+            last_progress_time: (verdict.phase != Phase::Running).then_some(Time(progress.since)),
+            selector: Some(selector_string(&cluster.name_any())),
+            observed_generation: generation,
+            conditions,
+        },
+        recheck_after,
+    }
+}
 
-    let verdict = if let Some(blocker) = observed.blocker {
-        Verdict {
+fn counts(cluster: &RedisCluster, facts: &Facts) -> Counts {
+    let sts_status = facts.statefulset.and_then(|sts| sts.status.as_ref());
+    Counts {
+        desired: cluster.spec.replicas,
+        exist: sts_status.map_or(0, |s| s.replicas),
+        // Ready means ready in a role: a pod the StatefulSet counts as ready may still be
+        // unlinked, and the StatefulSet's count trails the pods' (no status says 3/3 and not
+        // Running).
+        ready: facts
+            .roles
+            .in_role
+            .min(sts_status.and_then(|s| s.ready_replicas).unwrap_or(0)),
+        // Not the StatefulSet's count of its update revision: a pod of an earlier template
+        // that was made for the same spec is not replaced (`pod_config`).
+        updated: facts.roles.updated,
+    }
+}
+
+/// The phase as things stand, and how long until a stuck pod's grace period runs out.
+fn verdict(
+    facts: &Facts,
+    previous: &RedisClusterStatus,
+    counts: Counts,
+    waiting: &str,
+) -> (Verdict, Option<Duration>) {
+    if let Some(blocker) = facts.blocker {
+        let verdict = Verdict {
             phase: Phase::Failed,
             reason: blocker.reason(),
             message: blocker.message(),
-        }
-    } else if let Some(stuck) = stuck.as_ref().filter(|s| s.for_ >= observed.failure_grace) {
-        Verdict {
+        };
+        return (verdict, None);
+    }
+    let stuck = (counts.ready < counts.desired)
+        .then(|| stuck_pod(facts.pods, facts.pod_config, facts.now))
+        .flatten();
+    if let Some(stuck) = stuck.as_ref().filter(|s| s.for_ >= facts.failure_grace) {
+        let verdict = Verdict {
             phase: Phase::Failed,
             reason: stuck.reason,
             // No elapsed time in the message: it would change, and be written, on every look.
@@ -150,99 +193,140 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
                 "pod {} is stuck in {} for longer than the {}s grace period: {}",
                 stuck.pod,
                 stuck.reason,
-                observed.failure_grace.as_secs(),
+                facts.failure_grace.as_secs(),
                 stuck.message
             ),
-        }
-    } else {
-        if let Some(stuck) = &stuck {
-            recheck_after = Some(observed.failure_grace.saturating_sub(stuck.for_));
-        }
-        match observed.statefulset {
-            None => Verdict {
-                phase: Phase::Pending,
-                reason: "Creating",
-                message: "the StatefulSet does not exist yet".to_owned(),
-            },
-            Some(sts)
-                if observed.statefulset_in_sync
-                    && is_rolled_out(sts, desired, updated)
-                    && roles_settled =>
+        };
+        return (verdict, None);
+    }
+    let left = stuck.map(|s| facts.failure_grace.saturating_sub(s.for_));
+    (progress_verdict(facts, previous, counts, waiting), left)
+}
+
+/// Pending, Scaling or Running, from the StatefulSet and the roles.
+fn progress_verdict(
+    facts: &Facts,
+    previous: &RedisClusterStatus,
+    counts: Counts,
+    waiting: &str,
+) -> Verdict {
+    let Counts {
+        desired,
+        exist,
+        ready,
+        updated,
+    } = counts;
+    let Some(sts) = facts.statefulset else {
+        return Verdict {
+            phase: Phase::Pending,
+            reason: "Creating",
+            message: "the StatefulSet does not exist yet".to_owned(),
+        };
+    };
+    let rolled_out = facts.statefulset_in_sync && is_rolled_out(sts, desired, updated);
+    let roles_settled = ready >= desired && facts.roles.primary.is_some();
+    if rolled_out && roles_settled {
+        return Verdict {
+            phase: Phase::Running,
+            reason: "AllReplicasReady",
+            message: format!(
+                "{ready}/{desired} Redis pods are ready in their role, {} is the primary",
+                facts.roles.primary.as_deref().unwrap_or_default()
+            ),
+        };
+    }
+    if ready == 0 && !matches!(previous.phase, Phase::Running | Phase::Scaling) {
+        return Verdict {
+            phase: Phase::Pending,
+            reason: "WaitingForFirstPod",
+            message: format!(
+                "0/{desired} Redis pods are ready in their role{waiting}{}",
+                not_ready_clause(facts.pods)
+            ),
+        };
+    }
+    Verdict {
+        phase: Phase::Scaling,
+        reason: if rolled_out {
+            "WaitingForReplication"
+        } else {
+            scaling_reason(sts, desired, updated, facts.statefulset_in_sync)
+        },
+        message: format!(
+            "{ready}/{desired} Redis pods are ready in their role, {exist} exist, {updated} run the current spec{waiting}{}",
+            not_ready_clause(facts.pods),
+        ),
+    }
+}
+
+/// The progress deadline: counts that have not moved for the grace period, on the way to
+/// Running, mean something outside the pods' containers holds the cluster up.
+struct Progress {
+    /// Since when the counts stand as they are.
+    since: Timestamp,
+    stalled_for: Duration,
+}
+
+impl Progress {
+    fn of(previous: &RedisClusterStatus, now: (Option<i64>, Counts), at: Timestamp) -> Self {
+        let (generation, counts) = now;
+        let progress = (generation, counts.exist, counts.ready, counts.updated);
+        let previous_progress = (
+            previous.observed_generation,
+            previous.replicas,
+            previous.ready_replicas,
+            previous.updated_replicas,
+        );
+        let since = match &previous.last_progress_time {
+            Some(Time(since))
+                if previous.phase != Phase::Running && previous_progress == progress =>
             {
-                Verdict {
-                    phase: Phase::Running,
-                    reason: "AllReplicasReady",
-                    message: format!(
-                        "{ready}/{desired} Redis pods are ready in their role, {} is the primary",
-                        observed.roles.primary.as_deref().unwrap_or_default()
-                    ),
-                }
+                *since
             }
-            Some(_) if ready == 0 && !matches!(previous.phase, Phase::Running | Phase::Scaling) => {
-                Verdict {
-                    phase: Phase::Pending,
-                    reason: "WaitingForFirstPod",
-                    message: format!(
-                        "0/{desired} Redis pods are ready in their role{waiting}{}",
-                        not_ready_clause(observed.pods)
-                    ),
-                }
-            }
-            Some(sts) => Verdict {
-                phase: Phase::Scaling,
-                reason: if observed.statefulset_in_sync && is_rolled_out(sts, desired, updated) {
-                    "WaitingForReplication"
+            _ => at,
+        };
+        let stalled_for = at
+            .duration_since(since)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        Self { since, stalled_for }
+    }
+
+    /// The verdict, turned Failed if the counts stalled past the grace period on the way to
+    /// Running; and how long until they would.
+    fn check(
+        &self,
+        verdict: Verdict,
+        facts: &Facts,
+        counts: Counts,
+        waiting: &str,
+    ) -> (Verdict, Option<Duration>) {
+        match facts.statefulset {
+            Some(sts) if matches!(verdict.phase, Phase::Pending | Phase::Scaling) => {
+                if self.stalled_for >= facts.failure_grace {
+                    let failed =
+                        stall_verdict(sts, counts, facts.pods, waiting, facts.failure_grace);
+                    (failed, None)
                 } else {
-                    scaling_reason(sts, desired, updated, observed.statefulset_in_sync)
-                },
-                message: format!(
-                    "{ready}/{desired} Redis pods are ready in their role, {replicas} exist, {updated} run the current spec{waiting}{}",
-                    not_ready_clause(observed.pods),
-                ),
-            },
-        }
-    };
-
-    // The progress deadline: counts that have not moved for the grace period, on the way to
-    // Running, mean something outside the pods' containers holds the cluster up.
-    let generation = cluster.meta().generation;
-    let progress = (generation, replicas, ready, updated);
-    let previous_progress = (
-        previous.observed_generation,
-        previous.replicas,
-        previous.ready_replicas,
-        previous.updated_replicas,
-    );
-    let last_progress = match &previous.last_progress_time {
-        Some(Time(since)) if previous.phase != Phase::Running && previous_progress == progress => {
-            *since
-        }
-        _ => observed.now,
-    };
-    let stalled_for: Duration = observed
-        .now
-        .duration_since(last_progress)
-        .try_into()
-        .unwrap_or(Duration::ZERO);
-    let verdict = match observed.statefulset {
-        Some(sts) if matches!(verdict.phase, Phase::Pending | Phase::Scaling) => {
-            if stalled_for >= observed.failure_grace {
-                let counts = Counts {
-                    desired,
-                    exist: replicas,
-                    ready,
-                };
-                stall_verdict(sts, counts, observed.pods, &waiting, observed.failure_grace)
-            } else {
-                let left = observed.failure_grace.saturating_sub(stalled_for);
-                recheck_after = Some(recheck_after.map_or(left, |r: Duration| r.min(left)));
-                verdict
+                    (
+                        verdict,
+                        Some(facts.failure_grace.saturating_sub(self.stalled_for)),
+                    )
+                }
             }
+            _ => (verdict, None),
         }
-        _ => verdict,
-    };
-    let last_progress_time = (verdict.phase != Phase::Running).then_some(Time(last_progress));
+    }
+}
 
+/// Ready, Progressing and Degraded from the verdict, then PrimaryAvailable and, with storage,
+/// StorageSized.
+fn conditions(
+    previous: &RedisClusterStatus,
+    verdict: &Verdict,
+    facts: &Facts,
+    generation: Option<i64>,
+) -> Vec<Condition> {
     let condition = |type_: &str, status: bool, reason: &str, message: &str| {
         condition(
             &previous.conditions,
@@ -251,35 +335,37 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
             reason,
             message,
             generation,
-            observed.now,
+            facts.now,
         )
     };
+    let (reason, message) = (verdict.reason, verdict.message.as_str());
+    let no_problem = || condition(DEGRADED, false, "AsExpected", "no problem found");
     let mut conditions = match verdict.phase {
         Phase::Running => vec![
-            condition(READY, true, verdict.reason, &verdict.message),
+            condition(READY, true, reason, message),
             condition(
                 PROGRESSING,
                 false,
                 "Complete",
                 "the StatefulSet is fully rolled out",
             ),
-            condition(DEGRADED, false, "AsExpected", "no problem found"),
+            no_problem(),
         ],
         Phase::Pending | Phase::Scaling => vec![
-            condition(READY, false, verdict.reason, &verdict.message),
-            condition(PROGRESSING, true, verdict.reason, &verdict.message),
-            condition(DEGRADED, false, "AsExpected", "no problem found"),
+            condition(READY, false, reason, message),
+            condition(PROGRESSING, true, reason, message),
+            no_problem(),
         ],
         Phase::Failed => vec![
-            condition(READY, false, verdict.reason, &verdict.message),
-            condition(PROGRESSING, false, verdict.reason, &verdict.message),
-            condition(DEGRADED, true, verdict.reason, &verdict.message),
+            condition(READY, false, reason, message),
+            condition(PROGRESSING, false, reason, message),
+            condition(DEGRADED, true, reason, message),
         ],
     };
     let (available, reason, message) =
-        primary_availability(&previous, observed.roles, observed.primary_change);
+        primary_availability(previous, facts.roles, facts.primary_change);
     conditions.push(condition(PRIMARY_AVAILABLE, available, reason, &message));
-    if let Some(sizing) = observed.storage {
+    if let Some(sizing) = facts.storage {
         conditions.push(condition(
             STORAGE_SIZED,
             sizing.sized,
@@ -287,28 +373,14 @@ pub fn assess(cluster: &RedisCluster, observed: &Observed) -> Assessment {
             &sizing.message,
         ));
     }
-
-    Assessment {
-        status: RedisClusterStatus {
-            phase: verdict.phase,
-            ready_replicas: ready,
-            primary: observed.roles.primary.clone(),
-            replicas,
-            updated_replicas: updated,
-            last_progress_time,
-            selector: Some(build::selector_string(&cluster.name_any())),
-            observed_generation: generation,
-            conditions,
-        },
-        recheck_after,
-    }
+    conditions
 }
 
 /// The `PrimaryAvailable` condition: whether a primary serves writes, and how it came to (kept
 /// from the previous status while the primary stays the same) or why none does.
 fn primary_availability<'a>(
     previous: &'a RedisClusterStatus,
-    roles: &Plan,
+    roles: &RoleReport,
     change: Option<&Change>,
 ) -> (bool, &'a str, String) {
     let waiting = || {
@@ -348,6 +420,7 @@ fn stall_verdict(
         desired,
         exist,
         ready,
+        ..
     } = counts;
     let grace = grace.as_secs();
     if exist < desired {
@@ -410,14 +483,6 @@ fn stall_verdict(
     }
 }
 
-/// Pod counts of a cluster: asked for, existing, ready.
-#[derive(Clone, Copy)]
-struct Counts {
-    desired: i32,
-    exist: i32,
-    ready: i32,
-}
-
 /// The StatefulSet controller has caught up with its spec, every pod runs the current revision
 /// and is ready, and the spec asks for `desired` replicas.
 fn is_rolled_out(sts: &StatefulSet, desired: i32, updated: i32) -> bool {
@@ -427,7 +492,7 @@ fn is_rolled_out(sts: &StatefulSet, desired: i32, updated: i32) -> bool {
     // Not the StatefulSet's revisions: the operator rolls the pods itself (OnDelete), by the
     // config they were made for.
     is_caught_up(sts)
-        && build::desired_replicas(sts) == desired
+        && desired_replicas(sts) == desired
         && status.replicas == desired
         && updated == desired
         && status.ready_replicas == Some(desired)
@@ -446,7 +511,7 @@ fn scaling_reason(sts: &StatefulSet, desired: i32, updated: i32, in_sync: bool) 
         "Applying"
     } else if !is_caught_up(sts) {
         "WaitingForStatefulSetController"
-    } else if current != desired || build::desired_replicas(sts) != desired {
+    } else if current != desired || desired_replicas(sts) != desired {
         "ScalingReplicas"
     } else if updated < current {
         "RollingUpdate"
@@ -462,41 +527,13 @@ struct StuckPod {
     for_: Duration,
 }
 
-/// Whether the pod was made for a config other than `config`. Such a pod is on its way out
-/// (the operator replaces it, at once if it serves nothing), so it cannot hold the cluster
-/// back.
-fn is_outdated(pod: &Pod, config: Option<&str>) -> bool {
-    config
-        .is_some_and(|config| build::pod_config_of(pod).is_some_and(|made_for| made_for != config))
-}
-
-/// The pod's condition of this type, if the kubelet or scheduler reports it with `status`.
-pub fn pod_condition<'a>(pod: &'a Pod, type_: &str, status: &str) -> Option<&'a PodCondition> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-}
-
-/// The pod's condition of this type, if the kubelet or scheduler reports it False.
-fn false_condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
-    pod_condition(pod, type_, "False")
-}
-
-/// Whether the pod's containers are known not to be ready.
-fn is_not_ready(pod: &Pod) -> bool {
-    false_condition(pod, "ContainersReady").is_some()
-}
-
 /// "; not ready: a (…), b" naming each pod that is not ready, with its containers' restarts,
 /// so that a crash and restart inside a pod shows in the status, not only in the pod. Empty
 /// when every pod is ready (or none is known).
 fn not_ready_clause(pods: &[&Pod]) -> String {
     let mut described: Vec<String> = pods
         .iter()
-        .filter(|pod| is_not_ready(pod))
+        .filter(|pod| pod::is_not_ready(pod))
         .map(|pod| {
             let restarts: Vec<String> = pod
                 .status
@@ -546,33 +583,14 @@ fn not_ready_clause(pods: &[&Pod]) -> String {
 /// not count: once the spec is fixed, they are replaced rather than waited for.
 fn stuck_pod(pods: &[&Pod], config: Option<&str>, now: Timestamp) -> Option<StuckPod> {
     pods.iter()
-        .filter(|pod| !is_outdated(pod, config))
+        .filter(|pod| !is_outdated(pod_config_of(pod).as_deref(), config))
         .filter_map(|pod| {
-            let status = pod.status.as_ref()?;
-            let (reason, message) = status
-                .init_container_statuses
-                .iter()
-                .flatten()
-                .chain(status.container_statuses.iter().flatten())
-                .find_map(|container| {
-                    let waiting = container.state.as_ref()?.waiting.as_ref()?;
-                    let reason = STUCK_REASONS
-                        .into_iter()
-                        .find(|r| waiting.reason.as_deref() == Some(*r))?;
-                    Some((reason, waiting.message.clone().unwrap_or_default()))
-                })?;
-            let since = false_condition(pod, "ContainersReady")
-                .and_then(|c| c.last_transition_time.as_ref())
-                .or(pod.metadata.creation_timestamp.as_ref())?;
-            let for_ = now
-                .duration_since(since.0)
-                .try_into()
-                .unwrap_or(Duration::ZERO);
+            let stuck = pod::stuck_containers(pod).next()?;
             Some(StuckPod {
                 pod: pod.name_any(),
-                reason,
-                message,
-                for_,
+                reason: stuck.reason,
+                message: stuck.message.to_owned(),
+                for_: pod::stuck_for(pod, now)?,
             })
         })
         .max_by_key(|stuck| stuck.for_)

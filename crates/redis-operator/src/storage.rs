@@ -3,9 +3,7 @@
 //! and grow where their StorageClass allows volume expansion. Where it does not, the API
 //! server refuses, and the status says so (the `StorageSized` condition).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Patch, PatchParams};
@@ -13,13 +11,9 @@ use kube::{Api, ResourceExt};
 use rediscluster_crd::{RedisCluster, quantity_value};
 use tracing::info;
 
-use crate::build;
 use crate::context::Context;
 use crate::error::Result;
-
-/// How soon a claim whose growth the API server refused is asked again: the refusal is about
-/// its StorageClass, which changes rarely, and every look would otherwise repeat it.
-pub const RESIZE_RETRY: Duration = Duration::from_secs(300);
+use crate::names::{DATA_VOLUME, INSTANCE_LABEL};
 
 /// The `StorageSized` condition: whether every claim holds the spec's size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,35 +21,6 @@ pub struct Sizing {
     pub sized: bool,
     pub reason: &'static str,
     pub message: String,
-}
-
-/// Refused resizes, by claim uid: the size asked for, the API server's answer, and when.
-#[derive(Default)]
-pub struct Refusals(Mutex<HashMap<String, (String, String, Instant)>>);
-
-impl Refusals {
-    /// The refusal of growing this claim to `size`, if one is recent.
-    fn recent(&self, uid: &str, size: &str) -> Option<String> {
-        let refusals = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        refusals
-            .get(uid)
-            .filter(|(asked, _, at)| asked == size && at.elapsed() < RESIZE_RETRY)
-            .map(|(_, message, _)| message.clone())
-    }
-
-    fn record(&self, uid: &str, size: &str, message: Option<String>) {
-        let mut refusals = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Past the retry delay a refusal is asked again anyway: claims since deleted go too.
-        refusals.retain(|_, (_, _, at)| at.elapsed() < RESIZE_RETRY);
-        match message {
-            Some(message) => {
-                refusals.insert(uid.to_owned(), (size.to_owned(), message, Instant::now()));
-            }
-            None => {
-                refusals.remove(uid);
-            }
-        }
-    }
 }
 
 /// Bytes of a claim's request and of what it holds.
@@ -74,17 +39,13 @@ pub fn cluster_claims<'a>(
     namespace: &str,
     cluster: &str,
 ) -> Vec<&'a PersistentVolumeClaim> {
-    let prefix = format!("{}-{cluster}-", build::DATA_VOLUME);
+    let prefix = format!("{}-{cluster}-", DATA_VOLUME);
     let mut ours: Vec<&PersistentVolumeClaim> = claims
         .iter()
         .map(AsRef::as_ref)
         .filter(|claim| {
             claim.namespace().as_deref() == Some(namespace)
-                && claim
-                    .labels()
-                    .get(build::INSTANCE_LABEL)
-                    .map(String::as_str)
-                    == Some(cluster)
+                && claim.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(cluster)
                 && claim
                     .name_any()
                     .strip_prefix(&prefix)
@@ -161,12 +122,21 @@ pub async fn grow(
     let cached = ctx.stores.claims.state();
     let claims = cluster_claims(&cached, namespace, &cluster.name_any());
     let size = &storage.size;
+    let cluster_uid = cluster.uid().unwrap_or_default();
+    let recent = |uid: &str| {
+        ctx.memory
+            .recall(&cluster_uid, |m| m.refusals.recent(uid, size))
+    };
+    let record = |uid: &str, message: Option<String>| {
+        ctx.memory
+            .recall(&cluster_uid, |m| m.refusals.record(uid, size, message));
+    };
     let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace);
     let mut refused = Vec::new();
     let mut grown = Vec::new();
     for claim in to_grow(&claims, size) {
         let uid = claim.uid().unwrap_or_default();
-        if let Some(message) = ctx.refused_resizes.recent(&uid, size) {
+        if let Some(message) = recent(&uid) {
             refused.push((claim.name_any(), message));
             continue;
         }
@@ -184,14 +154,13 @@ pub async fn grow(
         {
             Ok(patched) => {
                 info!(claim = %claim.name_any(), %size, "claim asked to grow");
-                ctx.refused_resizes.record(&uid, size, None);
+                record(&uid, None);
                 grown.push(patched);
             }
             // The StorageClass does not allow expansion (403 from the admission plugin), or
             // the claim cannot take it (422).
             Err(kube::Error::Api(status)) if matches!(status.code, 403 | 422) => {
-                ctx.refused_resizes
-                    .record(&uid, size, Some(status.message.clone()));
+                record(&uid, Some(status.message.clone()));
                 refused.push((claim.name_any(), status.message));
             }
             Err(error) => return Err(error.into()),

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use rediscluster_crd::RedisCluster;
 
-use crate::build;
+use crate::names;
 
 mod decode;
 pub use decode::WithoutManagedFields;
@@ -42,7 +42,7 @@ pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     let config = metadata
         .annotations
-        .and_then(|mut annotations| annotations.remove_entry(build::POD_CONFIG_ANNOTATION));
+        .and_then(|mut annotations| annotations.remove_entry(names::POD_CONFIG_ANNOTATION));
     let made_before_annotation = config.is_none();
     pod.spec = pod
         .spec
@@ -52,7 +52,7 @@ pub fn pod(pod: &mut Pod) {
                 .containers
                 .into_iter()
                 .filter(|container| {
-                    made_before_annotation && container.name == build::REDIS_CONTAINER
+                    made_before_annotation && container.name == names::REDIS_CONTAINER
                 })
                 .map(|container| Container {
                     name: container.name,
@@ -65,7 +65,7 @@ pub fn pod(pod: &mut Pod) {
             volumes: spec.volumes.map(|volumes| {
                 volumes
                     .into_iter()
-                    .filter(|volume| volume.name == build::DATA_VOLUME)
+                    .filter(|volume| volume.name == names::DATA_VOLUME)
                     .map(|volume| Volume {
                         name: volume.name,
                         persistent_volume_claim: volume.persistent_volume_claim,
@@ -96,7 +96,7 @@ pub fn pod(pod: &mut Pod) {
             labels
                 .into_iter()
                 .filter(|(key, _)| {
-                    [build::INSTANCE_LABEL, build::ROLE_LABEL].contains(&key.as_str())
+                    [names::INSTANCE_LABEL, names::ROLE_LABEL].contains(&key.as_str())
                 })
                 .collect()
         }),

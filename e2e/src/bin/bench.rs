@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use e2e::faults::{Fault, Figures};
 use e2e::{
-    Operator, TestNamespace, TestResult, client, free_port, http_get, reconciles_total,
-    redis_cluster, request_counts,
+    Operator, TestNamespace, TestResult, client, http_get, reconciles_total, redis_cluster,
+    request_counts,
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -18,8 +18,9 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use redis_operator::build;
+use redis_operator::desired;
 use rediscluster_crd::{Phase, RedisCluster};
+use serde::Serialize;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -137,50 +138,176 @@ fn seconds(duration: Duration) -> f64 {
     rounded(duration.as_secs_f64(), 3)
 }
 
-async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
+/// The figures of one `make bench` run; written as JSON under these names.
+#[derive(Serialize)]
+struct Results {
+    count: usize,
+    concurrency: usize,
+    replicas: i32,
+    floor_seconds: f64,
+    floor_before_seconds: f64,
+    floor_after_seconds: f64,
+    convergence_statefulsets_seconds: f64,
+    convergence_running_seconds: Option<f64>,
+    convergence_statefulsets_over_floor: f64,
+    /// What the operator wrote during convergence, by verb, per cluster.
+    operator_writes_per_cluster: BTreeMap<String, f64>,
+    scale_latency_ms: BTreeMap<&'static str, Percentiles>,
+    idle_requests: BTreeMap<String, f64>,
+    idle_redis_commands_per_cluster_minute: BTreeMap<String, f64>,
+    memory_mib: MemoryMib,
+    startup_to_ready_seconds: f64,
+    startup_to_all_reconciled_seconds: f64,
+    resync_seconds: u64,
+}
+
+#[derive(Serialize)]
+struct MemoryMib {
+    empty_rss: f64,
+    empty_hwm: f64,
+    converged_rss: f64,
+    converged_hwm: f64,
+    restarted_ready_hwm: f64,
+    per_cluster_kib: f64,
+}
+
+/// Latencies in milliseconds; no p99 of fewer than 100 samples (it would be the maximum).
+#[derive(Serialize)]
+struct Percentiles {
+    samples: usize,
+    p50: f64,
+    p90: f64,
+    p99: Option<f64>,
+    max: f64,
+}
+
+/// The operator under test, with the port it serves /metrics on.
+struct Measured {
+    operator: Operator,
+    port: u16,
+}
+
+async fn run(args: &Args, client: &Client) -> TestResult<Results> {
     let floor_ns = TestNamespace::create(client, "bench-floor").await?;
     let operator_ns = TestNamespace::create(client, "bench").await?;
-
     // Memory of an operator with nothing to do.
-    let port = free_port()?;
-    let operator = start_operator(&operator_ns.name, "bench-operator", port, args)?;
-    wait_ready(port, Duration::from_secs(30)).await?;
-    let memory_empty = memory(&operator)?;
+    let measured = start_operator(&operator_ns.name, "bench-operator", args, 30).await?;
+    let memory_empty = memory(&measured.operator)?;
+    let converged = converge(args, client, &floor_ns.name, &operator_ns.name, &measured).await?;
+    let memory_full = memory(&measured.operator)?;
+    let (idle_requests, idle_redis) = idle(args, measured.port).await?;
+    let scale_latency_ms = scale(args, client, &operator_ns.name, &floor_ns.name).await?;
+    // Start-up with every cluster present.
+    measured.operator.kill();
+    let started = Instant::now();
+    let restarted = start_operator(&operator_ns.name, "bench-operator-restarted", args, 60).await?;
+    let startup = started.elapsed();
+    wait_reconciled(restarted.port, args.count, Duration::from_secs(120)).await?;
+    let startup_reconciled = started.elapsed();
+    println!(
+        "start-up: ready after {:.3} s, every cluster reconciled after {:.3} s",
+        startup.as_secs_f64(),
+        startup_reconciled.as_secs_f64()
+    );
+    // The high-water mark of a start with every cluster present holds the initial lists' peak.
+    let memory_restarted = memory(&restarted.operator)?;
+    let kib = |k: i64| k as f64 / 1024.0;
+    Ok(Results {
+        count: args.count,
+        concurrency: args.concurrency,
+        replicas: args.replicas,
+        floor_seconds: seconds(converged.floor),
+        floor_before_seconds: seconds(converged.floor_before),
+        floor_after_seconds: seconds(converged.floor_after),
+        convergence_statefulsets_seconds: seconds(converged.to_statefulsets),
+        convergence_running_seconds: converged.to_running.map(seconds),
+        convergence_statefulsets_over_floor: rounded(
+            converged.to_statefulsets.as_secs_f64() / converged.floor.as_secs_f64(),
+            2,
+        ),
+        operator_writes_per_cluster: converged.writes_per_cluster,
+        scale_latency_ms,
+        idle_requests,
+        idle_redis_commands_per_cluster_minute: idle_redis,
+        memory_mib: MemoryMib {
+            empty_rss: kib(memory_empty.0),
+            empty_hwm: kib(memory_empty.1),
+            converged_rss: kib(memory_full.0),
+            converged_hwm: kib(memory_full.1),
+            restarted_ready_hwm: kib(memory_restarted.1),
+            per_cluster_kib: rounded(
+                (memory_full.0 - memory_empty.0) as f64 / args.count as f64,
+                1,
+            ),
+        },
+        startup_to_ready_seconds: seconds(startup),
+        startup_to_all_reconciled_seconds: seconds(startup_reconciled),
+        resync_seconds: args.resync_seconds,
+    })
+}
 
-    // The floor is measured before and after the operator's run, in namespaces of its own;
-    // the ratio is taken on their mean (the API server slows as it grows).
-    let floor_before = floor(client, &floor_ns.name, args).await?;
+/// How long convergence took, beside the floor measured before and after it.
+struct Converged {
+    floor: Duration,
+    floor_before: Duration,
+    floor_after: Duration,
+    to_statefulsets: Duration,
+    to_running: Option<Duration>,
+    writes_per_cluster: BTreeMap<String, f64>,
+}
+
+/// The floor is measured before and after the operator's run, in namespaces of its own; the
+/// ratio is taken on their mean (the API server slows as it grows).
+async fn converge(
+    args: &Args,
+    client: &Client,
+    floor_ns: &str,
+    operator_ns: &str,
+    measured: &Measured,
+) -> TestResult<Converged> {
+    let floor_before = floor(client, floor_ns, args).await?;
     println!(
         "floor before: {:.3} s for {} clusters",
         floor_before.as_secs_f64(),
         args.count
     );
-
-    let requests_before = request_counts(port)?;
-    let (to_statefulsets, to_running) = convergence(client, &operator_ns.name, args).await?;
+    let requests_before = request_counts(measured.port)?;
+    let (to_statefulsets, to_running) = convergence(client, operator_ns, args).await?;
     println!(
         "convergence: StatefulSets {:.3} s, Running {:?}",
         to_statefulsets.as_secs_f64(),
         to_running
     );
     // What the operator wrote to get there, against the floor's 5 per cluster (StatefulSet, 3 Services, status).
-    let writes_per_cluster: BTreeMap<String, f64> = requests_since(port, &requests_before)?
-        .into_iter()
-        .filter(|(verb, _)| ["create", "patch", "update", "delete"].contains(&verb.as_str()))
-        .map(|(verb, n)| (verb, rounded(n / args.count as f64, 2)))
-        .collect();
+    let writes_per_cluster: BTreeMap<String, f64> =
+        requests_since(measured.port, &requests_before)?
+            .into_iter()
+            .filter(|(verb, _)| ["create", "patch", "update", "delete"].contains(&verb.as_str()))
+            .map(|(verb, n)| (verb, rounded(n / args.count as f64, 2)))
+            .collect();
     println!("operator writes per cluster during convergence: {writes_per_cluster:?}");
-    let memory_full = memory(&operator)?;
-
     let floor_after_ns = TestNamespace::create(client, "bench-floor-after").await?;
     let floor_after = floor(client, &floor_after_ns.name, args).await?;
     println!("floor after: {:.3} s", floor_after.as_secs_f64());
-    let floor = (floor_before + floor_after) / 2;
+    Ok(Converged {
+        floor: (floor_before + floor_after) / 2,
+        floor_before,
+        floor_after,
+        to_statefulsets,
+        to_running,
+        writes_per_cluster,
+    })
+}
 
+/// Requests to the API server, and Redis commands per cluster per minute (the periodic
+/// probe), in an idle window.
+async fn idle(
+    args: &Args,
+    port: u16,
+) -> TestResult<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
     let redis_before = e2e::redis_command_counts(port)?;
     let idle = idle_requests(port, Duration::from_secs(args.idle_seconds)).await?;
     println!("idle requests in {} s: {idle:?}", args.idle_seconds);
-    // The periodic Redis probe: commands per cluster per minute while nothing changes.
     let per_cluster_minute = args.count as f64 * args.idle_seconds as f64 / 60.0;
     let redis_idle: BTreeMap<String, f64> = e2e::redis_command_counts(port)?
         .into_iter()
@@ -190,30 +317,35 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
         })
         .collect();
     println!("idle Redis commands per cluster per minute: {redis_idle:?}");
+    Ok((idle, redis_idle))
+}
 
-    let mut scale = serde_json::Map::new();
+/// Scale latency through the operator and, for the floor, on the StatefulSet directly; each
+/// settled and back to back.
+async fn scale(
+    args: &Args,
+    client: &Client,
+    operator_ns: &str,
+    floor_ns: &str,
+) -> TestResult<BTreeMap<&'static str, Percentiles>> {
+    let mut scale = BTreeMap::new();
     for (key, namespace, through, pace) in [
-        (
-            "settled",
-            &operator_ns.name,
-            Through::Operator,
-            Pace::Settled,
-        ),
+        ("settled", operator_ns, Through::Operator, Pace::Settled),
         (
             "settled_floor",
-            &floor_ns.name,
+            floor_ns,
             Through::StatefulSet,
             Pace::Settled,
         ),
         (
             "back_to_back",
-            &operator_ns.name,
+            operator_ns,
             Through::Operator,
             Pace::BackToBack,
         ),
         (
             "back_to_back_floor",
-            &floor_ns.name,
+            floor_ns,
             Through::StatefulSet,
             Pace::BackToBack,
         ),
@@ -223,72 +355,36 @@ async fn run(args: &Args, client: &Client) -> TestResult<serde_json::Value> {
         }
         let latencies = scale_latency(client, namespace, args.scale_changes, through, pace).await?;
         let figures = percentiles(&latencies);
-        println!("scale latency {key}: {figures}");
-        scale.insert(key.to_owned(), figures);
+        println!(
+            "scale latency {key}: p50 {} p90 {} p99 {:?} max {} ms ({} samples)",
+            figures.p50, figures.p90, figures.p99, figures.max, figures.samples
+        );
+        scale.insert(key, figures);
     }
-
-    // Start-up with every cluster present.
-    operator.kill();
-    let port = free_port()?;
-    let started = Instant::now();
-    let operator = start_operator(&operator_ns.name, "bench-operator-restarted", port, args)?;
-    wait_ready(port, Duration::from_secs(60)).await?;
-    let startup = started.elapsed();
-    wait_reconciled(port, args.count, Duration::from_secs(120)).await?;
-    let startup_reconciled = started.elapsed();
-    println!(
-        "start-up: ready after {:.3} s, every cluster reconciled after {:.3} s",
-        startup.as_secs_f64(),
-        startup_reconciled.as_secs_f64()
-    );
-    // The high-water mark of a start with every cluster present holds the initial lists' peak.
-    let memory_restarted = memory(&operator)?;
-    drop(operator);
-
-    let n = args.count as f64;
-    let kib = |k: i64| k as f64 / 1024.0;
-    Ok(json!({
-        "count": args.count,
-        "concurrency": args.concurrency,
-        "replicas": args.replicas,
-        "floor_seconds": seconds(floor),
-        "floor_before_seconds": seconds(floor_before),
-        "floor_after_seconds": seconds(floor_after),
-        "convergence_statefulsets_seconds": seconds(to_statefulsets),
-        "convergence_running_seconds": to_running.map(seconds),
-        "convergence_statefulsets_over_floor": rounded(to_statefulsets.as_secs_f64() / floor.as_secs_f64(), 2),
-        "operator_writes_per_cluster": writes_per_cluster,
-        "scale_latency_ms": scale,
-        "idle_requests": idle,
-        "idle_redis_commands_per_cluster_minute": redis_idle,
-        "memory_mib": {
-            "empty_rss": kib(memory_empty.0),
-            "empty_hwm": kib(memory_empty.1),
-            "converged_rss": kib(memory_full.0),
-            "converged_hwm": kib(memory_full.1),
-            "restarted_ready_hwm": kib(memory_restarted.1),
-            "per_cluster_kib": rounded((memory_full.0 - memory_empty.0) as f64 / n, 1),
-        },
-        "startup_to_ready_seconds": seconds(startup),
-        "startup_to_all_reconciled_seconds": seconds(startup_reconciled),
-        "resync_seconds": args.resync_seconds,
-    }))
+    Ok(scale)
 }
 
-/// Starts the operator under test; `name` names its log file.
-fn start_operator(namespace: &str, name: &str, port: u16, args: &Args) -> TestResult<Operator> {
-    Operator::start_with(
+/// Starts the operator under test (`name` names its log file) and waits, up to
+/// `ready_within` seconds, until it is ready.
+async fn start_operator(
+    namespace: &str,
+    name: &str,
+    args: &Args,
+    ready_within: u64,
+) -> TestResult<Measured> {
+    let mut operator = Operator::start_with(
         namespace,
         name,
         &[
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
             "--concurrency",
             &args.concurrency.to_string(),
             "--resync-interval",
             &format!("{}s", args.resync_seconds),
         ],
-    )
+    )?;
+    let port = operator.http_port()?;
+    wait_ready(port, Duration::from_secs(ready_within)).await?;
+    Ok(Measured { operator, port })
 }
 
 /// Waits until the operator has finished `count` reconciles (of any result): after a start
@@ -377,9 +473,13 @@ async fn floor(client: &Client, namespace: &str, args: &Args) -> TestResult<Dura
             async move {
                 let name = cluster.name_any();
                 statefulsets
-                    .patch(&name, apply, &Patch::Apply(&build::statefulset(&cluster)?))
+                    .patch(
+                        &name,
+                        apply,
+                        &Patch::Apply(&desired::initial_statefulset(&cluster)?),
+                    )
                     .await?;
-                for service in build::services(&cluster)? {
+                for service in desired::services(&cluster)? {
                     services
                         .patch(&service.name_any(), apply, &Patch::Apply(&service))
                         .await?;
@@ -669,55 +769,67 @@ fn is_running(cluster: Option<&RedisCluster>, replicas: i32) -> bool {
     })
 }
 
-fn percentiles(latencies: &[Duration]) -> serde_json::Value {
+fn percentiles(latencies: &[Duration]) -> Percentiles {
     let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let at = |p: f64| {
         let index = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
         ms.get(index).map_or(0.0, |v| rounded(*v, 1))
     };
-    // A p99 of fewer than 100 samples would be the maximum under another name.
-    let p99 = (ms.len() >= 100).then(|| at(0.99));
-    json!({"samples": ms.len(), "p50": at(0.5), "p90": at(0.9), "p99": p99, "max": at(1.0)})
+    Percentiles {
+        samples: ms.len(),
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: (ms.len() >= 100).then(|| at(0.99)),
+        max: at(1.0),
+    }
 }
 
-fn scale_row(r: &serde_json::Value, name: &'static str, key: &str) -> (&'static str, String) {
-    let figures = &r["scale_latency_ms"][key];
-    let value = format!(
-        "{} / {} / {} / {}",
-        figures["p50"], figures["p90"], figures["p99"], figures["max"]
+fn scale_row(r: &Results, name: &'static str, key: &str) -> (&'static str, String) {
+    let value = r.scale_latency_ms.get(key).map_or_else(
+        || "-".to_owned(),
+        |f| {
+            let p99 = f.p99.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            format!("{} / {} / {p99} / {}", f.p50, f.p90, f.max)
+        },
     );
     (name, value)
 }
 
-fn print_table(args: &Args, r: &serde_json::Value) {
+/// A figure as JSON writes it: `null` when there is none.
+fn shown<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn print_table(args: &Args, r: &Results) {
     println!(
         "\nredis-operator benchmark: {} RedisClusters x {} replica(s), concurrency {}",
         args.count, args.replicas, args.concurrency
     );
+    let m = &r.memory_mib;
     let rows = [
         (
             "floor: create + minimal writes, mean (before / after) (s)",
             format!(
                 "{} ({} / {})",
-                r["floor_seconds"], r["floor_before_seconds"], r["floor_after_seconds"]
+                r.floor_seconds, r.floor_before_seconds, r.floor_after_seconds
             ),
         ),
         (
             "convergence to StatefulSets (s)",
-            r["convergence_statefulsets_seconds"].to_string(),
+            r.convergence_statefulsets_seconds.to_string(),
         ),
         (
             "  / floor",
-            r["convergence_statefulsets_over_floor"].to_string(),
+            r.convergence_statefulsets_over_floor.to_string(),
         ),
         (
             "convergence to Running (s)",
-            r["convergence_running_seconds"].to_string(),
+            shown(&r.convergence_running_seconds),
         ),
         (
             "operator writes per cluster, by verb (floor: 5)",
-            r["operator_writes_per_cluster"].to_string(),
+            shown(&r.operator_writes_per_cluster),
         ),
         scale_row(r, "scale latency, settled: p50/p90/p99/max (ms)", "settled"),
         scale_row(r, "  floor: StatefulSet patched directly", "settled_floor"),
@@ -729,39 +841,26 @@ fn print_table(args: &Args, r: &serde_json::Value) {
         ),
         (
             "idle requests (by verb), resync every N s",
-            format!("{} (N = {})", r["idle_requests"], r["resync_seconds"]),
+            format!("{} (N = {})", shown(&r.idle_requests), r.resync_seconds),
         ),
         (
             "idle Redis commands per cluster per minute",
-            r["idle_redis_commands_per_cluster_minute"].to_string(),
+            shown(&r.idle_redis_commands_per_cluster_minute),
         ),
         (
             "RSS empty / converged (MiB)",
-            format!(
-                "{:.1} / {:.1}",
-                r["memory_mib"]["empty_rss"].as_f64().unwrap_or(0.0),
-                r["memory_mib"]["converged_rss"].as_f64().unwrap_or(0.0)
-            ),
+            format!("{:.1} / {:.1}", m.empty_rss, m.converged_rss),
         ),
         (
             "HWM converged / restarted, at ready (MiB)",
-            format!(
-                "{:.1} / {:.1}",
-                r["memory_mib"]["converged_hwm"].as_f64().unwrap_or(0.0),
-                r["memory_mib"]["restarted_ready_hwm"]
-                    .as_f64()
-                    .unwrap_or(0.0)
-            ),
+            format!("{:.1} / {:.1}", m.converged_hwm, m.restarted_ready_hwm),
         ),
-        (
-            "memory per cluster (KiB)",
-            r["memory_mib"]["per_cluster_kib"].to_string(),
-        ),
+        ("memory per cluster (KiB)", m.per_cluster_kib.to_string()),
         (
             "start-up with all present: ready / all reconciled (s)",
             format!(
                 "{} / {}",
-                r["startup_to_ready_seconds"], r["startup_to_all_reconciled_seconds"]
+                r.startup_to_ready_seconds, r.startup_to_all_reconciled_seconds
             ),
         ),
     ];

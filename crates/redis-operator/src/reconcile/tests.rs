@@ -25,8 +25,9 @@ use crate::context::{Context, Settings, Stores};
 use crate::fixtures::{
     NAME, NAMESPACE, cluster, pod_ip, redis_pod, statefulset, sts_status, with_status,
 };
-use crate::pod_redis::{PodAddress, RedisAccess, Unanswered};
-use crate::topology::{Command, RedisRole, Replication, Role};
+use crate::redis::Command;
+use crate::redis::client::{PodAddress, RedisAccess, Unanswered};
+use crate::topology::{RedisRole, Replication, Role};
 
 /// One request the reconcile sent.
 #[derive(Debug, Clone)]
@@ -271,12 +272,12 @@ impl Harness {
         {
             let mut stored = self.stored.lock().unwrap();
             stored.put(&sts);
-            for svc in crate::build::services(cluster).unwrap() {
+            for svc in crate::desired::services(cluster).unwrap() {
                 stored.put(&svc);
                 self.services
                     .apply_watcher_event(&watcher::Event::Apply(svc));
             }
-            if let Some(budget) = crate::build::disruption_budget(cluster).unwrap() {
+            if let Some(budget) = crate::desired::disruption_budget(cluster).unwrap() {
                 stored.put(&budget);
                 self.disruption_budgets
                     .apply_watcher_event(&watcher::Event::Apply(budget));
@@ -415,8 +416,8 @@ impl FakeRedis {
     fn unassigned() -> Result<Replication, String> {
         Ok(Replication {
             role: RedisRole::Replica {
-                host: crate::topology::UNASSIGNED_HOST.to_owned(),
-                port: crate::topology::UNASSIGNED_PORT,
+                host: crate::redis::UNASSIGNED_HOST.to_owned(),
+                port: crate::redis::UNASSIGNED_PORT,
                 link_up: false,
                 syncing: false,
             },
@@ -718,7 +719,7 @@ async fn a_cached_child_we_do_not_own_is_left_alone_and_fails_the_cluster() {
 #[tokio::test]
 async fn an_unlabelled_object_with_the_childs_name_is_never_modified() {
     let cluster = cluster(3, "redis:7.0");
-    let mut foreign = crate::build::statefulset(&cluster).unwrap();
+    let mut foreign = crate::desired::initial_statefulset(&cluster).unwrap();
     foreign.metadata.owner_references = None;
     foreign.metadata.labels = None;
     let foreign = serde_json::to_value(foreign).unwrap();
@@ -916,7 +917,7 @@ fn role_patches(sent: &[Sent]) -> Vec<(String, Option<String>, Option<String>)> 
             );
             (
                 pod,
-                labels[crate::build::ROLE_LABEL].as_str().map(str::to_owned),
+                labels[crate::names::ROLE_LABEL].as_str().map(str::to_owned),
                 s.body["metadata"]["uid"].as_str().map(str::to_owned),
             )
         })
@@ -1212,7 +1213,7 @@ async fn a_roll_deletes_one_outdated_replica_at_a_time_with_a_uid_precondition()
         .with_children(&running, sts)
         .with_pods_in_role(3, 0, |_, pod| {
             pod.annotations_mut().insert(
-                crate::build::POD_CONFIG_ANNOTATION.to_owned(),
+                crate::names::POD_CONFIG_ANNOTATION.to_owned(),
                 "made-for-an-earlier-spec".to_owned(),
             );
         });
@@ -1285,7 +1286,7 @@ async fn pods_of_an_earlier_release_made_for_the_same_spec_are_not_replaced() {
 #[tokio::test]
 async fn a_cluster_scaled_to_one_pod_deletes_its_disruption_budget() {
     let three = cluster(3, "redis:7.0");
-    let budget = crate::build::disruption_budget(&three).unwrap().unwrap();
+    let budget = crate::desired::disruption_budget(&three).unwrap().unwrap();
     let mut budget_with_uid = budget.clone();
     budget_with_uid.metadata.uid = Some("budget-uid".to_owned());
     let one = cluster(1, "redis:7.0");
@@ -1307,7 +1308,7 @@ async fn a_cluster_scaled_to_one_pod_deletes_its_disruption_budget() {
     assert_eq!(
         serde_json::to_value(&budget.spec).unwrap(),
         json!({"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow",
-               "selector": {"matchLabels": crate::build::selector_labels(NAME)}})
+               "selector": {"matchLabels": crate::names::selector_labels(NAME)}})
     );
 }
 
@@ -1324,7 +1325,7 @@ fn with_storage(size: &str) -> (RedisCluster, Vec<PersistentVolumeClaim>) {
             serde_json::from_value(json!({
                 "metadata": {"name": format!("data-{NAME}-{index}"), "namespace": NAMESPACE,
                              "uid": format!("claim-uid-{index}"),
-                             "labels": crate::build::selector_labels(NAME)},
+                             "labels": crate::names::selector_labels(NAME)},
                 "spec": {"resources": {"requests": {"storage": "1Gi"}}},
                 "status": {"capacity": {"storage": "1Gi"}}
             }))

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
 use crate::fixtures::{at, cluster, restarted, statefulset, sts_status, waiting_pod, with_status};
-use crate::topology::{Change, Outage, Plan, Reason};
+use crate::topology::{Change, Outage, Reason, RoleReport};
 
 const GRACE: Duration = Duration::from_secs(120);
 
@@ -27,7 +27,7 @@ struct Case {
     blocker: Option<Blocker>,
     /// What Redis says, when it is not simply that every pod the StatefulSet counts as ready
     /// is ready in its role.
-    roles: Option<Plan>,
+    roles: Option<RoleReport>,
     phase: Phase,
     reason: &'static str,
 }
@@ -68,7 +68,7 @@ fn run(case: &Case) -> Assessment {
         .unwrap_or_else(|| roles_agreeing_with(sts.as_ref()));
     assess(
         &cluster,
-        &Observed {
+        &Facts {
             statefulset: sts.as_ref(),
             pods: &[],
             statefulset_in_sync: case.in_sync,
@@ -93,7 +93,7 @@ fn look(
 ) -> Assessment {
     assess(
         cluster,
-        &Observed {
+        &Facts {
             statefulset: Some(sts),
             pods,
             statefulset_in_sync: true,
@@ -101,7 +101,7 @@ fn look(
             roles: &roles_agreeing_with(Some(sts)),
             primary_change: None,
             storage: None,
-            pod_config: Some(&crate::build::pod_config(&cluster.spec, None)),
+            pod_config: Some(&crate::pod_config::pod_config(&cluster.spec, None)),
             now,
             failure_grace: GRACE,
         },
@@ -110,15 +110,15 @@ fn look(
 
 /// Roles as Redis reports them when every pod the StatefulSet counts as ready is ready in its
 /// role, pod 0 the primary.
-fn roles_agreeing_with(sts: Option<&StatefulSet>) -> Plan {
+fn roles_agreeing_with(sts: Option<&StatefulSet>) -> RoleReport {
     let status = sts.and_then(|s| s.status.as_ref());
     let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    Plan {
+    RoleReport {
         primary: (ready > 0).then(|| format!("{}-0", crate::fixtures::NAME)),
         in_role: ready,
         // The pods the StatefulSet counts as updated were made for the spec's config.
         updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
-        ..Plan::default()
+        ..RoleReport::default()
     }
 }
 
@@ -132,12 +132,12 @@ fn phase_table() {
         updated_replicas: Some(updated),
         ..sts_status(replicas, ready)
     };
-    let linked = |in_role: i32, waiting: &str| Plan {
+    let linked = |in_role: i32, waiting: &str| RoleReport {
         primary: Some("x-0".into()),
         in_role,
         updated: 3,
         waiting: Some(waiting.into()),
-        ..Plan::default()
+        ..RoleReport::default()
     };
     let cases = [
         Case {
@@ -150,9 +150,9 @@ fn phase_table() {
         Case {
             name: "every pod ready, no primary chosen",
             previous: Some(Phase::Pending),
-            roles: Some(Plan {
+            roles: Some(RoleReport {
                 waiting: Some("no primary yet: pod x-0 has no address yet".into()),
-                ..Plan::default()
+                ..RoleReport::default()
             }),
             phase: Phase::Pending,
             reason: "WaitingForFirstPod",
@@ -168,10 +168,10 @@ fn phase_table() {
         },
         Case {
             name: "all in role but no primary recorded cannot be Running",
-            roles: Some(Plan {
+            roles: Some(RoleReport {
                 in_role: 3,
                 updated: 3,
-                ..Plan::default()
+                ..RoleReport::default()
             }),
             phase: Phase::Scaling,
             reason: "WaitingForReplication",
@@ -451,7 +451,7 @@ fn last_transition_time_moves_only_when_the_status_flips() {
 fn stuck_pods_fail_the_cluster_only_after_the_grace_period() {
     let cluster = with_status(cluster(3, "redis:7.0"), previous(Phase::Scaling));
     let sts = statefulset(&cluster, sts_status(3, 2));
-    for reason in STUCK_REASONS {
+    for reason in crate::pod::STUCK_REASONS {
         let pod = waiting_pod(2, reason, at(0));
         let pods = [&pod];
         let observe = |cluster: &RedisCluster, now| look(cluster, &sts, &pods, None, now);
@@ -514,8 +514,8 @@ fn a_stuck_pod_made_for_an_earlier_spec_is_not_waited_for() {
     let mut pod = waiting_pod(2, "ImagePullBackOff", at(0));
     let made_for = |pod: &mut Pod, image: &str| {
         pod.annotations_mut().insert(
-            build::POD_CONFIG_ANNOTATION.to_owned(),
-            build::pod_config(&crate::fixtures::cluster(3, image).spec, None),
+            crate::names::POD_CONFIG_ANNOTATION.to_owned(),
+            crate::pod_config::pod_config(&crate::fixtures::cluster(3, image).spec, None),
         );
     };
     made_for(&mut pod, "redis:does-not-exist");
@@ -682,11 +682,11 @@ fn a_spec_change_restarts_the_deadline_and_running_clears_it() {
 
 #[test]
 fn ready_replicas_and_primary_come_from_the_roles_not_the_statefulset() {
-    let roles = Plan {
+    let roles = RoleReport {
         primary: Some("x-1".into()),
         in_role: 1,
         waiting: Some("pod x-2 is syncing with the primary".into()),
-        ..Plan::default()
+        ..RoleReport::default()
     };
     let assessment = run(&Case {
         roles: Some(roles),
@@ -705,7 +705,7 @@ fn ready_replicas_and_primary_come_from_the_roles_not_the_statefulset() {
 
 #[test]
 fn primary_available_says_how_the_primary_came_and_why_none_serves() {
-    let primary_condition = |roles: Plan, previous: Option<RedisClusterStatus>| {
+    let primary_condition = |roles: RoleReport, previous: Option<RedisClusterStatus>| {
         let case = Case {
             roles: Some(roles),
             ..Case::default()
@@ -717,7 +717,7 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
         let sts = statefulset(&case_cluster, sts_status(3, 3));
         let status = assess(
             &case_cluster,
-            &Observed {
+            &Facts {
                 statefulset: Some(&sts),
                 pods: &[],
                 statefulset_in_sync: true,
@@ -735,10 +735,10 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
         (status, condition)
     };
     let (_, silent) = primary_condition(
-        Plan {
+        RoleReport {
             outage: Some(Outage::PrimaryNotAnswering),
             waiting: Some("the primary x-0 does not answer: timed out".into()),
-            ..Plan::default()
+            ..RoleReport::default()
         },
         None,
     );
@@ -755,11 +755,11 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
         trouble: Duration::from_millis(5200),
     };
     let (after, failed_over) = primary_condition(
-        Plan {
+        RoleReport {
             primary: Some("x-2".into()),
             change: Some(change),
             in_role: 3,
-            ..Plan::default()
+            ..RoleReport::default()
         },
         None,
     );
@@ -774,19 +774,19 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
     // The next look sees the same primary and no change: the condition stays as written, so
     // the status is not written again.
     let (_, kept) = primary_condition(
-        Plan {
+        RoleReport {
             primary: Some("x-2".into()),
             in_role: 3,
-            ..Plan::default()
+            ..RoleReport::default()
         },
         Some(after.clone()),
     );
     assert_eq!(kept, failed_over);
     let (_, other) = primary_condition(
-        Plan {
+        RoleReport {
             primary: Some("x-1".into()),
             in_role: 3,
-            ..Plan::default()
+            ..RoleReport::default()
         },
         Some(after),
     );

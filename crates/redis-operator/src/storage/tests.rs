@@ -19,7 +19,7 @@ fn claim(name: &str, requested: &str, holds: Option<&str>) -> PersistentVolumeCl
             name: Some(name.to_owned()),
             namespace: Some(NAMESPACE.to_owned()),
             uid: Some(format!("uid-{name}")),
-            labels: Some(build::selector_labels(NAME)),
+            labels: Some(crate::names::selector_labels(NAME)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -39,9 +39,10 @@ fn claim(name: &str, requested: &str, holds: Option<&str>) -> PersistentVolumeCl
 #[test]
 fn the_claims_of_a_cluster_are_its_pods_data_claims() {
     let mut other_cluster = claim("data-cache-other-0", "1Gi", None);
-    other_cluster
-        .labels_mut()
-        .insert(build::INSTANCE_LABEL.to_owned(), "cache-other".to_owned());
+    other_cluster.labels_mut().insert(
+        crate::names::INSTANCE_LABEL.to_owned(),
+        "cache-other".to_owned(),
+    );
     // The same cluster name in another namespace.
     let mut elsewhere = claim("data-cache-2", "1Gi", None);
     elsewhere.metadata.namespace = Some("team-b".to_owned());
@@ -122,7 +123,7 @@ fn the_condition_says_whether_the_claims_hold_the_size() {
 
 #[test]
 fn a_refusal_holds_the_same_request_back_not_another() {
-    let refusals = Refusals::default();
+    let mut refusals = crate::memory::Refusals::default();
     refusals.record("uid-1", "2Gi", Some("forbidden".to_owned()));
     assert_eq!(
         refusals.recent("uid-1", "2Gi").as_deref(),

@@ -34,8 +34,8 @@ fn info_replication_parses_each_role() {
         Replication::parse(INFO_UNASSIGNED),
         Ok(Replication {
             role: RedisRole::Replica {
-                host: UNASSIGNED_HOST.into(),
-                port: UNASSIGNED_PORT,
+                host: crate::redis::UNASSIGNED_HOST.into(),
+                port: crate::redis::UNASSIGNED_PORT,
                 link_up: false,
                 syncing: false
             },
@@ -61,10 +61,10 @@ fn info_replication_parses_each_role() {
 
 #[test]
 fn ordinals_come_from_pod_names() {
-    assert_eq!(ordinal("test-redis-0"), Some(0));
-    assert_eq!(ordinal("a-b-12"), Some(12));
-    assert_eq!(ordinal("nodash"), None);
-    assert_eq!(ordinal("x-y"), None);
+    assert_eq!(crate::pod::ordinal("test-redis-0"), Some(0));
+    assert_eq!(crate::pod::ordinal("a-b-12"), Some(12));
+    assert_eq!(crate::pod::ordinal("nodash"), None);
+    assert_eq!(crate::pod::ordinal("x-y"), None);
 }
 
 fn ip(ordinal: i32) -> String {
@@ -115,8 +115,8 @@ fn replica_of(ordinal: i32, offset: i64, link_up: bool) -> Seen {
 fn unassigned(offset: i64) -> Seen {
     Seen::Answered(redis(
         RedisRole::Replica {
-            host: UNASSIGNED_HOST.into(),
-            port: UNASSIGNED_PORT,
+            host: crate::redis::UNASSIGNED_HOST.into(),
+            port: crate::redis::UNASSIGNED_PORT,
             link_up: false,
             syncing: false,
         },
@@ -133,6 +133,7 @@ fn policy(pods: i32) -> Policy {
         failover_after: FAILOVER_AFTER,
         config: None,
         in_ordinal_order: false,
+        handover_held: false,
     }
 }
 
@@ -851,4 +852,104 @@ fn pods_stuck_on_a_fixed_image_are_replaced_even_before_there_is_a_primary() {
     // Not while the last one deleted is still going.
     members[1].terminating = true;
     assert_eq!(decide(&members, &policy).delete, None);
+}
+
+#[test]
+fn a_handover_that_failed_lately_is_held_back_unless_the_primary_changes() {
+    let leaving = || {
+        let mut old = member(0, P, true, primary(1000));
+        old.terminating = true;
+        old
+    };
+    let held = Policy {
+        handover_held: true,
+        ..roll_policy()
+    };
+    // (members, policy) → the handover's pod, if one is started, and the status's reason.
+    let cases = [
+        (
+            rolling(["old", "new", "new"], 0),
+            roll_policy(),
+            Some("r-0"),
+            None,
+        ),
+        (
+            rolling(["old", "new", "new"], 0),
+            held.clone(),
+            None,
+            Some("the primary r-0 hands over again 30s after the last attempt failed"),
+        ),
+        (
+            vec![
+                leaving(),
+                member(1, R, true, replica_of(0, 990, true)),
+                member(2, R, true, replica_of(0, 980, true)),
+            ],
+            held.clone(),
+            None,
+            Some("the primary r-0 hands over again 30s after the last attempt failed"),
+        ),
+    ];
+    for (members, policy, hands_over, waiting) in cases {
+        let plan = decide(&members, &policy);
+        let handover = plan
+            .commands
+            .iter()
+            .find(|(_, c)| matches!(c, Command::HandOver { .. }))
+            .map(|(pod, _)| pod.as_str());
+        assert_eq!(handover, hands_over, "{policy:?}");
+        if let Some(waiting) = waiting {
+            assert_eq!(plan.waiting.as_deref(), Some(waiting));
+        }
+    }
+    // A change of primary is a new situation: what it needs is not held back.
+    let members = [
+        member(0, R, true, replica_of(1, 1000, true)),
+        member(1, P, true, silent("connection refused", 60)),
+        member(2, R, true, replica_of(1, 980, true)),
+    ];
+    let plan = decide(&members, &held);
+    assert_eq!(plan.primary.as_deref(), Some("r-0"));
+    assert!(plan.change.is_some());
+}
+
+#[test]
+fn what_a_plan_did_is_read_from_its_outcome() {
+    let members = [
+        member(0, None, true, unassigned(0)),
+        member(1, None, true, unassigned(0)),
+    ];
+    let plan = decide_for(&members, 2);
+    assert_eq!(plan.primary.as_deref(), Some("r-0"));
+    let all_ran = Outcome::default();
+    let report = plan.report(&all_ran);
+    assert_eq!(report.primary.as_deref(), Some("r-0"));
+    assert_eq!(
+        report.change.as_ref().map(|c| c.reason),
+        Some(Reason::Elected)
+    );
+    assert_eq!(plan.relabel_after(&all_ran), plan.relabel);
+
+    // The promotion failed: no primary, no change, no primary label (the replica's stays),
+    // and the status says why.
+    let promotion_failed = Outcome {
+        failed: vec![("r-0".into(), Command::Promote, "timed out".into())],
+    };
+    let report = plan.report(&promotion_failed);
+    assert_eq!(report.primary, None);
+    assert_eq!(report.change, None);
+    assert_eq!(
+        report.waiting.as_deref(),
+        Some("REPLICAOF NO ONE on pod r-0 failed: timed out")
+    );
+    assert_eq!(plan.relabel_after(&promotion_failed), [relabel(1, R)]);
+    assert!(plan.retire_after(&promotion_failed).is_empty());
+
+    // A replica's command failed: the primary stands; that replica gets no label yet.
+    let follow_failed = Outcome {
+        failed: vec![("r-1".into(), follow(0), "refused".into())],
+    };
+    assert_eq!(plan.report(&follow_failed).primary.as_deref(), Some("r-0"));
+    assert_eq!(plan.relabel_after(&follow_failed), [relabel(0, P)]);
+    assert!(!plan.handed_over(&follow_failed));
 }

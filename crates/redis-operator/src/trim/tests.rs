@@ -9,8 +9,8 @@ use rediscluster_crd::Phase;
 
 use super::*;
 use crate::fixtures::{NAME, at, cluster, restarted, statefulset, sts_status, waiting_pod};
-use crate::status::{Assessment, Observed, assess};
-use crate::topology::Plan;
+use crate::status::{Assessment, Facts, assess};
+use crate::topology::RoleReport;
 
 /// A pod as the API server sends it: spec, every label, all conditions, addresses, and a
 /// running container beside the waiting one.
@@ -22,8 +22,8 @@ fn full_pod(index: u32, reason: &str) -> Pod {
         .insert("controller-revision-hash".to_owned(), "rev-1".to_owned());
     // Made for the spec of the cluster below, `cluster(2, "redis:does-not-exist")`.
     pod.annotations_mut().insert(
-        build::POD_CONFIG_ANNOTATION.to_owned(),
-        build::pod_config(&cluster(2, "redis:does-not-exist").spec, None),
+        names::POD_CONFIG_ANNOTATION.to_owned(),
+        crate::pod_config::pod_config(&cluster(2, "redis:does-not-exist").spec, None),
     );
     pod.annotations_mut().insert(
         "kubectl.kubernetes.io/restartedAt".to_owned(),
@@ -137,15 +137,15 @@ fn assess_at(cluster: &RedisCluster, sts: &StatefulSet, pods: &[Pod], seconds: i
     let pods: Vec<&Pod> = pods.iter().collect();
     assess(
         cluster,
-        &Observed {
+        &Facts {
             statefulset: Some(sts),
             pods: &pods,
             statefulset_in_sync: true,
             blocker: None,
-            roles: &Plan::default(),
+            roles: &RoleReport::default(),
             primary_change: None,
             storage: None,
-            pod_config: Some(&crate::build::pod_config(&cluster.spec, None)),
+            pod_config: Some(&crate::pod_config::pod_config(&cluster.spec, None)),
             now: at(seconds),
             failure_grace: Duration::from_secs(120),
         },
@@ -161,15 +161,15 @@ fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
     assert!(pod.namespace().is_some());
     assert_eq!(
         pod.labels(),
-        &BTreeMap::from([(build::INSTANCE_LABEL.to_owned(), NAME.to_owned())])
+        &BTreeMap::from([(names::INSTANCE_LABEL.to_owned(), NAME.to_owned())])
     );
     assert_eq!(
         pod.annotations().keys().collect::<Vec<_>>(),
-        [build::POD_CONFIG_ANNOTATION]
+        [names::POD_CONFIG_ANNOTATION]
     );
     assert_eq!(
-        build::pod_config_of(&pod),
-        Some(build::pod_config(
+        crate::pod_config::pod_config_of(&pod),
+        Some(crate::pod_config::pod_config(
             &cluster(2, "redis:does-not-exist").spec,
             None
         ))
@@ -206,7 +206,7 @@ fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
 fn a_pod_of_an_earlier_release_keeps_the_image_it_was_made_for() {
     let mut full = full_pod(0, "ImagePullBackOff");
     full.metadata.annotations = None;
-    let expected = build::pod_config_of(&full);
+    let expected = crate::pod_config::pod_config_of(&full);
     let pod = trimmed(full);
     let spec = pod.spec.as_ref().unwrap();
     assert_eq!(spec.containers.len(), 1);
@@ -214,7 +214,7 @@ fn a_pod_of_an_earlier_release_keeps_the_image_it_was_made_for() {
         spec.containers[0].image.as_deref(),
         Some("redis:does-not-exist")
     );
-    assert_eq!(build::pod_config_of(&pod), expected);
+    assert_eq!(crate::pod_config::pod_config_of(&pod), expected);
     assert!(expected.is_some());
 }
 

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::*;
-use crate::build;
+
 use crate::fixtures::{at, cluster, managed_fields, statefulset, sts_status, waiting_pod};
 
 /// Decodes `object`'s JSON both ways: without managed fields it must be the plain decode with
@@ -38,14 +38,14 @@ fn every_cached_kind_decodes_whole_but_for_its_managed_fields() {
     let mut cluster = cluster(3, "redis:7.0");
     cluster.metadata.annotations = Some([("team".to_owned(), "cache".to_owned())].into());
     let mut pod = waiting_pod(0, "ImagePullBackOff", at(0));
-    pod.spec = build::statefulset(&cluster)
+    pod.spec = crate::desired::initial_statefulset(&cluster)
         .unwrap()
         .spec
         .and_then(|spec| spec.template.spec);
     assert!(pod.spec.is_some());
 
     assert_decodes_without_managed_fields(statefulset(&cluster, sts_status(3, 2)));
-    let [headless, primary, _] = build::services(&cluster).unwrap();
+    let [headless, primary, _] = crate::desired::services(&cluster).unwrap();
     assert_decodes_without_managed_fields(headless);
     assert_decodes_without_managed_fields(primary);
     assert_decodes_without_managed_fields(pod);

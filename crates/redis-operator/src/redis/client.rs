@@ -1,23 +1,24 @@
-//! Talking to the Redis in each pod: `INFO replication` and `REPLICAOF`, with a bounded number
-//! of requests in flight, a short timeout, connections reused per pod, and a per-pod backoff
-//! after a failure, so that a Redis that does not answer costs little and never holds up
-//! other clusters' reconciles.
+//! Talking to the Redis in each pod: `INFO replication`, `REPLICAOF` and `CLIENT PAUSE`, with a
+//! bounded number of requests in flight, a short timeout, connections reused per pod, and a
+//! per-pod backoff after a failure (the pace at which a silent Redis is asked again), so that
+//! a Redis that does not answer costs little and never holds up other clusters' reconciles.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ::redis::AsyncConnectionConfig;
+use ::redis::aio::MultiplexedConnection;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::build::REDIS_PORT;
+use super::info::Replication;
+use super::{Command, REDIS_PORT};
 use crate::metrics::Metrics;
-use crate::topology::{Command, Replication};
+use crate::sync::lock;
 
 /// Where one pod's Redis is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,10 +121,7 @@ impl Connections {
     /// once (`Backoff`) while the pod is backing off.
     async fn connection(&self, pod: &PodAddress) -> Result<MultiplexedConnection, Failure> {
         {
-            let mut state = self
-                .state
-                .lock()
-                .map_err(|_| Failure::Error("poisoned".to_owned()))?;
+            let mut state = lock(&self.state);
             let now = Instant::now();
             state.retain(|_, s| s.last_used.is_none_or(|used| now - used < IDLE));
             let entry = state.entry(pod.uid.clone()).or_default();
@@ -143,10 +141,10 @@ impl Connections {
             .await
             .map_err(|_| format!("no connection within {:?}", self.timeout))?
             .map_err(Failure::Error)?;
-        if let Ok(mut state) = self.state.lock() {
-            state.entry(pod.uid.clone()).or_default().connection =
-                Some((pod.ip.clone(), connection.clone()));
-        }
+        lock(&self.state)
+            .entry(pod.uid.clone())
+            .or_default()
+            .connection = Some((pod.ip.clone(), connection.clone()));
         Ok(connection)
     }
 
@@ -156,7 +154,7 @@ impl Connections {
             .set_response_timeout(Some(self.timeout));
         match self.route {
             Route::Direct => {
-                let client = redis::Client::open(format!("redis://{}:{REDIS_PORT}/", pod.ip))
+                let client = ::redis::Client::open(format!("redis://{}:{REDIS_PORT}/", pod.ip))
                     .map_err(|e| e.to_string())?;
                 client
                     .get_multiplexed_async_connection_with_config(&config)
@@ -165,7 +163,7 @@ impl Connections {
             }
             Route::PortForward => {
                 let pods = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace);
-                let port = REDIS_PORT as u16;
+                let port = REDIS_PORT;
                 let mut forwarder = pods
                     .portforward(&pod.name, &[port])
                     .await
@@ -174,7 +172,7 @@ impl Connections {
                     .take_stream(port)
                     .ok_or("port-forward gave no stream")?;
                 let (connection, driver) = MultiplexedConnection::new_with_config(
-                    &redis::RedisConnectionInfo::default(),
+                    &::redis::RedisConnectionInfo::default(),
                     stream,
                     config,
                 )
@@ -194,11 +192,11 @@ impl Connections {
 
     /// Runs `request` on the pod's connection within the timeout; a failure drops the
     /// connection and starts (or lengthens) the pod's backoff.
-    async fn call<T: redis::FromRedisValue>(
+    async fn call<T: ::redis::FromRedisValue>(
         &self,
         pod: &PodAddress,
         name: &'static str,
-        request: redis::Pipeline,
+        request: ::redis::Pipeline,
     ) -> Result<T, Unanswered> {
         let _permit = self.in_flight.acquire().await.map_err(|_| Unanswered {
             why: "shutting down".to_owned(),
@@ -223,7 +221,8 @@ impl Connections {
         self.metrics.count_redis(name, outcome);
         let now = Instant::now();
         let mut failing_since = now;
-        if let Ok(mut state) = self.state.lock() {
+        {
+            let mut state = lock(&self.state);
             let entry = state.entry(pod.uid.clone()).or_default();
             match &result {
                 Ok(_) => {
@@ -278,7 +277,7 @@ impl RedisAccess for Connections {
     ) -> BoxFuture<'a, Result<Replication, Unanswered>> {
         Box::pin(async move {
             // Two commands in one round trip: Redis before 7 takes one INFO section at a time.
-            let mut request = redis::pipe();
+            let mut request = ::redis::pipe();
             request
                 .cmd("INFO")
                 .arg("replication")
@@ -298,7 +297,7 @@ impl RedisAccess for Connections {
         command: &'a Command,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let mut request = redis::pipe();
+            let mut request = ::redis::pipe();
             let name = match command {
                 Command::Promote => {
                     request.cmd("REPLICAOF").arg("NO").arg("ONE");
@@ -324,7 +323,7 @@ impl RedisAccess for Connections {
         ms: Option<u64>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let mut request = redis::pipe();
+            let mut request = ::redis::pipe();
             match ms {
                 Some(ms) => request.cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"),
                 None => request.cmd("CLIENT").arg("UNPAUSE"),

@@ -1,5 +1,23 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use super::*;
 use crate::fixtures::{NAME, NAMESPACE, UID, cluster};
+use crate::names::{
+    INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, POD_CONFIG_ANNOTATION, REDIS_CONTAINER,
+    selector_string,
+};
+use crate::observed::{desired_replicas, immutable_changes, is_controlled_by, redis_image};
+use crate::pod_config::{foreign_template, pod_config, pod_config_of};
+use crate::redis::scripts;
+
+/// The StatefulSet of a first reconcile (`initial_statefulset`).
+fn statefulset(cluster: &RedisCluster) -> Result<StatefulSet> {
+    initial_statefulset(cluster)
+}
 
 #[test]
 fn children_carry_name_namespace_labels_and_controller_reference() {
@@ -129,7 +147,7 @@ fn pod_is_restricted_and_probed() {
         .unwrap();
     assert_eq!(
         readiness.command.as_deref().unwrap(),
-        ["sh", "-c", READINESS_SCRIPT]
+        ["sh", "-c", &scripts::readiness()]
     );
     assert!(redis.liveness_probe.as_ref().unwrap().tcp_socket.is_some());
     assert_eq!(redis.ports.as_ref().unwrap()[0].container_port, 6379);
@@ -289,7 +307,7 @@ fn run_script(script: &str, replies: &[(&str, i32)]) -> (bool, usize) {
 }
 
 fn probe_passes(reply: &str, code: i32) -> bool {
-    run_script(READINESS_SCRIPT, &[(reply, code)]).0
+    run_script(&scripts::readiness(), &[(reply, code)]).0
 }
 
 #[test]
@@ -340,7 +358,7 @@ fn startup_waits_until_redis_has_loaded_its_data() {
     ];
     for (reply, code, started) in cases {
         assert_eq!(
-            run_script(STARTUP_SCRIPT, &[(reply, code)]).0,
+            run_script(&scripts::startup(), &[(reply, code)]).0,
             started,
             "{reply}"
         );
@@ -364,7 +382,7 @@ fn a_primary_with_replicas_waits_before_stopping_until_it_handed_over() {
     ];
     for (replies, calls) in cases {
         assert_eq!(
-            run_script(PRE_STOP_SCRIPT, &replies),
+            run_script(&scripts::pre_stop(), &replies),
             (true, calls),
             "{replies:?}"
         );
@@ -411,7 +429,7 @@ fn production_pods_are_spread_bounded_and_stop_gracefully() {
     let pre_stop = redis.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
     assert_eq!(
         pre_stop.exec.as_ref().unwrap().command.as_deref().unwrap(),
-        ["sh", "-c", PRE_STOP_SCRIPT]
+        ["sh", "-c", &scripts::pre_stop()]
     );
     let startup = redis.startup_probe.as_ref().unwrap();
     assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 1800);

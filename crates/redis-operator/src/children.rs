@@ -1,0 +1,232 @@
+//! Writing one child: create what is missing, apply what drifted, recreate what only a new
+//! object can change, delete what the spec no longer asks for; and never touch an object this
+//! cluster does not control. Each step says what happened ([`ChildOutcome`]).
+
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::info;
+
+use crate::MANAGER;
+use crate::drift;
+use crate::error::Result;
+use crate::observed::{desired_replicas, is_controlled_by, redis_image};
+use crate::status::Blocker;
+
+/// What happened to one child in this reconcile.
+#[derive(Debug, PartialEq)]
+pub enum ChildOutcome<K> {
+    /// The cached object already says everything we would apply: nothing was sent.
+    Unchanged,
+    /// Created, or updated by a forced apply: the object as the API server answered.
+    Created(K),
+    Updated(K),
+    Blocked(Blocker),
+    /// Deleted, its pods orphaned, to be created anew: these immutable fields must change.
+    Recreating(Vec<&'static str>),
+    /// Being deleted (by us, to recreate it): nothing to do until it is gone.
+    Terminating,
+    /// Deleted: the spec no longer asks for it.
+    Removed,
+}
+
+impl<K: Resource<DynamicType = ()>> ChildOutcome<K> {
+    pub fn blocker(&self) -> Option<&Blocker> {
+        match self {
+            ChildOutcome::Blocked(blocker) => Some(blocker),
+            _ => None,
+        }
+    }
+
+    pub fn written(&self) -> Option<&K> {
+        match self {
+            ChildOutcome::Created(object) | ChildOutcome::Updated(object) => Some(object),
+            _ => None,
+        }
+    }
+
+    /// "Kind name" of the object, if this reconcile created it.
+    pub fn created(&self) -> Option<String> {
+        match self {
+            ChildOutcome::Created(object) => {
+                Some(format!("{} {}", K::kind(&()), object.name_any()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One event for every child created in a reconcile (each event is a write to the API server).
+pub fn creation_event(created: &[Option<String>]) -> Option<Event> {
+    let created: Vec<&str> = created.iter().flatten().map(String::as_str).collect();
+    if created.is_empty() {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Normal,
+        reason: "Created".to_owned(),
+        note: Some(format!("created {}", created.join(", "))),
+        action: "CreateChildren".to_owned(),
+        secondary: None,
+    })
+}
+
+/// Brings one child in line with `desired`, touching only an object this cluster controls.
+pub async fn ensure_child<K>(
+    api: &Api<K>,
+    observed: Option<&K>,
+    desired: &K,
+    owner_uid: &str,
+) -> Result<ChildOutcome<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let kind = K::kind(&()).into_owned();
+    let name = desired.name_any();
+    let not_owned = || {
+        ChildOutcome::Blocked(Blocker::NotOwned {
+            kind: kind.clone(),
+            name: name.clone(),
+        })
+    };
+    match observed {
+        Some(existing) if !is_controlled_by(existing, owner_uid) => return Ok(not_owned()),
+        Some(existing) if drift::is_applied(desired, existing) => {
+            return Ok(ChildOutcome::Unchanged);
+        }
+        Some(_) => return apply(api, desired).await,
+        None => {}
+    }
+    // Not in our cache. A create, unlike an apply, can never modify an object that exists.
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.create(&params, desired).await {
+        Ok(created) => Ok(ChildOutcome::Created(created)),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Something has the name: not labelled as ours, or the cache is behind our own create.
+            let existing = api.get(&name).await?;
+            if !is_controlled_by(&existing, owner_uid) {
+                Ok(not_owned())
+            } else if drift::is_applied(desired, &existing) {
+                Ok(ChildOutcome::Unchanged)
+            } else {
+                apply(api, desired).await
+            }
+        }
+        Err(error) => rejected_or(error, &kind),
+    }
+}
+
+/// Deletes a child of ours, the one we looked at (its uid is a precondition). A StatefulSet is
+/// deleted with `Orphan` to recreate it: its pods are kept, then adopted by the StatefulSet
+/// created in its place, which selects them with the same labels.
+pub async fn delete_child<K>(
+    api: &Api<K>,
+    child: &K,
+    propagation_policy: Option<PropagationPolicy>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let params = DeleteParams {
+        propagation_policy,
+        preconditions: Some(Preconditions {
+            uid: child.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&child.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        // Gone already.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Switches a StatefulSet of an earlier release (`RollingUpdate`, with the API server's
+/// default `rollingUpdate.partition`) to `OnDelete`. An apply cannot do it: that earlier
+/// release created the StatefulSet, so the partition is not the apply's to drop, and the API
+/// server refuses `rollingUpdate` beside `OnDelete`. A merge patch removes it. The pod
+/// template is untouched: no pod restarts. The uid is a precondition.
+pub async fn switch_to_on_delete(api: &Api<StatefulSet>, sts: &StatefulSet) -> Result<StatefulSet> {
+    let patch = serde_json::json!({
+        "metadata": { "uid": sts.uid() },
+        "spec": { "updateStrategy": { "type": "OnDelete", "rollingUpdate": null } }
+    });
+    let patched = api
+        .patch(
+            &sts.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    info!(statefulset = %sts.name_any(), "update strategy switched to OnDelete");
+    Ok(patched)
+}
+
+/// Server-side apply, forced: fields we own that someone else changed are taken back.
+async fn apply<K>(api: &Api<K>, desired: &K) -> Result<ChildOutcome<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let params = PatchParams::apply(MANAGER).force();
+    match api
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
+        .await
+    {
+        Ok(applied) => Ok(ChildOutcome::Updated(applied)),
+        Err(error) => rejected_or(error, &K::kind(&())),
+    }
+}
+
+/// An object the API server refuses as invalid, or forbids (a ResourceQuota, a missing RBAC
+/// grant), is the user's to fix, not ours to retry: the status says why.
+fn rejected_or<K>(error: kube::Error, kind: &str) -> Result<ChildOutcome<K>> {
+    match error {
+        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
+            Ok(ChildOutcome::Blocked(Blocker::Rejected {
+                kind: kind.to_owned(),
+                message: status.message,
+            }))
+        }
+        error => Err(error.into()),
+    }
+}
+
+/// Events for a StatefulSet we are about to change: a scale and an image roll.
+pub fn statefulset_changes(observed: &StatefulSet, desired: &StatefulSet) -> Vec<Event> {
+    let mut events = Vec::new();
+    let (from, to) = (desired_replicas(observed), desired_replicas(desired));
+    if from != to {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "Scaling".to_owned(),
+            note: Some(format!("scaling from {from} to {to} replicas")),
+            action: "Scale".to_owned(),
+            secondary: None,
+        });
+    }
+    let (from, to) = (redis_image(observed), redis_image(desired));
+    if from != to {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "ImageChanged".to_owned(),
+            note: Some(format!(
+                "rolling pods from image {} to {}",
+                from.unwrap_or("(none)"),
+                to.unwrap_or("(none)")
+            )),
+            action: "RollImage".to_owned(),
+            secondary: None,
+        });
+    }
+    events
+}

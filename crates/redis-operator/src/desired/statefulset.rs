@@ -1,0 +1,310 @@
+//! The StatefulSet of a cluster and the pods it makes: how Redis runs in each, and what the
+//! pod template says.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, Lifecycle,
+    LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use rediscluster_crd::{RedisCluster, RedisClusterSpec};
+
+use super::child_meta;
+use crate::error::Result;
+use crate::names::{DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, labels, selector_labels};
+use crate::redis::{REDIS_PORT, REDIS_PORT_NAME, UNASSIGNED_HOST, UNASSIGNED_PORT, scripts};
+
+/// The hostname topology key: pods of a cluster are spread over nodes.
+const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
+/// The uid and gid of the `redis` user in the official image.
+const REDIS_UID: i64 = 999;
+const DATA_PATH: &str = "/data";
+
+/// The StatefulSet that keeps `replicas` Redis pods of `spec.image`, each made for
+/// `pod_config` (`pod_config::pod_config`, counting what others added to the template). The
+/// replicas are the ones place the StatefulSet's count is set: the spec's, or more while a
+/// primary above it still hands over (`topology::pods_to_keep`).
+pub fn statefulset(cluster: &RedisCluster, pod_config: &str, replicas: i32) -> Result<StatefulSet> {
+    let name = cluster.name_any();
+    let storage = cluster.spec.storage.as_ref();
+    Ok(StatefulSet {
+        metadata: child_meta(cluster)?,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(name.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            },
+            // Redis pods do not depend on each other's start order, so scale them all at once.
+            pod_management_policy: Some("Parallel".to_owned()),
+            // The operator replaces outdated pods itself, one at a time, replicas first and the
+            // primary last, after it handed its role to an updated replica: the StatefulSet
+            // controller's own roll goes by ordinal and would take the primary down whenever
+            // its turn came.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&name)),
+                    annotations: Some(BTreeMap::from([(
+                        POD_CONFIG_ANNOTATION.to_owned(),
+                        pod_config.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(&cluster.spec, &name)),
+            },
+            volume_claim_templates: storage.map(|storage| {
+                vec![PersistentVolumeClaim {
+                    // No labels of our own: the StatefulSet controller gives each claim the
+                    // selector's labels (which say the cluster). It would also add them to
+                    // ours, in place, from several goroutines at once, and Kubernetes 1.28.0's
+                    // controller manager dies of that (concurrent map writes).
+                    metadata: ObjectMeta {
+                        name: Some(DATA_VOLUME.to_owned()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(PersistentVolumeClaimSpec {
+                        access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                        storage_class_name: storage.storage_class_name.clone(),
+                        resources: Some(VolumeResourceRequirements {
+                            requests: Some(BTreeMap::from([(
+                                "storage".to_owned(),
+                                Quantity(storage.size.clone()),
+                            )])),
+                            ..VolumeResourceRequirements::default()
+                        }),
+                        volume_mode: Some("Filesystem".to_owned()),
+                        ..PersistentVolumeClaimSpec::default()
+                    }),
+                    ..PersistentVolumeClaim::default()
+                }]
+            }),
+            persistent_volume_claim_retention_policy: storage.map(|storage| {
+                let (when_deleted, when_scaled) = storage.retention();
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(when_deleted.as_str().to_owned()),
+                    when_scaled: Some(when_scaled.as_str().to_owned()),
+                }
+            }),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}
+
+/// How long a pod may take to stop: a primary's wait for its handover (`scripts::pre_stop`),
+/// then Redis's own shutdown (up to 10 s waiting for replicas to take its last writes, then
+/// the append-only file flushed and synced), with room to spare. Redis killed before that
+/// could lose the last second of writes.
+const TERMINATION_GRACE_SECONDS: i64 = 60;
+
+/// Soft rules that put the pods of a cluster on different nodes where there are several, and
+/// still schedule them all on one node when there is only one.
+fn spread_over_nodes(cluster_name: &str) -> (Affinity, TopologySpreadConstraint) {
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(cluster_name)),
+        ..LabelSelector::default()
+    };
+    let affinity = Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(selector.clone()),
+                        topology_key: HOSTNAME_KEY.to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    };
+    let spread = TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: HOSTNAME_KEY.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(selector),
+        ..TopologySpreadConstraint::default()
+    };
+    (affinity, spread)
+}
+
+fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str) -> PodSpec {
+    let (affinity, spread) = spread_over_nodes(cluster_name);
+    PodSpec {
+        // Passes the Pod Security "restricted" level with the official image's redis user.
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(REDIS_UID),
+            run_as_group: Some(REDIS_UID),
+            fs_group: Some(REDIS_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        // Redis needs no Kubernetes API access and no service environment variables.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        affinity: Some(affinity),
+        topology_spread_constraints: Some(vec![spread]),
+        containers: vec![redis_container(spec)],
+        // With storage, the claim template provides the volume.
+        volumes: spec.storage.is_none().then(|| {
+            vec![Volume {
+                name: DATA_VOLUME.to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }]
+        }),
+        ..PodSpec::default()
+    }
+}
+
+/// How Redis runs in every pod: append-only persistence, so that a Redis restarting in its pod
+/// reloads its data instead of coming back empty (and no RDB snapshots besides: the
+/// append-only file has everything, and a snapshot at shutdown would only delay it); a full
+/// sync that starts at once rather than after Redis's default 5 s wait for more replicas to
+/// share it (a replica is unready, and the roll or the scale waits, until it is synced); with
+/// a memory limit, maxmemory and its policy; and no role until the operator gives one.
+fn redis_args(spec: &RedisClusterSpec) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "redis-server",
+        "--dir",
+        DATA_PATH,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some((bytes, policy)) = spec.maxmemory() {
+        args.extend([
+            "--maxmemory".to_owned(),
+            bytes.to_string(),
+            "--maxmemory-policy".to_owned(),
+            policy.as_str().to_owned(),
+        ]);
+    }
+    args.extend([
+        "--replicaof".to_owned(),
+        UNASSIGNED_HOST.to_owned(),
+        UNASSIGNED_PORT.to_string(),
+    ]);
+    args
+}
+
+/// The container's requests and limits: the spec's, else a modest request and no limit.
+fn resources(spec: &RedisClusterSpec) -> ResourceRequirements {
+    match &spec.resources {
+        Some(resources) => ResourceRequirements {
+            requests: resources.requests.clone(),
+            limits: resources.limits.clone(),
+            ..ResourceRequirements::default()
+        },
+        None => ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("100m".to_owned())),
+                ("memory".to_owned(), Quantity("128Mi".to_owned())),
+            ])),
+            ..ResourceRequirements::default()
+        },
+    }
+}
+
+fn exec(script: &str) -> Option<ExecAction> {
+    Some(ExecAction {
+        command: Some(["sh", "-c", script].map(String::from).to_vec()),
+    })
+}
+
+fn redis_container(spec: &RedisClusterSpec) -> Container {
+    Container {
+        name: REDIS_CONTAINER.to_owned(),
+        image: Some(spec.image.clone()),
+        args: Some(redis_args(spec)),
+        ports: Some(vec![ContainerPort {
+            name: Some(REDIS_PORT_NAME.to_owned()),
+            container_port: i32::from(REDIS_PORT),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        // Ready only in a role: a primary that answers, or a replica whose link to its primary
+        // is up (so its initial sync is done). A new pod is unready until it holds the
+        // primary's data, so a roll waits for it before it takes the next one.
+        readiness_probe: Some(Probe {
+            exec: exec(&scripts::readiness()),
+            period_seconds: Some(5),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        // Up to 30 minutes to load a large dataset before the other probes start.
+        startup_probe: Some(Probe {
+            exec: exec(&scripts::startup()),
+            period_seconds: Some(2),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(900),
+            ..Probe::default()
+        }),
+        // Restart only a Redis that stopped listening: a slow command must not kill it.
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String(REDIS_PORT_NAME.to_owned()),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        resources: Some(resources(spec)),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: exec(&scripts::pre_stop()),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.to_owned(),
+            mount_path: DATA_PATH.to_owned(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}

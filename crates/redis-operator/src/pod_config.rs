@@ -1,0 +1,178 @@
+//! What a pod is made for (its config): asked of the spec when building the StatefulSet, read
+//! back from each pod to tell an outdated pod from a current one. One concept, both ways.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Container, LocalObjectReference, Pod, Toleration, Volume};
+use kube::ResourceExt;
+use rediscluster_crd::RedisClusterSpec;
+use serde::Serialize;
+
+use crate::names::{DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, labels};
+
+/// What a pod is made for that only replacing it can change: the image, storage or not, the
+/// resources, Redis's maxmemory; what others added to the pod template (a sidecar, the
+/// `kubectl rollout restart` annotation); and the operator's template epoch. A pod whose
+/// config differs from the one asked for is replaced (one at a time, the primary after
+/// handing over). What the operator itself adds to the template (probes,
+/// spreading, shutdown) is not part of it: a new release changes the template, and existing
+/// pods take it when they are next replaced, rather than all being restarted for it.
+#[derive(Serialize)]
+struct PodConfig<'a> {
+    image: &'a str,
+    epoch: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    storage: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<&'a rediscluster_crd::Resources>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maxmemory: Option<(u64, &'static str)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    foreign: Option<&'a str>,
+}
+
+/// The operator's pod template epoch: raised only by a release whose change existing pods
+/// cannot do without, so that they are replaced. 1: pods run as replicas of a primary the
+/// operator chooses (`--replicaof`); 0 before that.
+const POD_EPOCH: u32 = 1;
+
+/// A short, stable digest (FNV-1a): compared, never read back.
+fn digest(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+impl PodConfig<'_> {
+    fn digest(&self) -> String {
+        digest(&serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+/// The config pods should have: the spec's, with `foreign`, the digest of what others added
+/// to the StatefulSet's pod template (`foreign_template`).
+pub fn pod_config(spec: &RedisClusterSpec, foreign: Option<&str>) -> String {
+    PodConfig {
+        image: &spec.image,
+        epoch: POD_EPOCH,
+        storage: spec.storage.is_some(),
+        resources: spec.resources.as_ref(),
+        maxmemory: spec
+            .maxmemory()
+            .map(|(bytes, policy)| (bytes, policy.as_str())),
+        foreign,
+    }
+    .digest()
+}
+
+/// The config a pod was made with: its template's annotation, or, for a pod of an earlier
+/// release (made before the annotation existed, with only an image to choose), the config of
+/// its image and its epoch (1 if it runs as a replica of a chosen primary, 0 before that).
+pub fn pod_config_of(pod: &Pod) -> Option<String> {
+    if let Some(config) = pod.annotations().get(POD_CONFIG_ANNOTATION) {
+        return Some(config.clone());
+    }
+    let redis = pod
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|container| container.name == REDIS_CONTAINER)?;
+    let replicates = redis.args.iter().flatten().any(|arg| arg == "--replicaof");
+    Some(
+        PodConfig {
+            image: redis.image.as_deref()?,
+            epoch: u32::from(replicates),
+            storage: false,
+            resources: None,
+            maxmemory: None,
+            foreign: None,
+        }
+        .digest(),
+    )
+}
+
+/// What others added to the StatefulSet's pod template, for `foreign_template`: what is
+/// unset or empty is left out, so that nothing at all serializes as `{}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ForeignTemplate<'a> {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<&'a String, &'a String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<&'a String, &'a String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    containers: Vec<&'a Container>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    init_containers: &'a [Container],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<&'a Volume>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tolerations: &'a [Toleration],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_selector: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority_class_name: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_account_name: Option<&'a String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    image_pull_secrets: &'a [LocalObjectReference],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime_class_name: Option<&'a String>,
+}
+
+/// The items of an optional list, none when it is unset.
+fn list<T>(list: Option<&Option<Vec<T>>>) -> &[T] {
+    list.and_then(Option::as_deref).unwrap_or(&[])
+}
+
+/// A digest of what others added to the StatefulSet's pod template (containers, volumes,
+/// annotations, labels, scheduling), or `None` when nothing: a change there is theirs to
+/// make and rolls the pods, as it would with any StatefulSet. Fields the operator sets, and
+/// what the API server defaults, are left out, so that a release of the operator that
+/// changes its own fields rolls nothing.
+pub fn foreign_template(statefulset: &StatefulSet, cluster_name: &str) -> Option<String> {
+    let template = &statefulset.spec.as_ref()?.template;
+    let ours = labels(cluster_name);
+    let metadata = template.metadata.as_ref();
+    let spec = template.spec.as_ref();
+    let foreign = ForeignTemplate {
+        annotations: metadata
+            .into_iter()
+            .flat_map(|m| m.annotations.iter().flatten())
+            .filter(|(key, _)| key.as_str() != POD_CONFIG_ANNOTATION)
+            .collect(),
+        labels: metadata
+            .into_iter()
+            .flat_map(|m| m.labels.iter().flatten())
+            .filter(|(key, _)| !ours.contains_key(*key))
+            .collect(),
+        containers: spec
+            .into_iter()
+            .flat_map(|spec| &spec.containers)
+            .filter(|c| c.name != REDIS_CONTAINER)
+            .collect(),
+        init_containers: list(spec.map(|s| &s.init_containers)),
+        volumes: spec
+            .into_iter()
+            .flat_map(|spec| spec.volumes.iter().flatten())
+            .filter(|v| v.name != DATA_VOLUME)
+            .collect(),
+        tolerations: list(spec.map(|s| &s.tolerations)),
+        node_selector: spec.and_then(|s| s.node_selector.as_ref()),
+        priority_class_name: spec.and_then(|s| s.priority_class_name.as_ref()),
+        service_account_name: spec.and_then(|s| s.service_account_name.as_ref()),
+        image_pull_secrets: list(spec.map(|s| &s.image_pull_secrets)),
+        runtime_class_name: spec.and_then(|s| s.runtime_class_name.as_ref()),
+    };
+    let json = serde_json::to_string(&foreign).unwrap_or_default();
+    (json != "{}").then(|| digest(&json))
+}
+/// Whether a pod made for `made_for` is outdated when the spec asks for `wanted`: both known,
+/// and different. A pod whose config cannot be told, or a spec that changes no pod (invalid,
+/// or no StatefulSet to make it again), makes no pod outdated.
+pub fn is_outdated(made_for: Option<&str>, wanted: Option<&str>) -> bool {
+    matches!((made_for, wanted), (Some(made_for), Some(wanted)) if made_for != wanted)
+}

@@ -1,0 +1,109 @@
+//! What the operator reads back from a pod's Redis: `INFO replication` and `INFO keyspace`,
+//! asked in one round trip by [`super::client`].
+
+use super::REDIS_PORT;
+
+/// What one Redis says about its replication (`INFO replication`) and its data
+/// (`INFO keyspace`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replication {
+    pub role: RedisRole,
+    /// The replication offset (`master_repl_offset`): how much of a primary's write stream
+    /// this Redis has applied; 0 for one that never had a replica or a primary.
+    pub offset: i64,
+    /// Keys over all databases. A Redis that restarted reloads its append-only file but starts
+    /// a new offset at 0: its keys say whether it came back with data.
+    pub keys: u64,
+    /// `master_failover_state` is not `no-failover`: a `FAILOVER` is handing its role over.
+    pub handing_over: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisRole {
+    Primary,
+    Replica {
+        host: String,
+        port: u16,
+        /// `master_link_status:up`: linked, the initial sync done.
+        link_up: bool,
+        /// `master_sync_in_progress:1`: a full sync is under way.
+        syncing: bool,
+    },
+}
+
+impl Replication {
+    /// Parses the replies to `INFO replication` and `INFO keyspace` (in either order, or
+    /// concatenated).
+    pub fn parse(info: &str) -> Result<Replication, String> {
+        let field = |name: &str| {
+            info.lines().find_map(|line| {
+                let (key, value) = line.trim_end().split_once(':')?;
+                (key == name).then_some(value)
+            })
+        };
+        let number = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok());
+        let role = match field("role") {
+            Some("master") => RedisRole::Primary,
+            Some("slave") => RedisRole::Replica {
+                host: field("master_host").unwrap_or_default().to_owned(),
+                port: field("master_port")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_default(),
+                link_up: field("master_link_status") == Some("up"),
+                syncing: field("master_sync_in_progress") == Some("1"),
+            },
+            other => return Err(format!("INFO replication has no known role: {other:?}")),
+        };
+        // master_repl_offset, for a replica too: the stream it has applied. Its
+        // slave_repl_offset is 1, not 0, before it ever had a primary.
+        let offset = number("master_repl_offset").unwrap_or(0);
+        // "db0:keys=3,expires=0,avg_ttl=0", one line per database that has keys.
+        let keys = info
+            .lines()
+            .filter(|line| line.starts_with("db"))
+            .filter_map(|line| {
+                let (_, stats) = line.trim_end().split_once(':')?;
+                stats
+                    .split(',')
+                    .find_map(|stat| stat.strip_prefix("keys="))?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        let handing_over = field("master_failover_state").is_some_and(|s| s != "no-failover");
+        Ok(Replication {
+            role,
+            offset,
+            keys,
+            handing_over,
+        })
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.role == RedisRole::Primary
+    }
+
+    /// Whether this Redis has anything to lose: a write stream applied, or keys reloaded.
+    pub fn holds_data(&self) -> bool {
+        self.offset > 0 || self.keys > 0
+    }
+
+    /// Whether this Redis follows `address` (whatever the state of its link).
+    pub fn follows(&self, address: &str) -> bool {
+        matches!(&self.role, RedisRole::Replica { host, port, .. }
+            if host == address && *port == REDIS_PORT)
+    }
+
+    /// A replica with its link up and no sync under way: it has everything but the last
+    /// moment's writes.
+    pub fn in_sync(&self) -> bool {
+        matches!(
+            self.role,
+            RedisRole::Replica {
+                link_up: true,
+                syncing: false,
+                ..
+            }
+        )
+    }
+}

@@ -1,0 +1,549 @@
+//! The decision: who is primary, who follows it, and what the roll does next.
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use super::roll::{next_step, replace_broken};
+use super::{
+    Change, HANDOVER_RETRY, Member, Outage, Plan, Policy, Reason, RedisRole, Relabel, Replication,
+    Role, Seen, silence,
+};
+use crate::redis::Command;
+
+/// Who the primary is after this look.
+enum Choice<'a> {
+    /// The labelled primary stays (promoted again if its Redis restarted with its data).
+    Keep(&'a Member),
+    Change {
+        to: &'a Member,
+        from: Option<&'a Member>,
+        reason: Reason,
+        trouble: Duration,
+    },
+    /// The primary, on its way out, hands over to `to` first.
+    HandOver { from: &'a Member, to: &'a Member },
+    /// Nothing changes now.
+    Hold {
+        primary: Option<&'a Member>,
+        outage: Outage,
+        urgent: bool,
+    },
+}
+
+/// Decides roles, failovers, handovers and the next pod of a roll. A pure function of what the
+/// pods and their Redis report, so a decision never rests on the operator's memory: one that
+/// restarts halfway through a failover or a handover finishes it from what Redis says.
+///
+/// - The pod labelled primary stays primary while its Redis answers as one. If it restarted
+///   (it comes back unassigned), it is promoted again when it reloaded data, and replaced by
+///   the replica with the most data when it came back empty: an empty Redis is never a source.
+/// - If it follows a pod whose Redis is primary, a handover completed: that pod is primary.
+/// - If its pod is being deleted, it hands over to the replica with the highest offset while
+///   its Redis still answers as primary (writes paused until that replica has them all); once
+///   that Redis is gone, the replica is promoted.
+/// - If its Redis is silent for `failover_after`, the replica with the highest offset is
+///   promoted, provided a majority of the cluster's pods answer: otherwise the operator could
+///   be the one cut off, and promoting would make two primaries.
+/// - With no labelled primary, the pod whose Redis holds the most data is chosen. While no pod
+///   that answered holds data, no choice is made until every pod answers.
+/// - Every other answering pod follows the primary's IP.
+/// - Once every pod is ready in its role: pods of an outdated config are deleted one at a
+///   time, replicas first; the primary hands over ([`Command::HandOver`]) to an in-sync,
+///   updated replica before its own pod is replaced, and before a scale-down removes its
+///   ordinal.
+/// - No handover starts while `policy.handover_held`, unless the primary changes.
+///
+/// The plan is final: nothing edits it after this returns.
+pub fn decide(members: &[Member], policy: &Policy) -> Plan {
+    let mut active: Vec<&Member> = members
+        .iter()
+        .filter(|m| !m.terminating && m.ordinal < policy.kept)
+        .collect();
+    active.sort_by_key(|m| m.ordinal);
+    let mut plan = Plan {
+        updated: active.iter().filter(|m| !m.is_outdated(policy)).count() as i32,
+        ..Plan::default()
+    };
+    let mut reasons: Vec<String> = Vec::new();
+    match choose(&active, members, policy, &mut reasons) {
+        Choice::Keep(primary) => assign(
+            &mut plan,
+            members,
+            &active,
+            primary,
+            None,
+            policy,
+            &mut reasons,
+        ),
+        Choice::Change {
+            to,
+            from,
+            reason,
+            trouble,
+        } => {
+            let change = Change {
+                from: from.map(|m| m.name.clone()),
+                to: to.name.clone(),
+                reason,
+                trouble,
+            };
+            assign(
+                &mut plan,
+                members,
+                &active,
+                to,
+                Some(change),
+                policy,
+                &mut reasons,
+            );
+        }
+        Choice::HandOver { from, to } => hand_over_leaving(&mut plan, from, to),
+        Choice::Hold {
+            primary,
+            outage,
+            urgent,
+        } => {
+            plan.primary = primary.map(|m| m.name.clone());
+            plan.outage = Some(outage);
+            plan.urgent = urgent;
+            replace_broken(members, &active, primary, policy, &mut plan, &mut reasons);
+        }
+    }
+    plan.waiting = reasons.into_iter().next();
+    hold_back_handover(&mut plan, policy);
+    plan
+}
+
+/// The primary on its way out hands its last writes over to `to`.
+fn hand_over_leaving(plan: &mut Plan, from: &Member, to: &Member) {
+    if let Some(host) = to.address.clone() {
+        plan.commands.push((
+            from.name.clone(),
+            Command::HandOver {
+                to: to.name.clone(),
+                host,
+            },
+        ));
+    }
+    plan.outage = Some(Outage::PrimaryLeaving);
+    plan.urgent = true;
+}
+
+/// Drops the plan's handover while one that failed lately holds it back: one that did not
+/// complete paused writes for nothing. A change of primary is a new situation: a handover
+/// that failed before it (a leaving primary whose Redis exited halfway, the common case) does
+/// not hold back the next one.
+fn hold_back_handover(plan: &mut Plan, policy: &Policy) {
+    if !policy.handover_held || plan.change.is_some() {
+        return;
+    }
+    let handover = plan
+        .commands
+        .iter()
+        .position(|(_, command)| matches!(command, Command::HandOver { .. }));
+    if let Some(index) = handover {
+        let (pod, _) = plan.commands.remove(index);
+        plan.waiting = Some(format!(
+            "the primary {pod} hands over again {}s after the last attempt failed",
+            HANDOVER_RETRY.as_secs()
+        ));
+    }
+}
+
+/// Gives `primary` the role (made by `change`, if it changes), takes it from every other pod,
+/// points the others at it, and once all is settled takes the next step of a roll.
+fn assign(
+    plan: &mut Plan,
+    members: &[Member],
+    active: &[&Member],
+    primary: &Member,
+    change: Option<Change>,
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) {
+    let Some(primary_address) = primary.address.as_deref() else {
+        // Unreachable: only a pod with an address answers.
+        return;
+    };
+    plan.primary = Some(primary.name.clone());
+    plan.urgent = change.as_ref().is_some_and(|c| c.reason != Reason::Elected);
+    plan.change = change;
+    promote(plan, primary, reasons);
+    take_the_label_from_others(plan, members, primary, policy);
+    for member in active.iter().filter(|m| m.name != primary.name) {
+        follow(plan, member, primary_address, reasons);
+    }
+    let present: Vec<i32> = active.iter().map(|m| m.ordinal).collect();
+    if let Some(missing) = (0..policy.kept).find(|o| !present.contains(o)) {
+        reasons.push(format!("pod with ordinal {missing} does not exist yet"));
+    }
+    let settled = reasons.is_empty()
+        && plan.commands.is_empty()
+        && plan.relabel.is_empty()
+        && plan.demote.is_empty()
+        && plan.retire.is_empty();
+    next_step(members, active, primary, policy, settled, plan, reasons);
+}
+
+/// Makes `primary`'s Redis a primary (counting it in its role once it is one and ready), and
+/// labels it.
+fn promote(plan: &mut Plan, primary: &Member, reasons: &mut Vec<String>) {
+    if !primary.replication().is_some_and(Replication::is_primary) {
+        plan.commands.push((primary.name.clone(), Command::Promote));
+    } else if primary.ready {
+        plan.in_role += 1;
+    } else {
+        reasons.push(format!("the primary {} is not ready", primary.name));
+    }
+    if primary.label != Some(Role::Primary) {
+        plan.relabel.push(Relabel {
+            pod: primary.name.clone(),
+            role: Some(Role::Primary),
+        });
+    }
+}
+
+/// Every other pod labelled primary loses the label, leaving ones included: answering, it
+/// becomes a replica; silent or on its way out, it keeps no role. One whose Redis may take
+/// writes (silent, or a primary) loses it before the new primary gets it. One whose Redis is
+/// already a read-only replica (a completed handover) loses it just after: removing it first
+/// would leave the primary Service without an endpoint for a moment, which kube-proxy (at most
+/// one sync a second) can stretch into a second of connections that hang.
+fn take_the_label_from_others(
+    plan: &mut Plan,
+    members: &[Member],
+    primary: &Member,
+    policy: &Policy,
+) {
+    let mut others: Vec<&Member> = members.iter().filter(|m| m.name != primary.name).collect();
+    others.sort_by_key(|m| m.ordinal);
+    for member in others.iter().filter(|m| m.label == Some(Role::Primary)) {
+        let stays = !member.terminating && member.ordinal < policy.kept;
+        let relabel = Relabel {
+            pod: member.name.clone(),
+            role: member
+                .replication()
+                .filter(|_| stays)
+                .map(|_| Role::Replica),
+        };
+        let read_only = member.replication().is_some_and(|r| !r.is_primary());
+        if read_only && primary.label != Some(Role::Primary) {
+            plan.retire.push(relabel);
+        } else {
+            plan.demote.push(relabel);
+        }
+    }
+}
+
+/// Points `member` at the primary's address, or counts it in its role when it follows and is
+/// linked, synced and ready; labels it a replica if it has no role yet.
+fn follow(plan: &mut Plan, member: &Member, primary_address: &str, reasons: &mut Vec<String>) {
+    let Some(replication) = member.replication() else {
+        reasons.push(format!("pod {} {}", member.name, silence(&member.seen)));
+        return;
+    };
+    if !replication.follows(primary_address) {
+        plan.commands.push((
+            member.name.clone(),
+            Command::Follow {
+                host: primary_address.to_owned(),
+            },
+        ));
+        reasons.push(format!(
+            "pod {} is being pointed at the primary",
+            member.name
+        ));
+    } else if let RedisRole::Replica {
+        link_up, syncing, ..
+    } = &replication.role
+    {
+        if *syncing {
+            reasons.push(format!("pod {} is syncing with the primary", member.name));
+        } else if !link_up {
+            reasons.push(format!("pod {} has no link to the primary", member.name));
+        } else if !member.ready {
+            reasons.push(format!("pod {} is not ready", member.name));
+        } else {
+            plan.in_role += 1;
+        }
+    }
+    if member.label.is_none() {
+        plan.relabel.push(Relabel {
+            pod: member.name.clone(),
+            role: Some(Role::Replica),
+        });
+    }
+}
+
+/// Who is primary: the labelled one, its successor, or nobody for now.
+fn choose<'a>(
+    active: &[&'a Member],
+    all: &'a [Member],
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) -> Choice<'a> {
+    let labelled: Vec<&Member> = active
+        .iter()
+        .copied()
+        .filter(|m| m.label == Some(Role::Primary))
+        .collect();
+    let answering = labelled
+        .iter()
+        .copied()
+        .filter_map(|m| Some((m, m.replication()?)))
+        .max_by_key(|(m, redis)| (redis.is_primary(), redis.offset, Reverse(m.ordinal)));
+    if let Some((current, redis)) = answering {
+        return keep_answering(active, current, redis, reasons);
+    }
+    if let Some(silent) = labelled.first().copied() {
+        return replace_silent(active, silent, policy, reasons);
+    }
+    // None labelled among the pods that stay. One on its way out?
+    let leaving = all
+        .iter()
+        .filter(|m| m.label == Some(Role::Primary) && !active.iter().any(|a| a.name == m.name))
+        .max_by_key(|m| (m.replication().is_some(), m.offset()));
+    if let Some(leaving) = leaving {
+        return replace_leaving(active, leaving, reasons);
+    }
+    // Nobody was ever made primary here (or the label was removed by hand).
+    match elect(active, reasons) {
+        Some(elected) => Choice::Change {
+            to: elected,
+            from: None,
+            reason: Reason::Elected,
+            trouble: Duration::ZERO,
+        },
+        None => Choice::Hold {
+            primary: None,
+            outage: Outage::NoPrimaryYet,
+            urgent: false,
+        },
+    }
+}
+
+/// The labelled primary answers: it stays, unless a handover moved its role on, or it came
+/// back empty while another pod holds data.
+fn keep_answering<'a>(
+    active: &[&'a Member],
+    current: &'a Member,
+    redis: &Replication,
+    reasons: &mut Vec<String>,
+) -> Choice<'a> {
+    if redis.handing_over {
+        reasons.push(format!(
+            "the primary {} is handing its role over to a replica",
+            current.name
+        ));
+        return Choice::Hold {
+            primary: Some(current),
+            outage: Outage::SwitchingOver,
+            urgent: true,
+        };
+    }
+    if redis.is_primary() {
+        return Choice::Keep(current);
+    }
+    // It follows a pod whose Redis is primary: a handover completed (perhaps ordered by an
+    // earlier run of the operator). That pod has every write the old one acknowledged.
+    let successor = active.iter().copied().find(|m| {
+        m.name != current.name
+            && m.replication().is_some_and(Replication::is_primary)
+            && m.address.as_deref().is_some_and(|a| redis.follows(a))
+    });
+    if let Some(successor) = successor {
+        return Choice::Change {
+            to: successor,
+            from: Some(current),
+            reason: Reason::Switchover,
+            trouble: Duration::ZERO,
+        };
+    }
+    // Its Redis restarted and came back unassigned. With the data of its append-only file it
+    // holds every write it acknowledged: promoted again. Empty, it must not become the source
+    // that replicas resync from while one of them holds data.
+    if !redis.holds_data()
+        && let Some(next) = best_source(active, Some(current))
+        && next.replication().is_some_and(Replication::holds_data)
+    {
+        return Choice::Change {
+            to: next,
+            from: Some(current),
+            reason: Reason::PrimaryRestartedEmpty,
+            trouble: Duration::ZERO,
+        };
+    }
+    Choice::Keep(current)
+}
+
+/// The labelled primary does not answer: replaced once it has been silent for the failover
+/// delay, if a majority of the cluster's pods answer and one of them can take over.
+fn replace_silent<'a>(
+    active: &[&'a Member],
+    silent: &'a Member,
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) -> Choice<'a> {
+    let silent_for = match &silent.seen {
+        Seen::Silent { for_, .. } => *for_,
+        _ => Duration::ZERO,
+    };
+    let said = silence(&silent.seen);
+    if silent_for < policy.failover_after {
+        reasons.push(format!(
+            "the primary {} {said}; a replica takes over if it stays silent for {}s",
+            silent.name,
+            policy.failover_after.as_secs_f64()
+        ));
+        return Choice::Hold {
+            primary: None,
+            outage: Outage::PrimaryNotAnswering,
+            urgent: true,
+        };
+    }
+    let answering = active.iter().filter(|m| m.replication().is_some()).count();
+    let pods = usize::try_from(policy.kept).unwrap_or(0);
+    if answering * 2 <= pods {
+        reasons.push(format!(
+            "the primary {} {said}, and only {answering} of {pods} pods answer: without a \
+             majority a dead primary cannot be told from one the operator cannot reach, so \
+             none is promoted",
+            silent.name
+        ));
+        // It may last: looked at again at the probe interval, not four times a second.
+        return Choice::Hold {
+            primary: None,
+            outage: Outage::NoQuorum,
+            urgent: false,
+        };
+    }
+    match successor(active, silent, reasons) {
+        Some(next) => Choice::Change {
+            to: next,
+            from: Some(silent),
+            reason: Reason::PrimaryNotAnswering,
+            trouble: silent_for,
+        },
+        None => no_candidate(),
+    }
+}
+
+/// The primary's pod is on its way out: it hands over while its Redis still answers as
+/// primary, else its successor is promoted.
+fn replace_leaving<'a>(
+    active: &[&'a Member],
+    leaving: &'a Member,
+    reasons: &mut Vec<String>,
+) -> Choice<'a> {
+    let Some(next) = successor(active, leaving, reasons) else {
+        return no_candidate();
+    };
+    // Still answering as primary (its pod was deleted a moment ago, and it may still take
+    // writes until its SIGTERM arrives): it hands over like a planned switchover, writes
+    // paused until the successor has all of them. Promoting at once would drop the writes it
+    // acknowledged last.
+    if leaving.replication().is_some_and(Replication::is_primary) && next.address.is_some() {
+        reasons.push(format!(
+            "the leaving primary {} hands its last writes over to {}",
+            leaving.name, next.name
+        ));
+        return Choice::HandOver {
+            from: leaving,
+            to: next,
+        };
+    }
+    Choice::Change {
+        to: next,
+        from: Some(leaving),
+        reason: Reason::PrimaryLeaving,
+        trouble: Duration::ZERO,
+    }
+}
+
+/// No pod that answers can take over without losing data. It may last: looked at again at the
+/// probe interval, not four times a second.
+fn no_candidate<'a>() -> Choice<'a> {
+    Choice::Hold {
+        primary: None,
+        outage: Outage::NoCandidate,
+        urgent: false,
+    }
+}
+
+/// The answering pod other than `except` whose Redis holds the most data: the highest offset,
+/// then any keys, then ready, then the lowest ordinal.
+fn best_source<'a>(active: &[&'a Member], except: Option<&Member>) -> Option<&'a Member> {
+    active
+        .iter()
+        .copied()
+        .filter(|m| except.is_none_or(|e| e.name != m.name))
+        .filter_map(|m| Some((m, m.replication()?)))
+        .max_by_key(|(m, redis)| (redis.offset, redis.keys > 0, m.ready, Reverse(m.ordinal)))
+        .map(|(m, _)| m)
+}
+
+/// The pod to promote in place of `old`, or None (with the reason) when every candidate is
+/// empty while a pod that may hold data has not answered: promoting then could make an empty
+/// Redis the source that pod's data is replaced from.
+fn successor<'a>(
+    active: &[&'a Member],
+    old: &Member,
+    reasons: &mut Vec<String>,
+) -> Option<&'a Member> {
+    let Some(best) = best_source(active, Some(old)) else {
+        reasons.push(format!(
+            "the primary {} is gone and no other pod answers",
+            old.name
+        ));
+        return None;
+    };
+    if best.replication().is_some_and(Replication::holds_data) {
+        return Some(best);
+    }
+    let may_hold_data = active
+        .iter()
+        .copied()
+        .chain((!old.terminating).then_some(old))
+        .find(|m| m.replication().is_none() && !matches!(m.seen, Seen::NeverStarted(_)));
+    match may_hold_data {
+        Some(other) => {
+            reasons.push(format!(
+                "no pod that answers holds data, and {} {}: none is promoted",
+                other.name,
+                silence(&other.seen)
+            ));
+            None
+        }
+        None => Some(best),
+    }
+}
+
+/// The pod to make primary when none was, or None (with the reason) when it would be a guess.
+fn elect<'a>(active: &[&'a Member], reasons: &mut Vec<String>) -> Option<&'a Member> {
+    let best = best_source(active, None);
+    let unanswered = active
+        .iter()
+        .find(|m| m.replication().is_none() && !matches!(m.seen, Seen::NeverStarted(_)));
+    match (best, unanswered) {
+        (None, _) => {
+            let first = active.first().map_or_else(
+                || "no pod exists yet".to_owned(),
+                |m| format!("pod {} {}", m.name, silence(&m.seen)),
+            );
+            reasons.push(format!("no primary yet: {first}"));
+            None
+        }
+        // Nobody that answered holds data: wait for the others, which may (and, in a new
+        // cluster, so that the primary is pod 0 rather than whichever started first). A pod
+        // whose container never started holds nothing and may never start: not waited for.
+        (Some(best), Some(other)) if !best.replication().is_some_and(Replication::holds_data) => {
+            reasons.push(format!(
+                "no primary yet: pod {} {}",
+                other.name,
+                silence(&other.seen)
+            ));
+            None
+        }
+        (Some(best), _) => Some(best),
+    }
+}
