@@ -3,8 +3,10 @@
 //! cluster does not control. Each step says what happened ([`ChildOutcome`]).
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -15,8 +17,11 @@ use tracing::info;
 use crate::MANAGER;
 use crate::drift;
 use crate::error::Result;
+use crate::names::NUDGED_AT_ANNOTATION;
 use crate::observed::{desired_replicas, is_controlled_by, redis_image};
 use crate::status::Blocker;
+use rediscluster_crd::RedisClusterStatus;
+use rediscluster_crd::conditions::DEGRADED;
 
 /// What happened to one child in this reconcile.
 #[derive(Debug, PartialEq)]
@@ -229,4 +234,69 @@ pub fn statefulset_changes(observed: &StatefulSet, desired: &StatefulSet) -> Vec
         });
     }
     events
+}
+
+/// How often a StatefulSet whose pods could not be created is nudged.
+pub const NUDGE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Whether to nudge the StatefulSet controller now: the cluster failed because pods could not
+/// be created (a ResourceQuota, an admission policy), the StatefulSet still has fewer pods than
+/// it asks for, and the last nudge is [`NUDGE_INTERVAL`] old or more. The StatefulSet
+/// controller retries a refused pod create with a delay that doubles up to about 16 minutes,
+/// and nothing it watches changes when the cause goes (a quota raised or deleted): without a
+/// nudge the pods can come minutes after the fix. Any change to the StatefulSet makes it try
+/// again at once.
+pub fn nudge_due(
+    previous: Option<&RedisClusterStatus>,
+    statefulset: &StatefulSet,
+    now: Timestamp,
+) -> bool {
+    let not_created = previous
+        .and_then(|status| status.condition(DEGRADED))
+        .is_some_and(|degraded| degraded.status == "True" && degraded.reason == "PodsNotCreated");
+    let missing = statefulset
+        .status
+        .as_ref()
+        .is_some_and(|status| status.replicas < desired_replicas(statefulset));
+    let last = statefulset
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NUDGED_AT_ANNOTATION))
+        .and_then(|at| at.parse::<Timestamp>().ok());
+    let due = last.is_none_or(|last| {
+        now.duration_since(last)
+            .try_into()
+            .is_ok_and(|since: Duration| since >= NUDGE_INTERVAL)
+    });
+    not_created && missing && due
+}
+
+/// Touches the StatefulSet's [`NUDGED_AT_ANNOTATION`] (a merge patch of that annotation alone,
+/// its uid a precondition): the StatefulSet controller syncs it, and creates its missing pods
+/// if it now can.
+pub async fn nudge(
+    api: &Api<StatefulSet>,
+    statefulset: &StatefulSet,
+    now: Timestamp,
+) -> Result<()> {
+    let patch = serde_json::json!({
+        "metadata": {
+            "uid": statefulset.uid(),
+            "annotations": { NUDGED_AT_ANNOTATION: now.to_string() },
+        }
+    });
+    let name = statefulset.name_any();
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            info!(statefulset = %name, "nudged: pods could not be created; asking again");
+            Ok(())
+        }
+        // Gone, or recreated meanwhile: the next look sees it.
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }

@@ -21,11 +21,14 @@
 //!   `trim`: what the caches keep; `http`, `metrics`, `permissions`, `cli`, `telemetry`.
 //!
 //! Two paths through the code:
-//! - `spec.replicas` to the StatefulSet write: `reconcile::plan` →
-//!   `topology::pods_to_keep` → `desired::statefulset` → `children::ensure_child`.
-//! - Which pod is primary, from Redis's answer to the label and `status.primary`:
-//!   `redis::client` (`INFO`) → `redis::info::Replication::parse` → `topology::decide` →
-//!   `roles` (`execute`, the label patch) → `topology::Plan::report` → `status::assess`.
+//! - `spec.replicas` to the StatefulSet write, four functions: `reconcile::plan` (which asks
+//!   `topology::pods_to_keep` how many pods to keep while a primary above the spec still hands
+//!   over) → `desired::statefulset` (sets them) → `reconcile::apply_statefulset` →
+//!   `children::ensure_child` (writes what drifted).
+//! - Which pod is primary, from Redis's answer to the label and `status.primary`, six:
+//!   `redis::info::Replication::parse` (the `INFO` each pod answered) → `topology::decide` →
+//!   `roles::execute` → `roles::relabel_all` (the label); `topology::Plan::report` →
+//!   `status::assess` (`status.primary`).
 
 mod backoff;
 mod children;

@@ -16,6 +16,9 @@ pub const ROLE_LABEL: &str = "cache.example.com/role";
 pub const APP_NAME: &str = "redis";
 /// The pod template's annotation naming what a pod was made for (`pod_config`).
 pub const POD_CONFIG_ANNOTATION: &str = "cache.example.com/pod-config";
+/// The StatefulSet's annotation by which the operator makes the StatefulSet controller retry
+/// creating pods at once (`children::nudge_due`): when it was last touched, RFC 3339.
+pub const NUDGED_AT_ANNOTATION: &str = "cache.example.com/nudged-at";
 pub const REDIS_CONTAINER: &str = "redis";
 /// The data volume: an emptyDir, or with `spec.storage` the claim template whose claims are
 /// named `data-<pod>`.

@@ -8,8 +8,8 @@
 //!   with the events.
 //!
 //! `spec.replicas` reaches the StatefulSet in four functions: [`plan`] asks
-//! [`topology::pods_to_keep`] how many pods to keep, [`desired::statefulset`] sets them, and
-//! [`apply`] hands the StatefulSet to [`children::ensure_child`], which writes it.
+//! [`topology::pods_to_keep`] how many pods to keep and [`desired::statefulset`] sets them;
+//! [`apply_statefulset`] hands the StatefulSet to [`children::ensure_child`], which writes it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -259,7 +259,7 @@ async fn apply(
     });
     let (services, statefulset, budget, sizing, roles) = futures::try_join!(
         futures::future::try_join_all(service_steps),
-        apply_statefulset(ctx, observed, desired),
+        apply_statefulset(ctx, cluster, observed, desired),
         apply_budget(ctx, observed, desired),
         storage::grow(ctx, cluster, namespace),
         roles::ensure(
@@ -281,9 +281,11 @@ async fn apply(
 
 /// Writes the StatefulSet: refused for an invalid spec, recreated (its pods orphaned, then
 /// adopted) when an immutable field must change, switched to `OnDelete` if an earlier release
-/// made it, else created or applied where it drifted.
+/// made it, else created or applied where it drifted; and nudged while its pods could not be
+/// created (`children::nudge_due`).
 async fn apply_statefulset(
     ctx: &Context,
+    cluster: &RedisCluster,
     observed: &Observed,
     desired: &Desired,
 ) -> Result<ChildOutcome<StatefulSet>> {
@@ -308,7 +310,13 @@ async fn apply_statefulset(
         _ => None,
     };
     let current = migrated.as_ref().or(observed.statefulset.as_deref());
-    ensure_child(&api, current, &desired.statefulset, &observed.uid).await
+    let outcome = ensure_child(&api, current, &desired.statefulset, &observed.uid).await?;
+    if let (ChildOutcome::Unchanged, Some(sts)) = (&outcome, ours)
+        && children::nudge_due(cluster.status.as_ref(), sts, observed.now)
+    {
+        children::nudge(&api, sts, observed.now).await?;
+    }
+    Ok(outcome)
 }
 
 /// Writes the PodDisruptionBudget, or deletes ours when a single pod needs none.

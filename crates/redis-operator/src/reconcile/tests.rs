@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::context::{Context, Settings, Stores};
 use crate::fixtures::{
-    NAME, NAMESPACE, cluster, pod_ip, redis_pod, statefulset, sts_status, with_status,
+    NAME, NAMESPACE, STATEFULSET_UID, cluster, pod_ip, redis_pod, statefulset, sts_status,
+    with_status,
 };
 use crate::redis::Command;
 use crate::redis::client::{PodAddress, RedisAccess, Unanswered};
@@ -1459,4 +1460,87 @@ async fn while_the_statefulset_adopts_its_pods_the_roles_see_all_of_them() {
     assert!(role_patches(&sent).is_empty() && sent.iter().all(|s| s.method != "DELETE"));
     let status = written_status(&sent).unwrap();
     assert_eq!(status.primary.as_deref(), Some("cache-1"));
+}
+
+/// A status that says the cluster failed because pods could not be created.
+fn pods_not_created() -> RedisClusterStatus {
+    serde_json::from_value(json!({
+        "phase": "Failed",
+        "readyReplicas": 1,
+        "replicas": 1,
+        "observedGeneration": 1,
+        "conditions": [{
+            "type": "Degraded", "status": "True", "reason": "PodsNotCreated",
+            "message": "1/3 Redis pods exist and none was created for 120s",
+            "lastTransitionTime": "2026-12-01T00:00:00Z"
+        }]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_statefulset_whose_pods_could_not_be_created_is_nudged_every_interval() {
+    let cluster = cluster(3, "redis:7.0");
+    let one_of_three = statefulset(&cluster, sts_status(1, 1));
+    let nudged_at = |at: Timestamp| {
+        let mut sts = one_of_three.clone();
+        sts.metadata.annotations = Some(BTreeMap::from([(
+            crate::names::NUDGED_AT_ANNOTATION.to_owned(),
+            at.to_string(),
+        )]));
+        sts
+    };
+    let failed = pods_not_created();
+    let mut stuck_otherwise = pods_not_created();
+    stuck_otherwise.conditions[0].reason = "ContainersNotStarting".to_owned();
+    let now = crate::fixtures::at(100);
+    let cases = [
+        ("never nudged", Some(&failed), one_of_three.clone(), true),
+        (
+            "nudged 30 s ago",
+            Some(&failed),
+            nudged_at(crate::fixtures::at(70)),
+            true,
+        ),
+        (
+            "nudged 29 s ago",
+            Some(&failed),
+            nudged_at(crate::fixtures::at(71)),
+            false,
+        ),
+        (
+            "another failure",
+            Some(&stuck_otherwise),
+            one_of_three.clone(),
+            false,
+        ),
+        ("no status yet", None, one_of_three.clone(), false),
+        (
+            "every pod exists",
+            Some(&failed),
+            statefulset(&cluster, sts_status(3, 1)),
+            false,
+        ),
+    ];
+    for (case, status, sts, due) in cases {
+        assert_eq!(crate::children::nudge_due(status, &sts, now), due, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn pods_that_could_not_be_created_are_asked_for_again_without_waiting_for_the_controller() {
+    let cluster = with_status(cluster(3, "redis:7.0"), pods_not_created());
+    let sts = statefulset(&cluster, sts_status(1, 1));
+    let harness = Harness::new(healthy).with_children(&cluster, sts);
+    let (_, sent) = harness.reconcile(&cluster).await;
+    let nudges: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.is("PATCH", "/statefulsets/cache"))
+        .collect();
+    assert_eq!(nudges.len(), 1, "{sent:#?}");
+    let annotations = &nudges[0].body["metadata"]["annotations"];
+    assert!(annotations[crate::names::NUDGED_AT_ANNOTATION].is_string());
+    assert_eq!(nudges[0].body["metadata"]["uid"], STATEFULSET_UID);
+    // The template is untouched: no pod is replaced for a nudge.
+    assert!(nudges[0].body.get("spec").is_none());
 }
