@@ -18,7 +18,7 @@ use crate::MANAGER;
 use crate::drift;
 use crate::error::Result;
 use crate::names::NUDGED_AT_ANNOTATION;
-use crate::observed::{desired_replicas, is_controlled_by, redis_image};
+use crate::observed::{desired_replicas, is_caught_up, is_controlled_by, redis_image};
 use crate::status::Blocker;
 use rediscluster_crd::RedisClusterStatus;
 use rediscluster_crd::conditions::DEGRADED;
@@ -240,8 +240,10 @@ pub fn statefulset_changes(observed: &StatefulSet, desired: &StatefulSet) -> Vec
 pub const NUDGE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Whether to nudge the StatefulSet controller now: the cluster failed because pods could not
-/// be created (a ResourceQuota, an admission policy), the StatefulSet still has fewer pods than
-/// it asks for, and the last nudge is [`NUDGE_INTERVAL`] old or more. The StatefulSet
+/// be created (a ResourceQuota, an admission policy), the StatefulSet controller has acted on
+/// the current spec and still has fewer pods than it asks for (a controller that has not got
+/// to the StatefulSet yet, as under a thousand new clusters at once, is busy, not refused:
+/// a nudge would only add to its queue), and the last nudge is [`NUDGE_INTERVAL`] old or more. The StatefulSet
 /// controller retries a refused pod create with a delay that doubles up to about 16 minutes,
 /// and nothing it watches changes when the cause goes (a quota raised or deleted): without a
 /// nudge the pods can come minutes after the fix. Any change to the StatefulSet makes it try
@@ -254,10 +256,11 @@ pub fn nudge_due(
     let not_created = previous
         .and_then(|status| status.condition(DEGRADED))
         .is_some_and(|degraded| degraded.status == "True" && degraded.reason == "PodsNotCreated");
-    let missing = statefulset
-        .status
-        .as_ref()
-        .is_some_and(|status| status.replicas < desired_replicas(statefulset));
+    let refused = is_caught_up(statefulset)
+        && statefulset
+            .status
+            .as_ref()
+            .is_some_and(|status| status.replicas < desired_replicas(statefulset));
     let last = statefulset
         .metadata
         .annotations
@@ -269,7 +272,7 @@ pub fn nudge_due(
             .try_into()
             .is_ok_and(|since: Duration| since >= NUDGE_INTERVAL)
     });
-    not_created && missing && due
+    not_created && refused && due
 }
 
 /// Touches the StatefulSet's [`NUDGED_AT_ANNOTATION`] (a merge patch of that annotation alone,

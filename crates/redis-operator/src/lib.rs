@@ -51,7 +51,7 @@ mod permissions;
 mod pod;
 mod pod_config;
 mod reconcile;
-pub mod redis;
+mod redis;
 mod roles;
 mod status;
 mod storage;

@@ -87,6 +87,12 @@ pub fn redis_image(statefulset: &StatefulSet) -> Option<&str> {
         .as_deref()
 }
 
+/// The StatefulSet controller has acted on the StatefulSet's latest spec.
+pub fn is_caught_up(sts: &StatefulSet) -> bool {
+    let observed = sts.status.as_ref().and_then(|s| s.observed_generation);
+    matches!((sts.metadata.generation, observed), (Some(generation), Some(observed)) if observed >= generation)
+}
+
 /// The replicas a StatefulSet asks for (Kubernetes defaults a missing value to 1).
 pub fn desired_replicas(statefulset: &StatefulSet) -> i32 {
     statefulset

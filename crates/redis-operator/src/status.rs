@@ -14,7 +14,7 @@ use rediscluster_crd::conditions::{
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 
 use crate::names::selector_string;
-use crate::observed::desired_replicas;
+use crate::observed::{desired_replicas, is_caught_up};
 use crate::pod::{self, false_condition};
 use crate::pod_config::{is_outdated, pod_config_of};
 use crate::storage::Sizing;
@@ -496,12 +496,6 @@ fn is_rolled_out(sts: &StatefulSet, desired: i32, updated: i32) -> bool {
         && status.replicas == desired
         && updated == desired
         && status.ready_replicas == Some(desired)
-}
-
-/// The StatefulSet controller has acted on the StatefulSet's latest spec.
-fn is_caught_up(sts: &StatefulSet) -> bool {
-    let observed = sts.status.as_ref().and_then(|s| s.observed_generation);
-    matches!((sts.metadata.generation, observed), (Some(generation), Some(observed)) if observed >= generation)
 }
 
 fn scaling_reason(sts: &StatefulSet, desired: i32, updated: i32, in_sync: bool) -> &'static str {

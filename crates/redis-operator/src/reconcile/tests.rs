@@ -1490,6 +1490,8 @@ fn a_statefulset_whose_pods_could_not_be_created_is_nudged_every_interval() {
         )]));
         sts
     };
+    let mut not_synced = one_of_three.clone();
+    not_synced.metadata.generation = Some(2);
     let failed = pods_not_created();
     let mut stuck_otherwise = pods_not_created();
     stuck_otherwise.conditions[0].reason = "ContainersNotStarting".to_owned();
