@@ -240,27 +240,26 @@ pub fn statefulset_changes(observed: &StatefulSet, desired: &StatefulSet) -> Vec
 pub const NUDGE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Whether to nudge the StatefulSet controller now: the cluster failed because pods could not
-/// be created (a ResourceQuota, an admission policy), the StatefulSet controller has acted on
-/// the current spec and still has fewer pods than it asks for (a controller that has not got
-/// to the StatefulSet yet, as under a thousand new clusters at once, is busy, not refused:
-/// a nudge would only add to its queue), and the last nudge is [`NUDGE_INTERVAL`] old or more. The StatefulSet
-/// controller retries a refused pod create with a delay that doubles up to about 16 minutes,
-/// and nothing it watches changes when the cause goes (a quota raised or deleted): without a
-/// nudge the pods can come minutes after the fix. Any change to the StatefulSet makes it try
-/// again at once.
+/// be created (a ResourceQuota, an admission policy); the StatefulSet controller has acted on
+/// the current spec, and fewer of the cluster's pods `exist` than it asks for (a controller
+/// that has not got to the StatefulSet yet, as under a thousand new clusters at once, is busy,
+/// not refused, and a nudge would only add to its queue; and its own count lags the pods it
+/// has just made, so the pods are counted, not its status); and the last nudge is
+/// [`NUDGE_INTERVAL`] old or more. The StatefulSet controller retries a refused pod create with
+/// a delay that doubles up to about 16 minutes, and nothing it watches changes when the cause
+/// goes (a quota raised or deleted): without a nudge the pods can come minutes after the fix.
+/// Any change to the StatefulSet makes it try again at once.
 pub fn nudge_due(
     previous: Option<&RedisClusterStatus>,
     statefulset: &StatefulSet,
+    exist: usize,
     now: Timestamp,
 ) -> bool {
     let not_created = previous
         .and_then(|status| status.condition(DEGRADED))
         .is_some_and(|degraded| degraded.status == "True" && degraded.reason == "PodsNotCreated");
-    let refused = is_caught_up(statefulset)
-        && statefulset
-            .status
-            .as_ref()
-            .is_some_and(|status| status.replicas < desired_replicas(statefulset));
+    let wanted = usize::try_from(desired_replicas(statefulset)).unwrap_or(0);
+    let refused = is_caught_up(statefulset) && exist < wanted;
     let last = statefulset
         .metadata
         .annotations

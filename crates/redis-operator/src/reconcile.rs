@@ -126,6 +126,11 @@ struct Observed {
 }
 
 impl Observed {
+    /// The cluster's pods that exist and are not on their way out.
+    fn exist(&self) -> usize {
+        self.pods.iter().filter(|p| !pod::is_leaving(p)).count()
+    }
+
     /// The observed StatefulSet, if this cluster controls it.
     fn ours(&self) -> Option<&StatefulSet> {
         self.statefulset
@@ -312,7 +317,7 @@ async fn apply_statefulset(
     let current = migrated.as_ref().or(observed.statefulset.as_deref());
     let outcome = ensure_child(&api, current, &desired.statefulset, &observed.uid).await?;
     if let (ChildOutcome::Unchanged, Some(sts)) = (&outcome, ours)
-        && children::nudge_due(cluster.status.as_ref(), sts, observed.now)
+        && children::nudge_due(cluster.status.as_ref(), sts, observed.exist(), observed.now)
     {
         children::nudge(&api, sts, observed.now).await?;
     }

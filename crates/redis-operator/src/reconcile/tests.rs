@@ -1496,36 +1496,38 @@ fn a_statefulset_whose_pods_could_not_be_created_is_nudged_every_interval() {
     let mut stuck_otherwise = pods_not_created();
     stuck_otherwise.conditions[0].reason = "ContainersNotStarting".to_owned();
     let now = crate::fixtures::at(100);
+    let (at_70, at_71) = (crate::fixtures::at(70), crate::fixtures::at(71));
+    // (case, status, StatefulSet, pods that exist) → due.
     let cases = [
-        ("never nudged", Some(&failed), one_of_three.clone(), true),
-        (
-            "nudged 30 s ago",
-            Some(&failed),
-            nudged_at(crate::fixtures::at(70)),
-            true,
-        ),
-        (
-            "nudged 29 s ago",
-            Some(&failed),
-            nudged_at(crate::fixtures::at(71)),
-            false,
-        ),
+        ("never nudged", Some(&failed), one_of_three.clone(), 1, true),
+        ("nudged 30 s ago", Some(&failed), nudged_at(at_70), 1, true),
+        ("nudged 29 s ago", Some(&failed), nudged_at(at_71), 1, false),
         (
             "another failure",
             Some(&stuck_otherwise),
             one_of_three.clone(),
+            1,
             false,
         ),
-        ("no status yet", None, one_of_three.clone(), false),
+        ("no status yet", None, one_of_three.clone(), 1, false),
         (
-            "every pod exists",
+            "every pod exists, the count lags",
             Some(&failed),
-            statefulset(&cluster, sts_status(3, 1)),
+            one_of_three.clone(),
+            3,
+            false,
+        ),
+        (
+            "not synced by its controller yet",
+            Some(&failed),
+            not_synced,
+            1,
             false,
         ),
     ];
-    for (case, status, sts, due) in cases {
-        assert_eq!(crate::children::nudge_due(status, &sts, now), due, "{case}");
+    for (case, status, sts, exist, due) in cases {
+        let nudge = crate::children::nudge_due(status, &sts, exist, now);
+        assert_eq!(nudge, due, "{case}");
     }
 }
 
