@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -354,17 +357,11 @@ fn watch_children(
 ) -> (
     Stores,
     ChildEvents<
-        impl Stream<Item = Result<k8s_openapi::api::apps::v1::StatefulSet, watcher::Error>>
-        + Send
-        + 'static,
-        impl Stream<Item = Result<k8s_openapi::api::core::v1::Service, watcher::Error>> + Send + 'static,
-        impl Stream<Item = Result<k8s_openapi::api::core::v1::Pod, watcher::Error>> + Send + 'static,
-        impl Stream<Item = Result<k8s_openapi::api::policy::v1::PodDisruptionBudget, watcher::Error>>
-        + Send
-        + 'static,
-        impl Stream<Item = Result<k8s_openapi::api::core::v1::PersistentVolumeClaim, watcher::Error>>
-        + Send
-        + 'static,
+        impl Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<Service, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<PodDisruptionBudget, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<PersistentVolumeClaim, watcher::Error>> + Send + 'static,
     >,
 ) {
     let (statefulsets, statefulset_events) = cached_watch(
