@@ -60,7 +60,10 @@ impl ClusterMemory {
                 .as_ref()
                 .is_none_or(|(_, at)| at.elapsed() >= REMEMBER_CHANGE)
             && !self.handover_failed_lately()
-            && self.settling().is_empty()
+            && self
+                .demoted
+                .values()
+                .all(|at| at.elapsed() >= ROUTING_SETTLE)
             && self.refusals.is_empty()
     }
 

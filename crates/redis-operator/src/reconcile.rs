@@ -133,10 +133,14 @@ impl Observed {
 
     /// The observed StatefulSet, if this cluster controls it.
     fn ours(&self) -> Option<&StatefulSet> {
-        self.statefulset
-            .as_deref()
-            .filter(|sts| is_controlled_by(*sts, &self.uid))
+        controlled(self.statefulset.as_deref(), &self.uid)
     }
+}
+
+/// `statefulset`, if the cluster with this uid controls it: one that is not ours says nothing
+/// about the cluster.
+fn controlled<'a>(statefulset: Option<&'a StatefulSet>, uid: &str) -> Option<&'a StatefulSet> {
+    statefulset.filter(|sts| is_controlled_by(*sts, uid))
 }
 
 fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
@@ -150,10 +154,7 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
         .stores
         .statefulsets
         .get(&ObjectRef::new(&name).within(&namespace));
-    let statefulset_uid = statefulset
-        .as_deref()
-        .filter(|sts| is_controlled_by(*sts, &uid))
-        .and_then(|sts| sts.uid());
+    let statefulset_uid = controlled(statefulset.as_deref(), &uid).and_then(|sts| sts.uid());
     let (settling, handover_held) = ctx
         .memory
         .recall(&uid, |m| (m.settling(), m.handover_failed_lately()));
@@ -363,11 +364,8 @@ impl Applied {
         pods: &'a [&'a Pod],
         settings: &Settings,
     ) -> Facts<'a> {
-        let statefulset = self
-            .statefulset
-            .written()
-            .or(observed.statefulset.as_deref())
-            .filter(|sts| is_controlled_by(*sts, &observed.uid));
+        let written = self.statefulset.written();
+        let statefulset = controlled(written.or(observed.statefulset.as_deref()), &observed.uid);
         Facts {
             statefulset,
             pods,

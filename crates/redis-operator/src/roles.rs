@@ -3,7 +3,7 @@
 //! new labels, retired labels, a delete (I/O), and return what happened ([`Outcome`]). The plan
 //! is never edited; what the status says comes from the plan and its outcome.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -47,7 +47,7 @@ pub struct PodView {
 
 impl PodView {
     /// The pod as a member of the decision (`Member::of`), and where its Redis is.
-    pub fn of(pod: &Pod, settling: &std::collections::HashSet<String>) -> Option<PodView> {
+    pub fn of(pod: &Pod, settling: &HashSet<String>) -> Option<PodView> {
         let member = Member::of(pod, settling)?;
         let uid = pod.uid().unwrap_or_default();
         let target = member
@@ -358,7 +358,6 @@ async fn relabel_all(api: &Api<Pod>, relabel: &[Relabel], places: &Places) -> Re
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
     use std::sync::Arc;
 
     use super::*;
