@@ -94,11 +94,11 @@ e2e-local: install ## Live suite against the current kubeconfig; starts the oper
 	@# measure the operator, not a machine busy with other scenarios. The node restart comes
 	@# last, alone (it stops every pod on the node); it needs K8S_LOCAL_NODE_SCRIPT.
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  $(CARGO) nextest run -p e2e --run-ignored only -E 'not (binary(failover) | binary(node))' --test-threads 4 --no-fail-fast --success-output final && \
-	  $(CARGO) nextest run -p e2e --run-ignored only -E 'binary(failover) | binary(node)' --test-threads 1 --no-fail-fast --success-output final; \
+	  $(CARGO) nextest run -p e2e --run-ignored only -E 'not (binary(failover) | binary(fencing) | binary(node))' --test-threads 4 --no-fail-fast --success-output final && \
+	  $(CARGO) nextest run -p e2e --run-ignored only -E 'binary(failover) | binary(fencing) | binary(node)' --test-threads 1 --no-fail-fast --success-output final; \
 	else \
-	  $(CARGO) test -p e2e -- --ignored --test-threads=4 --nocapture --skip failover:: --skip node:: && \
-	  $(CARGO) test -p e2e --test failover --test node -- --ignored --test-threads=1 --nocapture; \
+	  $(CARGO) test -p e2e -- --ignored --test-threads=4 --nocapture --skip failover:: --skip fencing:: --skip node:: && \
+	  $(CARGO) test -p e2e --test failover --test fencing --test node -- --ignored --test-threads=1 --nocapture; \
 	fi
 
 .PHONY: docker-build

@@ -396,20 +396,7 @@ impl Measurement {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let writes = self.writer.stop().await?;
         let labelled = self.labels.stop();
-        let primary = setup
-            .clusters
-            .get_status(NAME)
-            .await?
-            .status
-            .and_then(|s| s.primary)
-            .ok_or("no primary in the status")?;
-        let keys = exec(
-            &setup.namespace.name,
-            &primary,
-            &["redis-cli", "--scan", "--pattern", "w*"],
-        )
-        .await?;
-        let present: BTreeSet<String> = keys.lines().map(str::to_owned).collect();
+        let present = keys_on_primary(setup, "w*").await?;
         let figures = figures(scenario, &writes, fault, &present, labelled);
         figures.print();
         // Every write with its times, for a look at what the figures sum up.
@@ -425,6 +412,24 @@ impl Measurement {
             .await?;
         Ok(figures)
     }
+}
+
+/// The keys matching `pattern` on the primary the cluster's status names.
+pub async fn keys_on_primary(setup: &Setup, pattern: &str) -> TestResult<BTreeSet<String>> {
+    let primary = setup
+        .clusters
+        .get_status(NAME)
+        .await?
+        .status
+        .and_then(|s| s.primary)
+        .ok_or("no primary in the status")?;
+    let keys = exec(
+        &setup.namespace.name,
+        &primary,
+        &["redis-cli", "--scan", "--pattern", pattern],
+    )
+    .await?;
+    Ok(keys.lines().map(str::to_owned).collect())
 }
 
 /// The host PID of the Redis server in `pod` (found by the pod's uid in its cgroup), where the
@@ -693,9 +698,11 @@ async fn stop_and_resume(
     signal(pid, "-STOP").await?;
     let replaced = wait_primary_other_than(setup, old).await;
     let replaced_after = clock()? - fault_at;
-    // Resumed whatever happened, so that the namespace can go.
+    // Resumed whatever happened, so that the namespace can go. The operator stops a Redis
+    // that hangs before a replica takes over: the process is gone, and its pod, recreated,
+    // rejoins as a replica.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    signal(pid, "-CONT").await?;
+    let _ = signal(pid, "-CONT").await;
     let woke = clock()?;
     let new = replaced?;
     wait_follows(setup, old, &new).await?;
@@ -723,7 +730,10 @@ async fn wait_follows(setup: &Setup, pod: &str, primary: &str) -> TestResult {
         .ok_or("no IP")?;
     let deadline = tokio::time::Instant::now() + crate::WAIT;
     loop {
-        let info = replication_info(&setup.namespace.name, pod).await?;
+        // The pod may be being recreated (the operator stopped its Redis): asked again.
+        let info = replication_info(&setup.namespace.name, pod)
+            .await
+            .unwrap_or_default();
         if info.get("role").map(String::as_str) == Some("slave")
             && info.get("master_host") == Some(&primary_ip)
         {

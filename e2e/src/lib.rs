@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 pub mod faults;
+pub mod fencing;
 pub mod metrics;
 pub mod namespace;
 pub mod operator;

@@ -103,6 +103,30 @@ impl Operator {
         })
     }
 
+    /// A candidate for leadership in `namespace` (its Lease there), with a Lease of
+    /// `lease_seconds` renewed 2 s before it expires, and `extra` flags.
+    pub fn candidate(
+        namespace: &str,
+        identity: &str,
+        lease_seconds: u64,
+        extra: &[&str],
+    ) -> TestResult<Self> {
+        let lease = format!("{lease_seconds}s");
+        let mut flags = vec![
+            "--leader-elect",
+            "--leader-election-namespace",
+            namespace,
+            "--leader-election-identity",
+            identity,
+            "--lease-duration",
+            &lease,
+            "--lease-renew-margin",
+            "2s",
+        ];
+        flags.extend_from_slice(extra);
+        Self::start_with(namespace, identity, &flags)
+    }
+
     /// The port a local operator serves `/healthz`, `/readyz` and `/metrics` on, as it logged
     /// once it had bound it; waits up to 30 s for the line.
     pub fn http_port(&mut self) -> TestResult<u16> {

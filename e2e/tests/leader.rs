@@ -23,21 +23,7 @@ struct Candidate {
 }
 
 fn candidate(namespace: &str, identity: &'static str) -> TestResult<Candidate> {
-    let mut operator = Operator::start_with(
-        namespace,
-        identity,
-        &[
-            "--leader-elect",
-            "--leader-election-namespace",
-            namespace,
-            "--leader-election-identity",
-            identity,
-            "--lease-duration",
-            &format!("{LEASE_SECONDS}s"),
-            "--lease-renew-margin",
-            "2s",
-        ],
-    )?;
+    let mut operator = Operator::candidate(namespace, identity, LEASE_SECONDS, &[])?;
     let port = operator.http_port()?;
     Ok(Candidate {
         identity,

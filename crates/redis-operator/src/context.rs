@@ -13,6 +13,7 @@ use rediscluster_crd::RedisCluster;
 
 use crate::MANAGER;
 use crate::backoff::Backoff;
+use crate::leader::Tenure;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::redis::client::RedisAccess;
@@ -65,6 +66,8 @@ pub struct Context {
     pub redis: Arc<dyn RedisAccess>,
     /// What is remembered of each cluster between reconciles (`memory::ClusterMemory`).
     pub memory: Memory,
+    /// Whether this instance may write now (under leader election, while its Lease holds).
+    pub tenure: Arc<Tenure>,
 }
 
 impl Context {
@@ -88,6 +91,11 @@ impl Context {
             metrics,
             redis,
             memory: Memory::default(),
+            tenure: Arc::new(Tenure::unbounded()),
         }
+    }
+
+    pub fn with_tenure(self, tenure: Arc<Tenure>) -> Self {
+        Self { tenure, ..self }
     }
 }

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::context::{Context, Settings, Stores};
 use crate::http::{self, Health};
-use crate::leader::{Election, Lease};
+use crate::leader::{Election, Lease, Tenure};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::reconcile::{error_policy, reconcile};
@@ -212,7 +212,8 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let shutdown = Shutdown::on_signals();
 
     let Some(election) = &config.election else {
-        reconcile_until(client, &config, &health, shutdown.requested()).await;
+        let tenure = Arc::new(Tenure::unbounded());
+        reconcile_until(client, &config, &health, tenure, shutdown.requested()).await;
         return Ok(());
     };
     // Renewals must fail fast rather than hang past the lease's expiry.
@@ -225,8 +226,9 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         .map_err(|e| RunError::Election(format!("cannot join leader election: {e}")))?;
     // A standby is ready: it is doing all it should.
     health.set_ready(true);
+    let tenure = Arc::new(Tenure::bounded());
     tokio::select! {
-        () = lease.acquired() => {}
+        () = lease.acquired(&tenure) => {}
         () = shutdown.requested() => {
             info!("stopped while standing by");
             return Ok(());
@@ -235,9 +237,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     metrics.set_leader(true);
     health.set_ready(false);
     let outcome = tokio::select! {
-        () = reconcile_until(client, &config, &health, shutdown.requested()) => Ok(()),
+        () = reconcile_until(client, &config, &health, tenure.clone(), shutdown.requested()) => Ok(()),
         // Dropping the controller stops every reconcile at once, before the lease can expire.
         reason = lease.held() => Err(RunError::LostLeadership(reason)),
+        () = lease.keep(&tenure) => Err(RunError::LostLeadership("the Lease's watch ended".to_owned())),
     };
     metrics.set_leader(false);
     lease.release().await;
@@ -279,6 +282,7 @@ async fn reconcile_until(
     client: Client,
     config: &RunConfig,
     health: &Arc<Health>,
+    tenure: Arc<Tenure>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let namespace = config.namespace.as_deref();
@@ -314,7 +318,7 @@ async fn reconcile_until(
             reconcile(cluster, ctx).await
         }
     };
-    let context = Arc::new(context(client, stores, config, health));
+    let context = Arc::new(context(client, stores, config, health, tenure));
     info!(
         namespace = namespace.unwrap_or("(all)"),
         concurrency = config.concurrency,
@@ -412,7 +416,13 @@ fn watch_children(
 }
 
 /// What every reconcile shares: the client, the caches, the settings, and the pods' Redis.
-fn context(client: Client, stores: Stores, config: &RunConfig, health: &Health) -> Context {
+fn context(
+    client: Client,
+    stores: Stores,
+    config: &RunConfig,
+    health: &Health,
+    tenure: Arc<Tenure>,
+) -> Context {
     let redis = Arc::new(Connections::new(
         client.clone(),
         health.metrics.clone(),
@@ -427,6 +437,7 @@ fn context(client: Client, stores: Stores, config: &RunConfig, health: &Health) 
         health.metrics.clone(),
         redis,
     )
+    .with_tenure(tenure)
 }
 
 /// Reconcile outcomes are logged by `reconcile`; this reports the machinery.

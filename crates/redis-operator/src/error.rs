@@ -8,6 +8,11 @@ pub enum Error {
     #[error("RedisCluster has no metadata.{0}; it must be read from the API server")]
     MissingObjectKey(&'static str),
 
+    /// This instance cannot be sure it still holds the leader's Lease (`leader::Tenure`): it
+    /// writes nothing, to the API server or to Redis, that another leader may be deciding.
+    #[error("not sure to hold the leader's lease; nothing written")]
+    NotLeading,
+
     /// A request to the API server failed.
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
@@ -19,6 +24,8 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::MissingObjectKey(_) => false,
+            // Leadership comes back with the next renewal, or this instance exits.
+            Error::NotLeading => true,
             Error::Kube(kube::Error::Api(status)) => {
                 matches!(status.code, 409 | 429 | 500..=599) || status.reason == "Timeout"
             }
@@ -31,6 +38,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::NotLeading => "NotLeading",
             Error::Kube(kube::Error::Api(_)) => "ApiError",
             Error::Kube(_) => "ConnectionError",
         }

@@ -27,6 +27,7 @@ pub fn cluster(replicas: i32, image: &str) -> RedisCluster {
             storage: None,
             resources: None,
             maxmemory_policy: None,
+            fencing: None,
         },
     );
     cluster.metadata.namespace = Some(NAMESPACE.to_owned());
@@ -107,15 +108,34 @@ pub fn waiting_pod(index: u32, reason: &str, since: Timestamp) -> Pod {
     }
 }
 
-/// `pod` after its Redis container exited `restarts` times, the last with `reason` and `code`.
-pub fn restarted(mut pod: Pod, restarts: i32, reason: &str, code: i32) -> Pod {
-    let redis = &mut pod
+/// The status of `pod`'s Redis container (its first).
+fn redis_status(pod: &mut Pod) -> &mut ContainerStatus {
+    &mut pod
         .status
         .as_mut()
         .unwrap()
         .container_statuses
         .as_mut()
-        .unwrap()[0];
+        .unwrap()[0]
+}
+
+/// `pod` with its Redis container terminated (SIGKILL), as the kubelet reports a killed one.
+pub fn terminated(mut pod: Pod) -> Pod {
+    let redis = redis_status(&mut pod);
+    redis.ready = false;
+    redis.state = Some(ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: 137,
+            ..ContainerStateTerminated::default()
+        }),
+        ..ContainerState::default()
+    });
+    pod
+}
+
+/// `pod` after its Redis container exited `restarts` times, the last with `reason` and `code`.
+pub fn restarted(mut pod: Pod, restarts: i32, reason: &str, code: i32) -> Pod {
+    let redis = redis_status(&mut pod);
     redis.restart_count = restarts;
     redis.last_state = Some(ContainerState {
         terminated: Some(ContainerStateTerminated {
@@ -201,6 +221,16 @@ pub fn redis_pod(index: i32, ready: bool, role: Option<crate::names::Role>) -> P
                 status: if ready { "True" } else { "False" }.to_owned(),
                 last_transition_time: Some(Time(at(0))),
                 ..PodCondition::default()
+            }]),
+            // Running, whether or not it answers.
+            container_statuses: Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+                name: crate::names::REDIS_CONTAINER.to_owned(),
+                ready,
+                state: Some(k8s_openapi::api::core::v1::ContainerState {
+                    running: Some(k8s_openapi::api::core::v1::ContainerStateRunning::default()),
+                    ..Default::default()
+                }),
+                ..Default::default()
             }]),
             ..PodStatus::default()
         }),

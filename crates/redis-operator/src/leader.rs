@@ -2,13 +2,76 @@
 //! holder reconciles. A holder that fails to renew gives up before its lease runs out, because
 //! the renewal is attempted `renew_margin` before expiry and any failure of it ends leadership.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt, future};
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tracing::{info, warn};
+
+use crate::sync::lock;
+
+/// Until when this instance may act as the leader, by the Lease it last saw: the renewal the
+/// Lease records, plus the lease duration, less half the renewal margin (the next renewal is
+/// due a whole margin before expiry; half is left for the news of it to arrive). A leader
+/// paused past its Lease (a stopped process, a long stall) finds its tenure over when it
+/// resumes, before it sends a command to Redis or a label, whatever its renewal loop has not
+/// noticed yet. Without leader election, it never ends.
+pub struct Tenure {
+    bounded: bool,
+    until: Mutex<Option<Instant>>,
+}
+
+impl Tenure {
+    /// No leader election: this instance is the only one.
+    pub fn unbounded() -> Self {
+        Self {
+            bounded: false,
+            until: Mutex::new(None),
+        }
+    }
+
+    /// Under leader election, with no Lease seen yet.
+    pub fn bounded() -> Self {
+        Self {
+            bounded: true,
+            until: Mutex::new(None),
+        }
+    }
+
+    /// Whether this instance may write now.
+    pub fn holds(&self) -> bool {
+        !self.bounded || lock(&self.until).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Takes in a Lease seen at `now`: held by `identity`, it extends the tenure to its
+    /// expiry less half the margin; held by another, it ends it.
+    pub fn saw(&self, lease: &LeaseObject, election: &Election, now: Timestamp) {
+        let spec = lease.spec.as_ref();
+        let ours = spec.and_then(|s| s.holder_identity.as_deref()) == Some(&election.identity);
+        let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
+        *lock(&self.until) = match (ours, renewed) {
+            (true, Some(renewed)) => {
+                let age = Duration::try_from(now.duration_since(renewed)).unwrap_or(Duration::ZERO);
+                (election.lease_duration - election.renew_margin / 2)
+                    .checked_sub(age)
+                    .map(|left| Instant::now() + left)
+            }
+            _ => None,
+        };
+    }
+
+    /// This instance just took or renewed the Lease.
+    fn renewed(&self, election: &Election) {
+        *lock(&self.until) =
+            Some(Instant::now() + election.lease_duration - election.renew_margin / 2);
+    }
+}
+
+type LeaseObject = k8s_openapi::api::coordination::v1::Lease;
 
 /// How this instance takes part in leader election.
 #[derive(Clone, Debug)]
@@ -79,8 +142,30 @@ impl Lease {
         })
     }
 
-    /// Waits until this instance holds the lease. API errors are retried: a standby keeps trying.
-    pub async fn acquired(&mut self) {
+    /// Keeps `tenure` to what the Lease says as it changes (every renewal changes it).
+    pub async fn keep(&self, tenure: &Tenure) {
+        let config =
+            watcher::Config::default().fields(&format!("metadata.name={}", self.lease_name));
+        let mut leases = std::pin::pin!(
+            watcher(self.leases.clone(), config)
+                .default_backoff()
+                .applied_objects()
+        );
+        while let Some(lease) = leases.next().await {
+            if let Ok(lease) = lease {
+                tenure.saw(&lease, &self.election, Timestamp::now());
+            }
+        }
+    }
+
+    /// Waits until this instance holds the lease, and starts `tenure`. API errors are retried:
+    /// a standby keeps trying.
+    pub async fn acquired(&mut self, tenure: &Tenure) {
+        self.wait_to_acquire().await;
+        tenure.renewed(&self.election);
+    }
+
+    async fn wait_to_acquire(&mut self) {
         // A standby otherwise sleeps until the holder's lease would expire; watching the Lease
         // lets it take over as soon as a leader that shuts down releases it.
         let mut released = std::pin::pin!(self.releases());
@@ -191,6 +276,41 @@ mod tests {
         assert!(election(15, 15000).validate().is_err());
         assert!(election(15, 20000).validate().is_err());
         assert!(election(15, 1500).validate().is_err(), "whole seconds only");
+    }
+
+    fn lease(holder: &str, renewed: Timestamp) -> LeaseObject {
+        LeaseObject {
+            spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+                holder_identity: Some(holder.to_owned()),
+                renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                    renewed,
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_tenure_lasts_as_long_as_the_lease_it_saw_less_half_the_margin() {
+        let election = election(15, 2000);
+        let now = Timestamp::now();
+        let seconds = |s: i64| now - k8s_openapi::jiff::SignedDuration::from_secs(s);
+        let tenure = Tenure::bounded();
+        assert!(!tenure.holds(), "no Lease seen yet");
+        tenure.saw(&lease("a", seconds(1)), &election, now);
+        assert!(tenure.holds(), "renewed a second ago: 13 s left");
+        tenure.saw(&lease("a", seconds(14)), &election, now);
+        assert!(
+            !tenure.holds(),
+            "renewed 14 s ago: within the last half margin"
+        );
+        tenure.saw(&lease("a", seconds(1)), &election, now);
+        tenure.saw(&lease("b", now), &election, now);
+        assert!(!tenure.holds(), "another holds it");
+        tenure.renewed(&election);
+        assert!(tenure.holds(), "just took it");
+        assert!(Tenure::unbounded().holds(), "no election: always");
     }
 
     #[test]

@@ -5,16 +5,17 @@
 //!
 //! Where everything lives:
 //! - `controller`: the wiring (client, watches and their caches, the kube-runtime Controller,
-//!   leader election in `leader`); `context`: what every reconcile shares, with `memory`, what
-//!   is remembered of each cluster.
+//!   leader election in `leader`, whose `Tenure` says whether this instance may still write);
+//!   `context`: what every reconcile shares, with `memory`, what is remembered of each cluster.
 //! - `reconcile`: one reconcile, a driver of a screenful: observe, plan, apply, assess,
 //!   report. `children` writes one child; `storage` grows claims.
 //! - `desired`: the children a cluster should have (pure builders); `pod_config`: what a pod is
 //!   made for; `names`: the labels and names on everything.
 //! - `observed` and `pod`: one reader each for what observed objects say (ownership, ordinal,
 //!   readiness, stuck containers, outdated pods).
-//! - `topology`: the role decision (pure): who is primary, failovers, handovers, the roll
-//!   order; `roles`: runs its plan and says what happened.
+//! - `topology`: the role decision (pure): who is primary, failovers (with the replicas as
+//!   witnesses, a silent primary stopped before it is replaced), handovers, the write fence's
+//!   settings, the roll order; `roles`: runs its plan and says what happened.
 //! - `redis`: the Redis side of the role protocol: constants, commands, `INFO` parsing, the
 //!   client and the pods' own scripts.
 //! - `status`: phase and conditions (pure); `drift`: whether a child needs writing (pure);
@@ -24,7 +25,8 @@
 //! - `spec.replicas` to the StatefulSet write, four functions: `reconcile::plan` (which asks
 //!   `topology::pods_to_keep` how many pods to keep while a primary above the spec still hands
 //!   over) → `desired::statefulset` (sets them) → `reconcile::apply_statefulset` →
-//!   `children::ensure_child` (writes what drifted).
+//!   `children::ensure_child` (writes what drifted); `reconcile::apply` holds a scale-down back
+//!   while the roles find the primary in trouble (`reconcile::scale_down_held`).
 //! - Which pod is primary, from Redis's answer to the label and `status.primary`, six:
 //!   `redis::info::Replication::parse` (the `INFO` each pod answered) → `topology::decide` →
 //!   `roles::execute` → `roles::relabel_all` (the label); `topology::Plan::report` →

@@ -95,6 +95,7 @@ impl ClusterMemory {
             outage,
             Some(
                 Outage::PrimaryNotAnswering
+                    | Outage::PrimaryUnreachable
                     | Outage::NoQuorum
                     | Outage::NoCandidate
                     | Outage::PrimaryLeaving

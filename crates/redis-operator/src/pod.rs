@@ -122,6 +122,21 @@ pub fn stuck_for(pod: &Pod, now: Timestamp) -> Option<Duration> {
     )
 }
 
+/// Whether the kubelet reports the pod's Redis container not running (waiting or terminated):
+/// whatever its Redis did before, it acknowledges nothing now. A pod with no report of it yet
+/// is not known to be stopped.
+pub fn redis_stopped(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter(|c| c.name == REDIS_CONTAINER)
+        .any(|c| {
+            c.state.as_ref().is_some_and(|s| {
+                s.running.is_none() && (s.waiting.is_some() || s.terminated.is_some())
+            })
+        })
+}
+
 /// Whether the pod's data volume is a claim (made from the storage template), not an
 /// emptyDir.
 pub fn mounts_data_claim(pod: &Pod) -> bool {

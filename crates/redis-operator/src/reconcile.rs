@@ -33,9 +33,12 @@ use crate::context::{Context, Settings};
 use crate::desired;
 use crate::error::{Error, Result};
 use crate::names::INSTANCE_LABEL;
-use crate::observed::{controller_uid, immutable_changes, is_controlled_by, is_on_delete};
+use crate::observed::{
+    controller_uid, desired_replicas, immutable_changes, is_controlled_by, is_on_delete,
+};
 use crate::pod;
 use crate::pod_config::{foreign_template, pod_config};
+use crate::redis;
 use crate::roles::{self, PodView, Roles};
 use crate::status::{self, Assessment, Blocker, Facts};
 use crate::storage::{self, Sizing};
@@ -162,13 +165,14 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
     // owns are not ours to label or to tell whom to follow. Pods without a controller are
     // the StatefulSet's while it is recreated (orphaned by us, soon adopted by the new one):
     // leaving them out would show the roles a part of the cluster, without its primary.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
     let members = pods
         .iter()
         .filter(|pod| match controller_uid(pod.as_ref()) {
             Some(owner) => Some(owner) == statefulset_uid.as_deref(),
             None => true,
         })
-        .filter_map(|pod| PodView::of(pod, &settling))
+        .filter_map(|pod| PodView::of(pod, &settling, now))
         .collect();
     Ok(Observed {
         budget: ctx
@@ -181,11 +185,12 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
         statefulset,
         members,
         handover_held,
-        now: Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH),
+        now,
     })
 }
 
 /// What the cluster should have.
+#[derive(Clone)]
 struct Desired {
     statefulset: StatefulSet,
     services: [Service; 3],
@@ -216,9 +221,11 @@ fn plan(
     let foreign = ours.and_then(|sts| foreign_template(sts, &name));
     let pod_config = pod_config(&cluster.spec, foreign.as_deref());
     let in_place = ours.is_some_and(|sts| sts.metadata.deletion_timestamp.is_none());
-    // A scale-down waits for the primary to hand over to a pod that stays.
+    // A scale-down waits for the primary to hand over to a pod that stays (and, in `apply`,
+    // for it to answer).
     let members = observed.members.iter().map(|p| &p.member);
     let kept = topology::pods_to_keep(members, cluster.spec.replicas);
+    let (min_replicas, max_lag) = cluster.spec.fencing();
     let policy = Policy {
         kept,
         desired: cluster.spec.replicas,
@@ -228,6 +235,11 @@ fn plan(
         in_ordinal_order: cluster.spec.storage.is_some()
             && observed.pods.iter().any(|pod| !pod::mounts_data_claim(pod)),
         handover_held: observed.handover_held,
+        settings: redis::Settings {
+            min_replicas,
+            max_lag,
+            ping_period: redis::PING_PERIOD_SECONDS,
+        },
     };
     Ok(Ok(Desired {
         statefulset: desired::statefulset(cluster, &pod_config, kept)?,
@@ -249,7 +261,8 @@ struct Applied {
 }
 
 /// Writes the children that drifted, grows the claims and runs the roles. They do not depend
-/// on each other: one round trip, not several.
+/// on each other: one round trip, not several; except a scale-down, which waits for the roles
+/// to say the primary answers ([`scale_down_held`]), every pod still a candidate meanwhile.
 async fn apply(
     ctx: &Context,
     cluster: &RedisCluster,
@@ -257,24 +270,42 @@ async fn apply(
     desired: &Desired,
 ) -> Result<Applied> {
     let namespace = &observed.namespace;
+    let run_roles = |policy: Policy| {
+        let members = observed.members.clone();
+        async move { roles::ensure(ctx, namespace, &observed.uid, members, &policy).await }
+    };
+    let current = observed.ours().map(desired_replicas);
+    let (roles_first, held) = match current {
+        Some(current) if current > desired.policy.kept => {
+            let before = Policy {
+                kept: current,
+                ..desired.policy.clone()
+            };
+            let roles = run_roles(before).await?;
+            let held = scale_down_held(&roles.report, desired, current);
+            (Some(roles), held)
+        }
+        _ => (None, None),
+    };
+    let desired = held.as_ref().unwrap_or(desired);
     let service_steps = desired.services.iter().map(|service| {
         let key = ObjectRef::new(&service.name_any()).within(namespace);
         let cached = ctx.stores.services.get(&key);
         let api = Api::<Service>::namespaced(ctx.client.clone(), namespace);
         async move { ensure_child(&api, cached.as_deref(), service, &observed.uid).await }
     });
+    let roles = async {
+        match roles_first {
+            Some(roles) => Ok(roles),
+            None => run_roles(desired.policy.clone()).await,
+        }
+    };
     let (services, statefulset, budget, sizing, roles) = futures::try_join!(
         futures::future::try_join_all(service_steps),
         apply_statefulset(ctx, cluster, observed, desired),
         apply_budget(ctx, observed, desired),
         storage::grow(ctx, cluster, namespace),
-        roles::ensure(
-            ctx,
-            namespace,
-            &observed.uid,
-            observed.members.clone(),
-            &desired.policy
-        ),
+        roles,
     )?;
     Ok(Applied {
         services,
@@ -283,6 +314,19 @@ async fn apply(
         sizing,
         roles,
     })
+}
+
+/// The desired children with the StatefulSet kept at its `current` size, if the roles found
+/// the primary in trouble: a scale-down now could remove the in-sync replica that has to take
+/// over. None when the scale-down may go on.
+fn scale_down_held(roles: &RoleReport, desired: &Desired, current: i32) -> Option<Desired> {
+    roles.outage?;
+    let mut held = desired.clone();
+    if let Some(spec) = held.statefulset.spec.as_mut() {
+        spec.replicas = Some(current);
+    }
+    held.policy.kept = current;
+    Some(held)
 }
 
 /// Writes the StatefulSet: refused for an invalid spec, recreated (its pods orphaned, then

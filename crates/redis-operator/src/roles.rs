@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
@@ -14,12 +15,13 @@ use serde_json::json;
 use tracing::info;
 
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::names::ROLE_LABEL;
 use crate::redis::client::{PodAddress, Unanswered};
 use crate::redis::{Command, HANDOVER_PAUSE_MS};
 use crate::topology::{
-    self, Change, Member, Outcome, Plan, Policy, Relabel, Role, RoleReport, Seen,
+    self, Change, Member, Outcome, Plan, Policy, Relabel, Role, RoleReport, STOP_GRACE_SECONDS,
+    Seen,
 };
 
 /// What the Redis side of one reconcile found and did.
@@ -47,8 +49,8 @@ pub struct PodView {
 
 impl PodView {
     /// The pod as a member of the decision (`Member::of`), and where its Redis is.
-    pub fn of(pod: &Pod, settling: &HashSet<String>) -> Option<PodView> {
-        let member = Member::of(pod, settling)?;
+    pub fn of(pod: &Pod, settling: &HashSet<String>, now: Timestamp) -> Option<PodView> {
+        let member = Member::of(pod, settling, now)?;
         let uid = pod.uid().unwrap_or_default();
         let target = member
             .address
@@ -143,6 +145,14 @@ async fn round(
         m.note_trouble(plan.outage, plan.change.as_ref())
     });
     let api = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+    if plan.stop.is_some() {
+        // What the replicas said of the primary, for the record of a decision that kills it.
+        let heard: Vec<(&str, Option<u64>)> = members
+            .iter()
+            .map(|m| (m.name.as_str(), m.heard_from_primary()))
+            .collect();
+        info!(?heard, waiting = ?plan.waiting, "replicas' last contact with the primary (s)");
+    }
     let outcome = execute(ctx, &api, cluster_uid, &plan, &places).await?;
     let report = plan.report(&outcome);
     let (primary_change, new_change) = ctx.memory.recall(cluster_uid, |m| {
@@ -175,6 +185,11 @@ async fn execute(
     plan: &Plan,
     places: &Places,
 ) -> Result<Outcome> {
+    // A leader paused past its Lease may wake here with a plan another leader is deciding
+    // anew: it sends nothing.
+    if plan.acts() && !ctx.tenure.holds() {
+        return Err(Error::NotLeading);
+    }
     relabel_all(api, &plan.demote, places).await?;
     note_demoted(ctx, cluster_uid, &plan.demote, places);
     let outcome = run_commands(ctx, plan, places).await;
@@ -183,7 +198,12 @@ async fn execute(
     relabel_all(api, retire, places).await?;
     note_demoted(ctx, cluster_uid, retire, places);
     if let Some(pod) = plan.delete.as_deref() {
-        delete_pod(api, pod, places.uid(pod)).await?;
+        delete_pod(api, pod, places.uid(pod), None).await?;
+        info!(%pod, "deleted to be recreated with the current spec");
+    }
+    if let Some(pod) = plan.stop.as_deref() {
+        delete_pod(api, pod, places.uid(pod), Some(STOP_GRACE_SECONDS)).await?;
+        info!(%pod, "primary does not answer: stopping its Redis before a replica takes over");
     }
     Ok(outcome)
 }
@@ -250,10 +270,13 @@ fn primary_changed(
 const CATCH_UP_POLL: Duration = Duration::from_millis(10);
 
 /// A planned handover from the primary `from` to its in-sync replica `to`: writes paused on
-/// `from` (they wait, and are refused as READONLY once it follows `to`), `to` promoted once it
-/// has applied every write `from` took, `from` made its replica, writes resumed. If the
-/// operator dies halfway, the pause ends by itself and the next look finishes from what Redis
-/// reports (see `topology::decide`).
+/// `from`, `from` demoted (it follows `to`, refuses writes from then on, and its clients are
+/// disconnected, the paused ones with their writes unexecuted) once `to` has applied every
+/// write it took, then `to` promoted. The pause only keeps writes from failing meanwhile:
+/// should it run out before the demotion (a slow network), a write `from` took after `to`
+/// caught up shows in the offsets once it is demoted, and the handover is undone (`from`
+/// primary again) rather than that write lost. If the operator dies halfway, the pause ends
+/// by itself and the next look finishes from what Redis reports (see `topology::decide`).
 async fn hand_over(ctx: &Context, from: &PodAddress, to: &PodAddress) -> Result<(), String> {
     ctx.redis
         .pause_writes(from, Some(HANDOVER_PAUSE_MS))
@@ -267,18 +290,48 @@ async fn hand_over(ctx: &Context, from: &PodAddress, to: &PodAddress) -> Result<
             from.name
         ));
     }
-    let promoted = ctx.redis.run(to, &Command::Promote).await;
-    if let Err(why) = promoted {
-        let _ = ctx.redis.pause_writes(from, None).await;
-        return Err(format!("promoting {}: {why}", to.name));
-    }
-    let follow = Command::Follow {
+    let demote = Command::Demote {
         host: to.ip.clone(),
     };
-    let followed = ctx.redis.run(from, &follow).await;
-    // Paused writes now meet a replica and are refused (READONLY), never lost.
+    let demoted = ctx.redis.run(from, &demote).await;
+    let result = match demoted {
+        Ok(()) => promote_if_complete(ctx, from, to).await,
+        // Not demoted (or not known to be): `from` may still take writes, and `to` must not.
+        Err(why) => Err(format!("{demote} on {}: {why}", from.name)),
+    };
     let _ = ctx.redis.pause_writes(from, None).await;
-    followed.map_err(|why| format!("{follow} on {}: {why}", from.name))
+    result
+}
+
+/// Promotes `to` if it has every write the demoted `from` took; else makes `from` the primary
+/// again (its data is the most complete).
+async fn promote_if_complete(
+    ctx: &Context,
+    from: &PodAddress,
+    to: &PodAddress,
+) -> Result<(), String> {
+    let (old, new) = futures::join!(ctx.redis.replication(from), ctx.redis.replication(to));
+    let complete = match (&old, &new) {
+        (Ok(old), Ok(new)) => new.offset >= old.offset,
+        _ => false,
+    };
+    if complete {
+        return ctx
+            .redis
+            .run(to, &Command::Promote)
+            .await
+            .map_err(|why| format!("promoting {}: {why}", to.name));
+    }
+    let restored = ctx.redis.run(from, &Command::Promote).await;
+    Err(format!(
+        "{} took writes that {} did not have when it was demoted; {} is the primary again{}",
+        from.name,
+        to.name,
+        from.name,
+        restored.err().map_or(String::new(), |why| format!(
+            " (promoting it failed: {why})"
+        ))
+    ))
 }
 
 /// Whether `to` applies every write the paused `from` took within half the pause.
@@ -311,21 +364,26 @@ fn note_demoted(ctx: &Context, cluster_uid: &str, relabelled: &[Relabel], places
     }
 }
 
-/// Deletes a pod of an outdated config for the StatefulSet to recreate (with `OnDelete`,
-/// it never replaces one itself). The uid precondition spares a pod recreated meanwhile.
-async fn delete_pod(api: &Api<Pod>, pod: &str, uid: Option<String>) -> Result<()> {
+/// Deletes a pod for the StatefulSet to recreate (with `OnDelete`, it never replaces one
+/// itself): one of an outdated config, or a primary to stop (with a short `grace` period, which
+/// also shortens that of a pod already being deleted). The uid precondition spares a pod
+/// recreated meanwhile.
+async fn delete_pod(
+    api: &Api<Pod>,
+    pod: &str,
+    uid: Option<String>,
+    grace: Option<i64>,
+) -> Result<()> {
     let params = DeleteParams {
         preconditions: uid.map(|uid| Preconditions {
             uid: Some(uid),
             resource_version: None,
         }),
+        grace_period_seconds: grace.and_then(|g| u32::try_from(g).ok()),
         ..DeleteParams::default()
     };
     match api.delete(pod, &params).await {
-        Ok(_) => {
-            info!(%pod, "deleted to be recreated with the current spec");
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
         Err(error) => Err(error.into()),
     }
@@ -378,7 +436,7 @@ mod tests {
         let settling = HashSet::from(["pod-uid-2".to_owned()]);
         let views: Vec<PodView> = pods
             .iter()
-            .filter_map(|pod| PodView::of(pod, &settling))
+            .filter_map(|pod| PodView::of(pod, &settling, Timestamp::now()))
             .collect();
         let [leaving, finished, settled] = &views[..] else {
             panic!("{} members", views.len())

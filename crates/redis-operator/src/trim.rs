@@ -36,8 +36,9 @@ pub fn keep<K>(_: &mut K) {}
 /// (or, on a pod of an earlier release that has none, the Redis container's image and
 /// arguments), whether its data volume is a claim, creation and deletion time, the pod IP, a
 /// phase that means it will never run again (Failed, Succeeded: an evicted primary is
-/// replaced at once), the ContainersReady and PodScheduled conditions, and, of each container
-/// that waits or has restarted, its waiting state, restart count and last termination.
+/// replaced at once), the ContainersReady and PodScheduled conditions, the deletion's grace
+/// period, and, of each container that waits, has stopped or has restarted, its waiting or
+/// terminated state, restart count and last termination.
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     let config = metadata
@@ -92,6 +93,7 @@ pub fn pod(pod: &mut Pod) {
         annotations: config.map(|entry| BTreeMap::from([entry])),
         creation_timestamp: metadata.creation_timestamp,
         deletion_timestamp: metadata.deletion_timestamp,
+        deletion_grace_period_seconds: metadata.deletion_grace_period_seconds,
         labels: metadata.labels.map(|labels| {
             labels
                 .into_iter()
@@ -102,7 +104,12 @@ pub fn pod(pod: &mut Pod) {
         }),
         ..ObjectMeta::default()
     };
-    pod.status = pod.status.take().map(|status| PodStatus {
+    pod.status = pod.status.take().map(status);
+}
+
+/// What `pod` keeps of a pod's status.
+fn status(status: PodStatus) -> PodStatus {
+    PodStatus {
         conditions: status.conditions.map(|conditions| {
             conditions
                 .into_iter()
@@ -116,7 +123,7 @@ pub fn pod(pod: &mut Pod) {
             .phase
             .filter(|phase| matches!(phase.as_str(), "Failed" | "Succeeded")),
         ..PodStatus::default()
-    });
+    }
 }
 
 fn waiting_or_restarted(statuses: Option<Vec<ContainerStatus>>) -> Option<Vec<ContainerStatus>> {
@@ -124,16 +131,22 @@ fn waiting_or_restarted(statuses: Option<Vec<ContainerStatus>>) -> Option<Vec<Co
         statuses
             .into_iter()
             .filter_map(|container| {
-                let waiting = container.state.and_then(|state| state.waiting);
-                if waiting.is_none() && container.restart_count == 0 {
+                let state = container.state.unwrap_or_default();
+                let (waiting, stopped) = (state.waiting, state.terminated);
+                if waiting.is_none() && stopped.is_none() && container.restart_count == 0 {
                     return None;
                 }
                 let terminated = container.last_state.and_then(|state| state.terminated);
                 Some(ContainerStatus {
                     name: container.name,
                     restart_count: container.restart_count,
-                    state: waiting.map(|waiting| ContainerState {
-                        waiting: Some(waiting),
+                    state: (waiting.is_some() || stopped.is_some()).then(|| ContainerState {
+                        waiting,
+                        terminated: stopped.map(|stopped| ContainerStateTerminated {
+                            reason: stopped.reason,
+                            exit_code: stopped.exit_code,
+                            ..ContainerStateTerminated::default()
+                        }),
                         ..ContainerState::default()
                     }),
                     last_state: terminated.map(|terminated| ContainerState {

@@ -157,6 +157,56 @@ pub struct RedisClusterSpec {
     /// OOM error, no data vanishes), allkeys-lru without (it is a cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maxmemory_policy: Option<MaxmemoryPolicy>,
+
+    /// How a primary that may have been replaced stops acknowledging writes: it takes a write
+    /// only while enough replicas acknowledge its stream (Redis's `min-replicas-to-write` and
+    /// `min-replicas-max-lag`, set at run time: changing it restarts nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<Fencing>,
+}
+
+/// The write fence of a cluster's primary.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Fencing {
+    /// Replicas that must have acknowledged the primary's stream within `maxLagSeconds` for it
+    /// to take a write; it refuses writes (`NOREPLICAS`) with fewer. 0 turns the fence off.
+    /// Default: 1 with 3 pods or more, 0 with fewer (with 2 pods, 1 would refuse every write
+    /// while the only replica restarts, as it does in each roll). Never more than
+    /// `replicas - 1`, and off until that many replicas are in sync (a new cluster, a
+    /// scale-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 19))]
+    pub min_replicas: Option<i32>,
+
+    /// How recent a replica's acknowledgement must be, in seconds: a primary cut off from its
+    /// replicas stops taking writes this long (plus up to a second) after their last
+    /// acknowledgement. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_lag_seconds: Option<i32>,
+}
+
+/// The default of `spec.fencing.maxLagSeconds`.
+pub const DEFAULT_MAX_LAG_SECONDS: u32 = 3;
+
+impl RedisClusterSpec {
+    /// The fence asked for: (replicas that must acknowledge, within how many seconds), with
+    /// the defaults and the `replicas - 1` ceiling applied.
+    pub fn fencing(&self) -> (u32, u32) {
+        let fencing = self.fencing.clone().unwrap_or_default();
+        let pods = u32::try_from(self.replicas).unwrap_or(1);
+        let default = if pods >= 3 { 1 } else { 0 };
+        let min_replicas = fencing
+            .min_replicas
+            .map_or(default, |n| u32::try_from(n).unwrap_or(0))
+            .min(pods.saturating_sub(1));
+        let max_lag = fencing
+            .max_lag_seconds
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or(DEFAULT_MAX_LAG_SECONDS);
+        (min_replicas, max_lag)
+    }
 }
 
 /// Persistent storage of each Redis pod.

@@ -189,6 +189,7 @@ fn sample_round_trips() {
             storage: None,
             resources: None,
             maxmemory_policy: None,
+            fencing: None,
         }
     );
     assert_eq!(sample.status, None);
@@ -442,5 +443,31 @@ fn spec_with(
             )])),
         }),
         maxmemory_policy: policy,
+        fencing: None,
     }
+}
+
+#[test]
+fn the_fence_defaults_to_one_replica_from_three_pods_and_never_exceeds_the_replicas() {
+    let fencing = |replicas: i32, min_replicas: Option<i32>, lag: Option<i32>| {
+        let mut spec = spec_with(None, None, None);
+        spec.replicas = replicas;
+        spec.fencing = (min_replicas.is_some() || lag.is_some()).then_some(Fencing {
+            min_replicas,
+            max_lag_seconds: lag,
+        });
+        spec.fencing()
+    };
+    assert_eq!(fencing(1, None, None), (0, DEFAULT_MAX_LAG_SECONDS));
+    assert_eq!(fencing(2, None, None), (0, 3));
+    assert_eq!(fencing(3, None, None), (1, 3));
+    assert_eq!(fencing(20, None, Some(5)), (1, 5));
+    assert_eq!(fencing(2, Some(1), None), (1, 3), "asked for with 2 pods");
+    assert_eq!(fencing(3, Some(0), None), (0, 3), "turned off");
+    assert_eq!(fencing(3, Some(5), None), (2, 3), "at most replicas - 1");
+    assert_eq!(
+        fencing(1, Some(1), None),
+        (0, 3),
+        "a single pod has no replica"
+    );
 }

@@ -24,7 +24,7 @@ use super::*;
 use crate::context::{Context, Settings, Stores};
 use crate::fixtures::{
     NAME, NAMESPACE, STATEFULSET_UID, cluster, pod_ip, redis_pod, statefulset, sts_status,
-    with_status,
+    terminated, with_status,
 };
 use crate::redis::Command;
 use crate::redis::client::{PodAddress, RedisAccess, Unanswered};
@@ -358,6 +358,14 @@ impl Harness {
 
     /// Runs one reconcile of `cluster` (as the API server holds it); returns its result and
     /// the requests it sent.
+    /// Under leader election, with this `tenure`.
+    fn with_tenure(mut self, tenure: crate::leader::Tenure) -> Self {
+        Arc::get_mut(&mut self.context)
+            .expect("the harness's context is not shared yet")
+            .tenure = Arc::new(tenure);
+        self
+    }
+
     async fn reconcile(&self, cluster: &RedisCluster) -> (Result<Action>, Vec<Sent>) {
         self.stored.lock().unwrap().put(cluster);
         let result = reconcile(Arc::new(cluster.clone()), self.context.clone()).await;
@@ -377,6 +385,9 @@ struct FakeRedis {
     /// How long each silent pod has been silent (0 unless set).
     silent_for: Mutex<BTreeMap<String, Duration>>,
     ran: Mutex<Vec<(String, Command)>>,
+    /// Pods that took a write after their replica caught up and before they were demoted (a
+    /// pause that ran out): demoted, they report a higher offset.
+    slipped: Mutex<Vec<String>>,
 }
 
 impl FakeRedis {
@@ -397,6 +408,8 @@ impl FakeRedis {
             offset: 100,
             keys: 10,
             handing_over: false,
+            heard_from_primary: None,
+            settings: None,
         })
     }
 
@@ -411,6 +424,8 @@ impl FakeRedis {
             offset: 100,
             keys: 10,
             handing_over: false,
+            heard_from_primary: None,
+            settings: None,
         })
     }
 
@@ -425,6 +440,8 @@ impl FakeRedis {
             offset: 0,
             keys: 0,
             handing_over: false,
+            heard_from_primary: None,
+            settings: None,
         })
     }
 }
@@ -465,7 +482,15 @@ impl RedisAccess for FakeRedis {
                 let index = host.rsplit('.').next().unwrap().parse::<i32>().unwrap() - 10;
                 self.answer(&pod.name, FakeRedis::replica_of(index, true));
             }
-            Command::HandOver { .. } => {}
+            Command::Demote { host } => {
+                let index = host.rsplit('.').next().unwrap().parse::<i32>().unwrap() - 10;
+                let mut demoted = FakeRedis::replica_of(index, true);
+                if self.slipped.lock().unwrap().contains(&pod.name) {
+                    demoted.as_mut().unwrap().offset += 10;
+                }
+                self.answer(&pod.name, demoted);
+            }
+            Command::HandOver { .. } | Command::Configure(_) => {}
         }
         Box::pin(async { Ok(()) })
     }
@@ -1033,15 +1058,15 @@ async fn of_two_pods_labelled_primary_the_one_redis_disowns_loses_the_label() {
     assert!(writes_to(&sent, "statefulsets").is_empty());
 }
 
-#[tokio::test]
-async fn a_scale_down_hands_the_primary_over_before_its_pod_goes() {
+/// A Running 3-pod cluster scaled to 2 whose primary, after some change of primary, is pod 2:
+/// it has to hand over before its pod goes.
+async fn scaled_to_2_with_pod_2_primary() -> (Harness, RedisCluster) {
     let before = cluster(3, "redis:7.0");
     let sts = statefulset(&before, sts_status(3, 3));
     let running = settled(before, sts.clone()).await;
     let mut scaled = running.clone();
     scaled.spec.replicas = 2;
     scaled.metadata.generation = Some(2);
-    // After some change of primary, pod 2 holds the role.
     let mut harness = Harness::new(healthy).with_children(&scaled, sts);
     for index in 0..2 {
         harness = harness.with_pod(
@@ -1053,6 +1078,67 @@ async fn a_scale_down_hands_the_primary_over_before_its_pod_goes() {
         redis_pod(2, true, Some(Role::Primary)),
         FakeRedis::primary(),
     );
+    (harness, scaled)
+}
+
+#[tokio::test]
+async fn a_handover_that_a_write_slipped_past_is_undone_rather_than_the_write_lost() {
+    let (harness, scaled) = scaled_to_2_with_pod_2_primary().await;
+    let old = format!("{NAME}-2");
+    harness.redis.slipped.lock().unwrap().push(old.clone());
+    let (_, sent) = harness.reconcile(&scaled).await;
+    assert_eq!(
+        harness.redis.ran(),
+        [
+            (old.clone(), Command::Demote { host: pod_ip(0) }),
+            (old.clone(), Command::Promote),
+        ],
+        "pod 0 lacks a write pod 2 took: pod 2 is the primary again, pod 0 never promoted"
+    );
+    assert_eq!(
+        *harness.redis.paused.lock().unwrap(),
+        [(old.clone(), true), (old, false)]
+    );
+    assert!(role_patches(&sent).is_empty(), "{sent:#?}");
+    let status = written_status(&sent).unwrap();
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("did not have when it was demoted")),
+        "{status:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_scale_down_waits_while_the_primary_does_not_answer() {
+    let (running, sts) = running_three().await;
+    let mut scaled = running.clone();
+    scaled.spec.replicas = 1;
+    scaled.metadata.generation = Some(2);
+    let harness = Harness::new(healthy).with_children(&scaled, sts);
+    harness
+        .redis
+        .answer(&format!("{NAME}-0"), Err("no answer within 1s".to_owned()));
+    let (_, sent) = harness.reconcile(&scaled).await;
+    let applies = writes_to(&sent, "statefulsets");
+    assert!(
+        applies.iter().all(|a| a.body["spec"]["replicas"] == 3),
+        "the replicas that may have to take over stay: {applies:#?}"
+    );
+    // The primary answers again: the scale-down goes on.
+    harness
+        .redis
+        .answer(&format!("{NAME}-0"), FakeRedis::primary());
+    let (_, sent) = harness.reconcile(&scaled).await;
+    let applies = writes_to(&sent, "statefulsets");
+    assert_eq!(applies.len(), 1, "{sent:#?}");
+    assert_eq!(applies[0].body["spec"]["replicas"], 1);
+}
+
+#[tokio::test]
+async fn a_scale_down_hands_the_primary_over_before_its_pod_goes() {
+    let (harness, scaled) = scaled_to_2_with_pod_2_primary().await;
     let (_, sent) = harness.reconcile(&scaled).await;
     let applies = writes_to(&sent, "statefulsets");
     assert!(
@@ -1062,12 +1148,12 @@ async fn a_scale_down_hands_the_primary_over_before_its_pod_goes() {
     assert_eq!(
         harness.redis.ran(),
         [
+            (format!("{NAME}-2"), Command::Demote { host: pod_ip(0) }),
             (format!("{NAME}-0"), Command::Promote),
-            (format!("{NAME}-2"), Command::Follow { host: pod_ip(0) }),
             (format!("{NAME}-1"), Command::Follow { host: pod_ip(0) })
         ],
-        "pod 0 (it stays) is promoted once caught up, the old primary follows it, then the \
-         other replica"
+        "once pod 0 (it stays) caught up, the old primary is demoted, pod 0 promoted, then \
+         the other replica follows"
     );
     assert_eq!(
         *harness.redis.paused.lock().unwrap(),
@@ -1134,7 +1220,7 @@ async fn a_forbidden_service_fails_the_cluster_with_the_servers_reason() {
 }
 
 #[tokio::test]
-async fn a_primary_silent_past_the_failover_delay_is_replaced_counted_and_told() {
+async fn a_primary_silent_past_the_failover_delay_is_stopped_before_anything_else() {
     let (running, sts) = running_three().await;
     let harness = Harness::new(healthy).with_children(&running, sts);
     let silent = format!("{NAME}-0");
@@ -1149,6 +1235,71 @@ async fn a_primary_silent_past_the_failover_delay_is_replaced_counted_and_told()
         .insert(silent.clone(), Duration::from_secs(6));
     let (result, sent) = harness.reconcile(&running).await;
     assert!(result.is_ok(), "{result:?}");
+    // Its pod deleted with a 1 s grace period, that pod only: the kubelet kills a Redis that
+    // hangs. Nothing else yet: no label moves, no Redis is told anything.
+    let deletes: Vec<&Sent> = sent.iter().filter(|s| s.method == "DELETE").collect();
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
+    assert!(deletes[0].path.ends_with(&format!("/pods/{silent}")));
+    assert_eq!(deletes[0].body["gracePeriodSeconds"], 1);
+    assert_eq!(deletes[0].body["preconditions"]["uid"], "pod-uid-0");
+    assert!(role_patches(&sent).is_empty() && harness.redis.ran().is_empty());
+    let status = written_status(&sent).unwrap();
+    let available = status.condition(PRIMARY_AVAILABLE).unwrap();
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_str()),
+        ("False", "PrimaryNotAnswering")
+    );
+    assert!(
+        available.message.contains("being stopped before"),
+        "{}",
+        available.message
+    );
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_may_have_run_out_sends_no_label_and_no_command() {
+    let (running, sts) = running_three().await;
+    let silent = format!("{NAME}-0");
+    // A bounded tenure that saw no Lease: as a leader that woke past its Lease's expiry.
+    let harness = Harness::new(healthy)
+        .with_children(&running, sts)
+        .with_pod(
+            terminated(redis_pod(0, false, Some(Role::Primary))),
+            Err("no answer within 1s".to_owned()),
+        )
+        .with_tenure(crate::leader::Tenure::bounded());
+    harness
+        .redis
+        .silent_for
+        .lock()
+        .unwrap()
+        .insert(silent, Duration::from_secs(8));
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(
+        matches!(result, Err(crate::error::Error::NotLeading)),
+        "{result:?}"
+    );
+    assert!(role_patches(&sent).is_empty() && harness.redis.ran().is_empty());
+    assert!(sent.iter().all(|s| s.method != "DELETE"), "{sent:#?}");
+}
+
+#[tokio::test]
+async fn a_primary_silent_past_the_failover_delay_is_replaced_counted_and_told_once_stopped() {
+    let (running, sts) = running_three().await;
+    let silent = format!("{NAME}-0");
+    let harness = Harness::new(healthy).with_children(&running, sts).with_pod(
+        terminated(redis_pod(0, false, Some(Role::Primary))),
+        Err("no answer within 1s".to_owned()),
+    );
+    harness
+        .redis
+        .silent_for
+        .lock()
+        .unwrap()
+        .insert(silent.clone(), Duration::from_secs(8));
+    let (result, sent) = harness.reconcile(&running).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(sent.iter().all(|s| s.method != "DELETE"), "{sent:#?}");
     // The silent primary loses its label before anything else; pod 1 (offsets tie, lowest
     // ordinal) is promoted and labelled; pod 2 follows it.
     assert_eq!(

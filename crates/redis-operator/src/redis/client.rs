@@ -1,4 +1,4 @@
-//! Talking to the Redis in each pod: `INFO replication`, `REPLICAOF` and `CLIENT PAUSE`, with a
+//! Talking to the Redis in each pod: `INFO`, `CONFIG`, `REPLICAOF` and `CLIENT`, with a
 //! bounded number of requests in flight, a short timeout, connections reused per pod, and a
 //! per-pod backoff after a failure (the pace at which a silent Redis is asked again), so that
 //! a Redis that does not answer costs little and never holds up other clusters' reconciles.
@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use super::info::Replication;
-use super::{Command, REDIS_PORT};
+use super::{Command, REDIS_PORT, Settings};
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -276,18 +276,31 @@ impl RedisAccess for Connections {
         pod: &'a PodAddress,
     ) -> BoxFuture<'a, Result<Replication, Unanswered>> {
         Box::pin(async move {
-            // Two commands in one round trip: Redis before 7 takes one INFO section at a time.
+            // One round trip: Redis before 7 takes one INFO section (and one CONFIG GET
+            // parameter or pattern) at a time.
             let mut request = ::redis::pipe();
             request
                 .cmd("INFO")
                 .arg("replication")
                 .cmd("INFO")
-                .arg("keyspace");
-            let (replication, keyspace): (String, String) = self.call(pod, "info", request).await?;
-            Replication::parse(&format!("{replication}\n{keyspace}")).map_err(|why| Unanswered {
-                why,
-                for_: Duration::ZERO,
-            })
+                .arg("keyspace")
+                .cmd("CONFIG")
+                .arg("GET")
+                .arg("min-replicas-*")
+                .cmd("CONFIG")
+                .arg("GET")
+                .arg("repl-ping-replica-period");
+            let (replication, keyspace, fence, ping): (String, String, Vec<String>, Vec<String>) =
+                self.call(pod, "info", request).await?;
+            let mut parsed =
+                Replication::parse(&format!("{replication}\n{keyspace}")).map_err(|why| {
+                    Unanswered {
+                        why,
+                        for_: Duration::ZERO,
+                    }
+                })?;
+            parsed.settings = Settings::parse(&[fence, ping].concat());
+            Ok(parsed)
         })
     }
 
@@ -306,6 +319,35 @@ impl RedisAccess for Connections {
                 Command::Follow { host } => {
                     request.cmd("REPLICAOF").arg(host).arg(REDIS_PORT);
                     "replicaof"
+                }
+                Command::Demote { host } => {
+                    request
+                        .cmd("REPLICAOF")
+                        .arg(host)
+                        .arg(REDIS_PORT)
+                        .ignore()
+                        // The operator's own connection is spared (SKIPME yes by default).
+                        .cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("TYPE")
+                        .arg("normal")
+                        .ignore();
+                    "demote"
+                }
+                Command::Configure(settings) => {
+                    for (name, value) in [
+                        ("min-replicas-to-write", settings.min_replicas),
+                        ("min-replicas-max-lag", settings.max_lag),
+                        ("repl-ping-replica-period", settings.ping_period),
+                    ] {
+                        request
+                            .cmd("CONFIG")
+                            .arg("SET")
+                            .arg(name)
+                            .arg(value)
+                            .ignore();
+                    }
+                    "config_set"
                 }
                 Command::HandOver { .. } => {
                     return Err("a handover involves two pods: run step by step".to_owned());

@@ -1,7 +1,7 @@
 //! What the operator reads back from a pod's Redis: `INFO replication` and `INFO keyspace`,
 //! asked in one round trip by [`super::client`].
 
-use super::REDIS_PORT;
+use super::{REDIS_PORT, Settings};
 
 /// What one Redis says about its replication (`INFO replication`) and its data
 /// (`INFO keyspace`).
@@ -16,6 +16,12 @@ pub struct Replication {
     pub keys: u64,
     /// `master_failover_state` is not `no-failover`: a `FAILOVER` is handing its role over.
     pub handing_over: bool,
+    /// For a replica linked to its primary, how many seconds ago it last heard from it
+    /// (`master_last_io_seconds_ago`): what it witnesses of a primary the operator cannot
+    /// reach.
+    pub heard_from_primary: Option<u64>,
+    /// The settings the operator keeps (`CONFIG GET`), None where they could not be read.
+    pub settings: Option<Settings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,11 +77,19 @@ impl Replication {
             })
             .sum();
         let handing_over = field("master_failover_state").is_some_and(|s| s != "no-failover");
+        let heard_from_primary = match &role {
+            RedisRole::Replica { link_up: true, .. } => {
+                number("master_last_io_seconds_ago").and_then(|seconds| u64::try_from(seconds).ok())
+            }
+            _ => None,
+        };
         Ok(Replication {
             role,
             offset,
             keys,
             handing_over,
+            heard_from_primary,
+            settings: None,
         })
     }
 
@@ -86,6 +100,12 @@ impl Replication {
     /// Whether this Redis has anything to lose: a write stream applied, or keys reloaded.
     pub fn holds_data(&self) -> bool {
         self.offset > 0 || self.keys > 0
+    }
+
+    /// A replica of `address` that heard from it within `seconds`: that primary is alive,
+    /// whatever the operator sees of it.
+    pub fn heard_from(&self, address: &str, seconds: u64) -> bool {
+        self.follows(address) && self.heard_from_primary.is_some_and(|ago| ago <= seconds)
     }
 
     /// Whether this Redis follows `address` (whatever the state of its link).

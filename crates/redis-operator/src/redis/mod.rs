@@ -29,6 +29,44 @@ pub const UNASSIGNED_PORT: u16 = 1;
 /// resume on the old primary.
 pub const HANDOVER_PAUSE_MS: u64 = 2000;
 
+/// How often a primary pings its replicas (`repl-ping-replica-period`): every second, so that
+/// a replica's `master_last_io_seconds_ago` says within a second or two whether it still hears
+/// from its primary, idle or not (Redis's default, 10 s, would let a dead primary look alive
+/// for that long). The replicas are the operator's witnesses (`topology::decide`).
+pub const PING_PERIOD_SECONDS: u32 = 1;
+
+/// The settings the operator keeps on every Redis at run time (`CONFIG SET`, no restart): the
+/// write fence and the ping period. Replicas keep the primary's fence, which Redis applies only
+/// to a primary, so that one promoted is fenced from its first write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Settings {
+    /// `min-replicas-to-write`: a primary with fewer replicas that acknowledged within
+    /// `max_lag` refuses writes (`NOREPLICAS`); 0 turns the fence off.
+    pub min_replicas: u32,
+    /// `min-replicas-max-lag`, in seconds.
+    pub max_lag: u32,
+    /// `repl-ping-replica-period`, in seconds.
+    pub ping_period: u32,
+}
+
+impl Settings {
+    /// Reads the replies to `CONFIG GET min-replicas-*` and `CONFIG GET repl-ping-replica-period`
+    /// (name, value, name, value...); None if one is missing.
+    pub fn parse(pairs: &[String]) -> Option<Settings> {
+        let value = |name: &str| {
+            pairs
+                .chunks(2)
+                .find(|pair| pair[0] == name)
+                .and_then(|pair| pair.get(1)?.parse().ok())
+        };
+        Some(Settings {
+            min_replicas: value("min-replicas-to-write")?,
+            max_lag: value("min-replicas-max-lag")?,
+            ping_period: value("repl-ping-replica-period")?,
+        })
+    }
+}
+
 /// Something to tell one Redis.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Command {
@@ -36,10 +74,19 @@ pub enum Command {
     Promote,
     /// `REPLICAOF <host> 6379`.
     Follow { host: String },
+    /// To a Redis that is a primary: `REPLICAOF <host> 6379`, then `CLIENT KILL TYPE normal`,
+    /// so that pooled connections, which would otherwise get `READONLY` until they happen to
+    /// reconnect, reconnect at once and reach the new primary through the Service.
+    Demote { host: String },
+    /// `CONFIG SET` of the [`Settings`].
+    Configure(Settings),
     /// To the primary: pause writes, wait until the replica `to` (at `host`) has every one of
-    /// them, make it the primary (`REPLICAOF NO ONE`), follow it (`REPLICAOF <host> 6379`),
-    /// resume. Redis's own `FAILOVER` does the same but waits for the replica's next
-    /// once-a-second acknowledgement, pausing writes up to a second longer.
+    /// them, demote the primary (it follows `to`, and refuses writes from then on), check that
+    /// `to` still has every write the old primary took (one that slipped in after the pause
+    /// ran out aborts the handover: the old primary is made primary again), promote `to`,
+    /// disconnect the old primary's clients, resume. Redis's own `FAILOVER` does the same but
+    /// waits for the replica's next once-a-second acknowledgement, pausing writes up to a
+    /// second longer.
     HandOver { to: String, host: String },
 }
 
@@ -48,6 +95,15 @@ impl fmt::Display for Command {
         match self {
             Command::Promote => f.write_str("REPLICAOF NO ONE"),
             Command::Follow { host } => write!(f, "REPLICAOF {host} {REDIS_PORT}"),
+            Command::Demote { host } => {
+                write!(f, "REPLICAOF {host} {REDIS_PORT} + CLIENT KILL TYPE normal")
+            }
+            Command::Configure(s) => write!(
+                f,
+                "CONFIG SET min-replicas-to-write {} min-replicas-max-lag {} \
+                 repl-ping-replica-period {}",
+                s.min_replicas, s.max_lag, s.ping_period
+            ),
             Command::HandOver { to, host } => write!(f, "HAND OVER TO {to} ({host})"),
         }
     }

@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::roll::{next_step, replace_broken};
 use super::{
     Change, HANDOVER_RETRY, Member, Outage, Plan, Policy, Reason, RedisRole, Relabel, Replication,
-    Role, Seen, silence,
+    Role, STOP_TIMEOUT, Seen, silence,
 };
-use crate::redis::Command;
+use crate::redis::{Command, Settings};
 
 /// Who the primary is after this look.
 enum Choice<'a> {
@@ -22,6 +22,8 @@ enum Choice<'a> {
     },
     /// The primary, on its way out, hands over to `to` first.
     HandOver { from: &'a Member, to: &'a Member },
+    /// The primary does not answer: its pod is stopped first (`Plan::stop`).
+    Stop(&'a Member),
     /// Nothing changes now.
     Hold {
         primary: Option<&'a Member>,
@@ -41,12 +43,17 @@ enum Choice<'a> {
 /// - If its pod is being deleted, it hands over to the replica with the highest offset while
 ///   its Redis still answers as primary (writes paused until that replica has them all); once
 ///   that Redis is gone, the replica is promoted.
-/// - If its Redis is silent for `failover_after`, the replica with the highest offset is
-///   promoted, provided a majority of the cluster's pods answer: otherwise the operator could
-///   be the one cut off, and promoting would make two primaries.
-/// - With no labelled primary, the pod whose Redis holds the most data is chosen. While no pod
-///   that answered holds data, no choice is made until every pod answers.
-/// - Every other answering pod follows the primary's IP.
+/// - If its Redis is silent for `failover_after`, it is replaced by the replica with the
+///   highest offset ([`may_replace`]): only once its replicas no longer hear from it either
+///   (otherwise the operator is the one cut off), while a majority of the pods answer, and
+///   once its Redis is stopped: its pod is deleted with a short grace period and the kubelet
+///   reports the container gone (or, past [`STOP_TIMEOUT`], its node is taken for lost).
+/// - With no labelled primary, the pod whose Redis holds the most data is chosen, unless a
+///   replica still hears from a primary that does not answer. While no pod that answered
+///   holds data, no choice is made until every pod answers.
+/// - Every other answering pod follows the primary's IP; one that is a primary is demoted,
+///   its clients disconnected. Every Redis gets the policy's settings, the write fence once
+///   enough replicas are in sync ([`settings_for`]).
 /// - Once every pod is ready in its role: pods of an outdated config are deleted one at a
 ///   time, replicas first; the primary hands over ([`Command::HandOver`]) to an in-sync,
 ///   updated replica before its own pod is replaced, and before a scale-down removes its
@@ -98,6 +105,11 @@ pub fn decide(members: &[Member], policy: &Policy) -> Plan {
             );
         }
         Choice::HandOver { from, to } => hand_over_leaving(&mut plan, from, to),
+        Choice::Stop(old) => {
+            plan.stop = Some(old.name.clone());
+            plan.outage = Some(Outage::PrimaryNotAnswering);
+            plan.urgent = true;
+        }
         Choice::Hold {
             primary,
             outage,
@@ -173,6 +185,14 @@ fn assign(
     for member in active.iter().filter(|m| m.name != primary.name) {
         follow(plan, member, primary_address, reasons);
     }
+    let settings = settings_for(primary, primary_address, active, policy);
+    for member in active.iter() {
+        let observed = member.replication().and_then(|r| r.settings);
+        if observed.is_some_and(|observed| observed != settings) {
+            plan.commands
+                .push((member.name.clone(), Command::Configure(settings)));
+        }
+    }
     let present: Vec<i32> = active.iter().map(|m| m.ordinal).collect();
     if let Some(missing) = (0..policy.kept).find(|o| !present.contains(o)) {
         reasons.push(format!("pod with ordinal {missing} does not exist yet"));
@@ -243,12 +263,13 @@ fn follow(plan: &mut Plan, member: &Member, primary_address: &str, reasons: &mut
         return;
     };
     if !replication.follows(primary_address) {
-        plan.commands.push((
-            member.name.clone(),
-            Command::Follow {
-                host: primary_address.to_owned(),
-            },
-        ));
+        let host = primary_address.to_owned();
+        let command = if replication.is_primary() {
+            Command::Demote { host }
+        } else {
+            Command::Follow { host }
+        };
+        plan.commands.push((member.name.clone(), command));
         reasons.push(format!(
             "pod {} is being pointed at the primary",
             member.name
@@ -304,9 +325,13 @@ fn choose<'a>(
         .filter(|m| m.label == Some(Role::Primary) && !active.iter().any(|a| a.name == m.name))
         .max_by_key(|m| (m.replication().is_some(), m.offset()));
     if let Some(leaving) = leaving {
-        return replace_leaving(active, leaving, reasons);
+        return replace_leaving(active, leaving, policy, reasons);
     }
-    // Nobody was ever made primary here (or the label was removed by hand).
+    // Nobody was ever made primary here (or the label was removed by hand, or the operator
+    // stopped between taking it from one pod and giving it to another).
+    if let Some(hold) = unlabelled_primary(active, policy, reasons) {
+        return hold;
+    }
     match elect(active, reasons) {
         Some(elected) => Choice::Change {
             to: elected,
@@ -320,6 +345,38 @@ fn choose<'a>(
             urgent: false,
         },
     }
+}
+
+/// With no pod labelled primary: a replica that still hears from a primary that does not
+/// answer the operator (or is none of the cluster's pods) says one is alive, and none is
+/// elected beside it.
+fn unlabelled_primary<'a>(
+    active: &[&'a Member],
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) -> Option<Choice<'a>> {
+    let answering_primary = |address: &str| {
+        active.iter().any(|m| {
+            m.address.as_deref() == Some(address)
+                && m.replication().is_some_and(Replication::is_primary)
+        })
+    };
+    let (witness, address) = active.iter().find_map(|m| {
+        let RedisRole::Replica { host, .. } = &m.replication()?.role else {
+            return None;
+        };
+        (!answering_primary(host) && witness(active, host, policy).is_some()).then_some((m, host))
+    })?;
+    reasons.push(format!(
+        "no pod is labelled primary, but {} still hears from a primary at {address} that does \
+         not answer: none is elected beside it",
+        witness.name
+    ));
+    Some(Choice::Hold {
+        primary: None,
+        outage: Outage::PrimaryUnreachable,
+        urgent: false,
+    })
 }
 
 /// The labelled primary answers: it stays, unless a handover moved its role on, or it came
@@ -362,37 +419,46 @@ fn keep_answering<'a>(
     // Its Redis restarted and came back unassigned. With the data of its append-only file it
     // holds every write it acknowledged: promoted again. Empty, it must not become the source
     // that replicas resync from while one of them holds data.
-    if !redis.holds_data()
-        && let Some(next) = best_source(active, Some(current))
-        && next.replication().is_some_and(Replication::holds_data)
-    {
-        return Choice::Change {
-            to: next,
-            from: Some(current),
-            reason: Reason::PrimaryRestartedEmpty,
-            trouble: Duration::ZERO,
-        };
+    if !redis.holds_data() {
+        if let Some(next) = best_source(active, Some(current))
+            && next.replication().is_some_and(Replication::holds_data)
+        {
+            return Choice::Change {
+                to: next,
+                from: Some(current),
+                reason: Reason::PrimaryRestartedEmpty,
+                trouble: Duration::ZERO,
+            };
+        }
+        // Empty, it is promoted again only once no other pod may hold data.
+        if let Some(other) = silent_holder(active, current) {
+            reasons.push(format!(
+                "the primary {} restarted without data and {} {}: none is promoted",
+                current.name,
+                other.name,
+                silence(&other.seen)
+            ));
+            return no_candidate();
+        }
     }
     Choice::Keep(current)
 }
 
 /// The labelled primary does not answer: replaced once it has been silent for the failover
-/// delay, if a majority of the cluster's pods answer and one of them can take over.
+/// delay, if nothing leaves it in doubt ([`in_doubt`]), one of the pods can take over, and its
+/// Redis is stopped ([`stop_first`]).
 fn replace_silent<'a>(
     active: &[&'a Member],
     silent: &'a Member,
     policy: &Policy,
     reasons: &mut Vec<String>,
 ) -> Choice<'a> {
-    let silent_for = match &silent.seen {
-        Seen::Silent { for_, .. } => *for_,
-        _ => Duration::ZERO,
-    };
-    let said = silence(&silent.seen);
+    let silent_for = silent_for(silent).max(unheard_for(active, silent));
     if silent_for < policy.failover_after {
         reasons.push(format!(
-            "the primary {} {said}; a replica takes over if it stays silent for {}s",
+            "the primary {} {}; a replica takes over if it stays silent for {}s",
             silent.name,
+            silence(&silent.seen),
             policy.failover_after.as_secs_f64()
         ));
         return Choice::Hold {
@@ -401,31 +467,144 @@ fn replace_silent<'a>(
             urgent: true,
         };
     }
-    let answering = active.iter().filter(|m| m.replication().is_some()).count();
-    let pods = usize::try_from(policy.kept).unwrap_or(0);
-    if answering * 2 <= pods {
+    if let Some(doubt) = in_doubt(active, silent, policy, reasons) {
+        return doubt;
+    }
+    let Some(next) = successor(active, silent, reasons) else {
+        return no_candidate();
+    };
+    stop_first(silent, next, reasons).unwrap_or(Choice::Change {
+        to: next,
+        from: Some(silent),
+        reason: Reason::PrimaryNotAnswering,
+        trouble: silent_for,
+    })
+}
+
+/// How long `member`'s Redis has not answered the operator.
+fn silent_for(member: &Member) -> Duration {
+    match &member.seen {
+        Seen::Silent { for_, .. } => *for_,
+        _ => Duration::ZERO,
+    }
+}
+
+/// How long the replicas linked to the primary `old` have not heard from it (the most recent
+/// contact any of them had): a primary pings its replicas every second, so this says when it
+/// fell silent, where the operator, asking every few seconds, noticed only later. Zero when
+/// none is linked to it.
+fn unheard_for(active: &[&Member], old: &Member) -> Duration {
+    let Some(address) = old.address.as_deref() else {
+        return Duration::ZERO;
+    };
+    active
+        .iter()
+        .filter_map(|m| m.replication())
+        .filter(|r| r.follows(address))
+        .filter_map(|r| r.heard_from_primary)
+        .min()
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+/// Whether `member`'s Redis may still run and take writes: it has an address, and the kubelet
+/// has not reported its container stopped.
+fn may_still_run(member: &Member) -> bool {
+    member.address.is_some() && !member.stopped
+}
+
+/// Why `old`, a primary whose Redis does not answer (as a replica or at all), cannot be taken
+/// for gone: a replica still hears from it (the operator is the one cut off), or too few of the
+/// pods that run answer to tell. None once its Redis is stopped, or when both say it is gone.
+fn in_doubt<'a>(
+    active: &[&'a Member],
+    old: &'a Member,
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) -> Option<Choice<'a>> {
+    if !may_still_run(old) {
+        return None;
+    }
+    if let Some((witness, ago)) = old
+        .address
+        .as_deref()
+        .and_then(|address| witness(active, address, policy))
+    {
         reasons.push(format!(
-            "the primary {} {said}, and only {answering} of {pods} pods answer: without a \
+            "the primary {} {}, but {witness} heard from it {ago}s ago: the operator is the \
+             one cut off from it, and none is promoted",
+            old.name,
+            silence(&old.seen)
+        ));
+        return Some(Choice::Hold {
+            primary: Some(old),
+            outage: Outage::PrimaryUnreachable,
+            urgent: false,
+        });
+    }
+    // Pods that run count: a pod of a scale-up that has no address yet holds no data and
+    // takes no writes.
+    let running = active
+        .iter()
+        .filter(|m| m.address.is_some() && !matches!(m.seen, Seen::NeverStarted(_)))
+        .count();
+    let answering = active.iter().filter(|m| m.replication().is_some()).count();
+    if answering * 2 <= running {
+        reasons.push(format!(
+            "the primary {} {}, and only {answering} of {running} pods answer: without a \
              majority a dead primary cannot be told from one the operator cannot reach, so \
              none is promoted",
-            silent.name
+            old.name,
+            silence(&old.seen)
         ));
         // It may last: looked at again at the probe interval, not four times a second.
-        return Choice::Hold {
+        return Some(Choice::Hold {
             primary: None,
             outage: Outage::NoQuorum,
             urgent: false,
-        };
+        });
     }
-    match successor(active, silent, reasons) {
-        Some(next) => Choice::Change {
-            to: next,
-            from: Some(silent),
-            reason: Reason::PrimaryNotAnswering,
-            trouble: silent_for,
-        },
-        None => no_candidate(),
+    None
+}
+
+/// An answering replica of the primary at `address` that heard from it lately enough for it
+/// to be alive (within the fence's lag and a second: a primary that lags more has stopped
+/// taking writes), and how many seconds ago.
+fn witness<'a>(active: &[&'a Member], address: &str, policy: &Policy) -> Option<(&'a str, u64)> {
+    let within = u64::from(policy.settings.max_lag) + 1;
+    active.iter().find_map(|m| {
+        let redis = m.replication()?;
+        redis.heard_from(address, within).then(|| {
+            (
+                m.name.as_str(),
+                redis.heard_from_primary.unwrap_or_default(),
+            )
+        })
+    })
+}
+
+/// Stops `old` before `next` replaces it, while its Redis may still run: a Redis that hung and
+/// resumes executes, and acknowledges, the writes queued on its connections before anyone can
+/// tell it to follow, and `REPLICAOF` then drops them. None once it is stopped, or when its
+/// node does not stop it within [`STOP_TIMEOUT`] (a node gone or cut
+/// off: the fence stops a primary cut off from its replicas).
+fn stop_first<'a>(old: &'a Member, next: &Member, reasons: &mut Vec<String>) -> Option<Choice<'a>> {
+    if !may_still_run(old) || old.stopping.is_some_and(|since| since >= STOP_TIMEOUT) {
+        return None;
     }
+    reasons.push(format!(
+        "the primary {} {}: its Redis is being stopped before {} takes over",
+        old.name,
+        silence(&old.seen),
+        next.name
+    ));
+    if old.stopping.is_some() {
+        return Some(Choice::Hold {
+            primary: None,
+            outage: Outage::PrimaryNotAnswering,
+            urgent: true,
+        });
+    }
+    Some(Choice::Stop(old))
 }
 
 /// The primary's pod is on its way out: it hands over while its Redis still answers as
@@ -433,8 +612,16 @@ fn replace_silent<'a>(
 fn replace_leaving<'a>(
     active: &[&'a Member],
     leaving: &'a Member,
+    policy: &Policy,
     reasons: &mut Vec<String>,
 ) -> Choice<'a> {
+    // Silent, it is replaced as any silent primary is, but without the failover delay: its
+    // pod is going anyway.
+    if leaving.replication().is_none()
+        && let Some(doubt) = in_doubt(active, leaving, policy, reasons)
+    {
+        return doubt;
+    }
     let Some(next) = successor(active, leaving, reasons) else {
         return no_candidate();
     };
@@ -452,11 +639,23 @@ fn replace_leaving<'a>(
             to: next,
         };
     }
+    if leaving.replication().is_none()
+        && let Some(stop) = stop_first(leaving, next, reasons)
+    {
+        return stop;
+    }
+    // Stopped because it did not answer: a failover for that, not for a deletion.
+    let (reason, trouble) = match leaving.stopping {
+        Some(_) if leaving.replication().is_none() => {
+            (Reason::PrimaryNotAnswering, silent_for(leaving))
+        }
+        _ => (Reason::PrimaryLeaving, Duration::ZERO),
+    };
     Choice::Change {
         to: next,
         from: Some(leaving),
-        reason: Reason::PrimaryLeaving,
-        trouble: Duration::ZERO,
+        reason,
+        trouble,
     }
 }
 
@@ -500,11 +699,9 @@ fn successor<'a>(
     if best.replication().is_some_and(Replication::holds_data) {
         return Some(best);
     }
-    let may_hold_data = active
-        .iter()
-        .copied()
-        .chain((!old.terminating).then_some(old))
-        .find(|m| m.replication().is_none() && !matches!(m.seen, Seen::NeverStarted(_)));
+    let may_hold_data = silent_holder(active, best)
+        .or_else(|| (!old.terminating && old.replication().is_none()).then_some(old))
+        .filter(|m| !matches!(m.seen, Seen::NeverStarted(_)));
     match may_hold_data {
         Some(other) => {
             reasons.push(format!(
@@ -515,6 +712,50 @@ fn successor<'a>(
             None
         }
         None => Some(best),
+    }
+}
+
+/// A pod other than `except` that may hold data but does not answer (its Redis ran, or may
+/// have: its container did not get stuck before it ever started).
+fn silent_holder<'a>(active: &[&'a Member], except: &Member) -> Option<&'a Member> {
+    active.iter().copied().find(|m| {
+        m.name != except.name
+            && m.replication().is_none()
+            && !matches!(m.seen, Seen::NeverStarted(_))
+    })
+}
+
+/// The settings for every Redis of a cluster whose primary is `primary` (at
+/// `primary_address`): the policy's, with the fence raised only once as many replicas as it
+/// asks for are in sync (a new cluster, a scale-up), and kept at what the primary has
+/// meanwhile (never lowered because replicas are gone: that is when it protects).
+fn settings_for(
+    primary: &Member,
+    primary_address: &str,
+    active: &[&Member],
+    policy: &Policy,
+) -> Settings {
+    let wanted = policy.settings;
+    let in_sync = active
+        .iter()
+        .filter(|m| m.name != primary.name)
+        .filter(|m| {
+            m.replication()
+                .is_some_and(|r| r.in_sync() && r.follows(primary_address))
+        })
+        .count();
+    let current = primary
+        .replication()
+        .and_then(|r| r.settings)
+        .map_or(0, |s| s.min_replicas);
+    let min_replicas = if in_sync >= wanted.min_replicas as usize {
+        wanted.min_replicas
+    } else {
+        current.min(wanted.min_replicas)
+    };
+    Settings {
+        min_replicas,
+        ..wanted
     }
 }
 

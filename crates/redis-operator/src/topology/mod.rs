@@ -11,13 +11,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 pub use crate::names::Role;
 use crate::pod;
 use crate::pod_config;
-use crate::redis::Command;
 pub use crate::redis::info::{RedisRole, Replication};
+use crate::redis::{Command, Settings};
 
 mod decide;
 mod roll;
@@ -27,6 +28,16 @@ pub use decide::decide;
 /// How long after a handover failed another is tried: one that did not complete (the replica
 /// did not catch up in time) paused writes for nothing, and must not be repeated at every look.
 pub const HANDOVER_RETRY: Duration = Duration::from_secs(30);
+
+/// The grace period of the delete that stops a primary that does not answer before a replica
+/// replaces it: the kubelet kills its Redis (SIGKILL ends a process that hangs, or that was
+/// stopped) at most 2 s later, its minimum, and reports the container terminated.
+pub const STOP_GRACE_SECONDS: i64 = 1;
+
+/// How long a primary that was told to stop may take to be reported stopped before a replica
+/// replaces it anyway: its node is gone or cut off, and the write fence stops a primary cut
+/// off from its replicas on its own.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the operator could learn from one pod's Redis.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +73,12 @@ pub struct Member {
     /// It lost the primary role moments ago: until the Service's routing has followed the
     /// label, new connections for the primary still reach it, so its pod is not removed.
     pub settling: bool,
+    /// Its Redis container is not running, as the kubelet reports: whatever Redis did, it
+    /// acknowledges nothing more.
+    pub stopped: bool,
+    /// Being deleted with a grace period of [`STOP_GRACE_SECONDS`] or less (its Redis is being
+    /// killed): for how long.
+    pub stopping: Option<Duration>,
     pub seen: Seen,
 }
 
@@ -71,6 +88,11 @@ impl Member {
             Seen::Answered(replication) => Some(replication),
             _ => None,
         }
+    }
+
+    /// For a linked replica, how many seconds ago it last heard from its primary.
+    pub fn heard_from_primary(&self) -> Option<u64> {
+        self.replication()?.heard_from_primary
     }
 
     fn offset(&self) -> i64 {
@@ -83,7 +105,7 @@ impl Member {
     /// `Seen::NeverStarted` for a Redis container stuck before it ever ran). `settling`: the
     /// uids of pods that lost the primary role moments ago. None for a pod whose name has no
     /// ordinal (not one of a StatefulSet's).
-    pub fn of(pod: &Pod, settling: &HashSet<String>) -> Option<Member> {
+    pub fn of(pod: &Pod, settling: &HashSet<String>, now: Timestamp) -> Option<Member> {
         let name = pod.name_any();
         Some(Member {
             ordinal: pod::ordinal(&name)?,
@@ -94,6 +116,8 @@ impl Member {
             label: pod::role(pod),
             config: pod_config::pod_config_of(pod),
             settling: pod.uid().is_some_and(|uid| settling.contains(&uid)),
+            stopped: pod::redis_stopped(pod),
+            stopping: stopping_for(pod, now),
             seen: pod::never_started(pod)
                 .map_or(Seen::NoAddress, |why| Seen::NeverStarted(why.to_owned())),
         })
@@ -112,6 +136,18 @@ impl Member {
     fn is_outdated(&self, policy: &Policy) -> bool {
         pod_config::is_outdated(self.config.as_deref(), policy.config.as_deref())
     }
+}
+
+/// How long ago `pod` was deleted with a grace period of [`STOP_GRACE_SECONDS`] or less (its
+/// deletion timestamp is the deletion's time plus the grace period), if it was.
+fn stopping_for(pod: &Pod, now: Timestamp) -> Option<Duration> {
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .filter(|grace| *grace <= STOP_GRACE_SECONDS)?;
+    let deleted = pod.metadata.deletion_timestamp.as_ref()?.0;
+    let since = now.duration_since(deleted).as_secs() + grace;
+    Some(Duration::from_secs(u64::try_from(since).unwrap_or(0)))
 }
 
 /// A label to set (`Some`) or remove (`None`) on a pod.
@@ -211,6 +247,9 @@ pub enum Outage {
     PrimaryNotAnswering,
     /// Too few pods answer to tell a dead primary from one the operator cannot reach.
     NoQuorum,
+    /// The primary does not answer the operator, but a replica still hears from it: it is
+    /// alive, and the operator is the one cut off.
+    PrimaryUnreachable,
     /// No pod that answers can take over without losing data.
     NoCandidate,
     /// The leaving primary's last writes are still reaching the replica that takes over.
@@ -226,6 +265,7 @@ impl Outage {
             Outage::NoPrimaryYet => "NoPrimaryYet",
             Outage::PrimaryNotAnswering => "PrimaryNotAnswering",
             Outage::NoQuorum => "NoQuorum",
+            Outage::PrimaryUnreachable => "PrimaryUnreachable",
             Outage::NoCandidate => "NoCandidate",
             Outage::PrimaryLeaving => "PrimaryLeaving",
             Outage::SwitchingOver => "SwitchingOver",
@@ -255,11 +295,14 @@ pub struct Policy {
     /// A handover failed less than [`HANDOVER_RETRY`] ago: none is started until then, unless
     /// the primary changes (a new situation).
     pub handover_held: bool,
+    /// The settings every Redis should have, the fence at the strength the spec asks for
+    /// (`RedisClusterSpec::fencing`); the primary gets it once enough replicas are in sync.
+    pub settings: Settings,
 }
 
 /// What to do, in this order: `demote` (labels that take the primary role from a Redis that
 /// may take writes, so that no two pods that take writes carry it at any moment), then
-/// `commands`, then `relabel`, then `retire`, then `delete`.
+/// `commands`, then `relabel`, then `retire`, then `delete` and `stop`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// The pod that is (or, after the commands, will be) the primary.
@@ -273,6 +316,11 @@ pub struct Plan {
     /// A pod of an outdated config to delete, for the StatefulSet to recreate from the
     /// current spec: a roll, one pod at a time.
     pub delete: Option<String>,
+    /// A primary that does not answer, to stop before a replica replaces it: its pod is
+    /// deleted with a grace period of [`STOP_GRACE_SECONDS`]. A Redis that hung (stopped, a
+    /// long fork, a slow disk) and resumed would otherwise first execute, and acknowledge, the
+    /// writes waiting on its clients' connections, before anyone could tell it to follow.
+    pub stop: Option<String>,
     /// The primary changes.
     pub change: Option<Change>,
     /// Why no primary serves writes.
@@ -353,6 +401,16 @@ impl Plan {
             in_role: self.in_role,
             updated: self.updated,
         }
+    }
+
+    /// Whether running the plan writes anything (a label, a Redis command, a delete).
+    pub fn acts(&self) -> bool {
+        !(self.demote.is_empty()
+            && self.commands.is_empty()
+            && self.relabel.is_empty()
+            && self.retire.is_empty()
+            && self.delete.is_none()
+            && self.stop.is_none())
     }
 
     /// The labels to set once the commands have run: none on a pod whose command failed, and

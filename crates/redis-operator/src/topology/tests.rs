@@ -14,6 +14,8 @@ fn info_replication_parses_each_role() {
             offset: 1180,
             keys: 0,
             handing_over: false,
+            heard_from_primary: None,
+            settings: None,
         })
     );
     assert_eq!(
@@ -28,6 +30,8 @@ fn info_replication_parses_each_role() {
             offset: 1170,
             keys: 0,
             handing_over: false,
+            heard_from_primary: Some(1),
+            settings: None,
         })
     );
     assert_eq!(
@@ -42,6 +46,8 @@ fn info_replication_parses_each_role() {
             offset: 0,
             keys: 0,
             handing_over: false,
+            heard_from_primary: None,
+            settings: None,
         }),
         "no data: the pod that answers first must not look like a source"
     );
@@ -77,6 +83,8 @@ fn redis(role: RedisRole, offset: i64) -> Replication {
         offset,
         keys: 0,
         handing_over: false,
+        heard_from_primary: None,
+        settings: None,
     }
 }
 
@@ -134,8 +142,16 @@ fn policy(pods: i32) -> Policy {
         config: None,
         in_ordinal_order: false,
         handover_held: false,
+        settings: SETTINGS,
     }
 }
+
+/// The policy's settings: the fence at one replica within 3 s, pings every second.
+const SETTINGS: Settings = Settings {
+    min_replicas: 1,
+    max_lag: 3,
+    ping_period: 1,
+};
 
 /// Decides for a cluster of `pods` pods that is not rolling.
 fn decide_for(members: &[Member], pods: i32) -> Plan {
@@ -152,12 +168,24 @@ fn member(ordinal: i32, label: Option<Role>, ready: bool, seen: Seen) -> Member 
         label,
         config: None,
         settling: false,
+        stopped: false,
+        stopping: None,
         seen,
     }
 }
 
 fn follow(ordinal: i32) -> Command {
     Command::Follow { host: ip(ordinal) }
+}
+
+fn demote(ordinal: i32) -> Command {
+    Command::Demote { host: ip(ordinal) }
+}
+
+/// `member` with its Redis container reported stopped by the kubelet.
+fn stopped(mut member: Member) -> Member {
+    member.stopped = true;
+    member
 }
 
 fn relabel(ordinal: i32, role: Option<Role>) -> Relabel {
@@ -269,8 +297,8 @@ fn an_adopted_cluster_makes_its_lowest_ready_ordinal_primary() {
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
     assert_eq!(
         commands(&plan),
-        [("r-0", follow(1)), ("r-2", follow(1))],
-        "already a primary: no promotion"
+        [("r-0", demote(1)), ("r-2", demote(1))],
+        "already a primary: no promotion; the others demoted, their clients disconnected"
     );
     assert_eq!(plan.relabel, [relabel(1, P), relabel(0, R), relabel(2, R)]);
     assert_eq!(plan.in_role, 1);
@@ -351,7 +379,30 @@ fn a_silent_primary_is_replaced_only_after_the_failover_delay() {
         )
     );
 
+    // Past the delay, its Redis is stopped first: resumed, it would acknowledge the writes
+    // queued on its connections.
     let plan = decide_for(&members(5), 3);
+    assert_eq!(plan.stop.as_deref(), Some("r-0"));
+    assert_eq!(plan.primary, None);
+    assert!(plan.commands.is_empty() && plan.relabel.is_empty() && plan.demote.is_empty());
+    assert_eq!(plan.outage, Some(Outage::PrimaryNotAnswering));
+    assert!(plan.urgent);
+    assert_eq!(
+        plan.waiting.as_deref(),
+        Some(
+            "the primary r-0 does not answer: timed out: its Redis is being stopped before r-2 \
+             takes over"
+        )
+    );
+    // Being stopped: nothing more until the kubelet says it is.
+    let mut being_stopped = members(6);
+    being_stopped[0].stopping = Some(Duration::from_secs(1));
+    let plan = decide_for(&being_stopped, 3);
+    assert_eq!((plan.stop, plan.primary), (None, None));
+    assert!(plan.commands.is_empty() && plan.urgent);
+
+    let [old, one, two] = members(5);
+    let plan = decide_for(&[stopped(old), one, two], 3);
     assert_eq!(plan.primary.as_deref(), Some("r-2"), "the highest offset");
     assert_eq!(plan.demote, [relabel(0, None)], "silent: no role at all");
     assert_eq!(
@@ -461,11 +512,20 @@ fn a_deleted_primary_hands_its_last_writes_over_before_a_replica_takes_over() {
 
     // Its Redis already gone: the highest offset takes over at once.
     let members = [
-        leaving(silent("connection refused", 0)),
+        stopped(leaving(silent("connection refused", 0))),
         member(1, R, true, replica_of(0, 990, false)),
         member(2, R, true, replica_of(0, 980, false)),
     ];
     assert_eq!(decide_for(&members, 3).primary.as_deref(), Some("r-1"));
+    // Silent but not reported stopped (it may hang while its pod goes): stopped first, its
+    // grace period cut short, whatever its pod's was.
+    let members = [
+        leaving(silent("timed out", 0)),
+        member(1, R, true, replica_of(0, 990, false)),
+        member(2, R, true, replica_of(0, 980, false)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!((plan.stop.as_deref(), plan.primary), (Some("r-0"), None));
 }
 
 #[test]
@@ -497,7 +557,7 @@ fn a_primary_that_restarted_empty_is_replaced_by_a_replica_with_data() {
 fn an_operator_restarted_halfway_finishes_from_what_redis_reports() {
     // It had promoted r-1 and died before moving the labels; r-0 is still silent.
     let members = [
-        member(0, P, false, silent("timed out", 5)),
+        stopped(member(0, P, false, silent("timed out", 5))),
         member(1, R, true, primary(1000)),
         member(2, R, true, replica_of(0, 1000, false)),
     ];
@@ -545,7 +605,11 @@ fn an_old_primary_that_comes_back_rejoins_as_a_replica() {
     ];
     let plan = decide_for(&members, 3);
     assert_eq!(plan.primary.as_deref(), Some("r-1"));
-    assert_eq!(commands(&plan), [("r-0", follow(1))]);
+    assert_eq!(
+        commands(&plan),
+        [("r-0", demote(1))],
+        "its clients disconnected: they reconnect to the new primary"
+    );
     assert_eq!(plan.relabel, [relabel(0, R)]);
     assert!(plan.demote.is_empty() && plan.change.is_none());
 }
@@ -763,7 +827,7 @@ fn two_labelled_primaries_keep_the_one_redis_says_is_primary() {
 #[test]
 fn pods_leaving_or_terminating_are_left_alone() {
     // r-0's Redis is gone with its pod.
-    let mut terminating = member(0, P, true, silent("connection refused", 0));
+    let mut terminating = stopped(member(0, P, true, silent("connection refused", 0)));
     terminating.terminating = true;
     let members = [
         terminating,
@@ -905,7 +969,7 @@ fn a_handover_that_failed_lately_is_held_back_unless_the_primary_changes() {
     // A change of primary is a new situation: what it needs is not held back.
     let members = [
         member(0, R, true, replica_of(1, 1000, true)),
-        member(1, P, true, silent("connection refused", 60)),
+        stopped(member(1, P, true, silent("connection refused", 60))),
         member(2, R, true, replica_of(1, 980, true)),
     ];
     let plan = decide(&members, &held);
@@ -952,4 +1016,226 @@ fn what_a_plan_did_is_read_from_its_outcome() {
     assert_eq!(plan.report(&follow_failed).primary.as_deref(), Some("r-0"));
     assert_eq!(plan.relabel_after(&follow_failed), [relabel(0, P)]);
     assert!(!plan.handed_over(&follow_failed));
+}
+
+/// A replica of `ordinal` whose link is up and that heard from it `ago` seconds ago.
+fn hearing(ordinal: i32, offset: i64, ago: u64) -> Seen {
+    let Seen::Answered(mut redis) = replica_of(ordinal, offset, true) else {
+        unreachable!()
+    };
+    redis.heard_from_primary = Some(ago);
+    Seen::Answered(redis)
+}
+
+#[test]
+fn a_primary_its_replicas_still_hear_from_is_not_replaced_whatever_the_operator_sees() {
+    // The operator is cut off from r-0; its replicas are not. Fence lag 3 s: heard within
+    // 4 s is alive.
+    let members = |ago| {
+        [
+            member(0, P, true, silent("timed out", 30)),
+            member(1, R, true, hearing(0, 900, ago)),
+            member(2, R, true, replica_of(0, 900, false)),
+        ]
+    };
+    for ago in [0, 1, 4] {
+        let plan = decide_for(&members(ago), 3);
+        assert_eq!(plan.outage, Some(Outage::PrimaryUnreachable), "{ago}");
+        assert_eq!(plan.primary.as_deref(), Some("r-0"), "it still serves");
+        assert_eq!(plan.stop, None);
+        assert!(plan.commands.is_empty() && plan.relabel.is_empty() && plan.demote.is_empty());
+        assert!(!plan.urgent, "it may last");
+        assert!(
+            plan.waiting
+                .as_deref()
+                .is_some_and(|w| w.contains(&format!("r-1 heard from it {ago}s ago"))),
+            "{plan:?}"
+        );
+    }
+    // Not heard from for longer than the fence's lag and a second: gone for them too.
+    let plan = decide_for(&members(5), 3);
+    assert_eq!(plan.stop.as_deref(), Some("r-0"));
+    // A replica that follows another address witnesses nothing about r-0.
+    let members = [
+        member(0, P, true, silent("timed out", 30)),
+        member(1, R, true, hearing(7, 900, 0)),
+        member(2, R, true, replica_of(0, 900, false)),
+    ];
+    assert_eq!(decide_for(&members, 3).stop.as_deref(), Some("r-0"));
+}
+
+#[test]
+fn pods_without_an_address_do_not_count_against_a_majority() {
+    // Scaled from 3 to 9: six new pods are pending, with no address and no data.
+    let mut members = vec![
+        member(0, P, true, silent("timed out", 30)),
+        member(1, R, true, replica_of(0, 900, false)),
+        member(2, R, true, replica_of(0, 800, false)),
+    ];
+    members.extend((3..9).map(|o| member(o, None, false, Seen::NoAddress)));
+    let plan = decide_for(&members, 9);
+    assert_eq!(plan.stop.as_deref(), Some("r-0"), "{plan:?}");
+    // Pods that run and do not answer still do.
+    members[2].seen = silent("timed out", 30);
+    assert_eq!(decide_for(&members, 9).outage, Some(Outage::NoQuorum));
+}
+
+#[test]
+fn a_primary_its_node_does_not_stop_is_replaced_once_the_stop_timed_out() {
+    let members = |seconds| {
+        let mut old = member(0, P, true, silent("timed out", 30));
+        old.stopping = Some(Duration::from_secs(seconds));
+        [
+            old,
+            member(1, R, true, replica_of(0, 900, false)),
+            member(2, R, true, replica_of(0, 800, false)),
+        ]
+    };
+    let waited = STOP_TIMEOUT.as_secs();
+    let plan = decide_for(&members(waited - 1), 3);
+    assert_eq!((plan.primary, plan.stop), (None, None));
+    let plan = decide_for(&members(waited), 3);
+    assert_eq!(plan.primary.as_deref(), Some("r-1"));
+    assert_eq!(
+        plan.change.map(|c| c.reason),
+        Some(Reason::PrimaryNotAnswering)
+    );
+}
+
+#[test]
+fn no_pod_is_elected_while_a_replica_hears_from_an_unlabelled_primary() {
+    // The operator stopped between removing r-0's label and labelling its successor, and
+    // cannot reach r-0, which r-1 still hears from.
+    let members = [
+        member(0, None, true, silent("timed out", 30)),
+        member(1, R, true, hearing(0, 900, 1)),
+        member(2, R, true, replica_of(0, 800, false)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary, None);
+    assert_eq!(plan.outage, Some(Outage::PrimaryUnreachable));
+    assert!(plan.commands.is_empty() && plan.relabel.is_empty());
+    // One that answers as primary is the one elected.
+    let members = [
+        member(0, None, true, primary(1000)),
+        member(1, R, true, hearing(0, 900, 1)),
+        member(2, R, true, replica_of(0, 800, false)),
+    ];
+    assert_eq!(decide_for(&members, 3).primary.as_deref(), Some("r-0"));
+}
+
+#[test]
+fn a_primary_that_restarted_empty_is_not_promoted_while_a_replica_is_silent() {
+    let members = [
+        member(0, P, false, restarted(0)),
+        member(1, R, true, silent("timed out", 30)),
+        member(2, R, true, silent("timed out", 30)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(plan.primary, None);
+    assert_eq!(plan.outage, Some(Outage::NoCandidate));
+    assert!(plan.commands.is_empty(), "{plan:?}");
+    // Once they answer, the one with data takes over.
+    let members = [
+        member(0, P, false, restarted(0)),
+        member(1, R, true, replica_of(0, 500, false)),
+        member(2, R, true, silent("timed out", 30)),
+    ];
+    assert_eq!(decide_for(&members, 3).primary.as_deref(), Some("r-1"));
+}
+
+/// `seen` with the settings its Redis reports.
+fn configured(seen: Seen, min_replicas: u32) -> Seen {
+    let Seen::Answered(mut redis) = seen else {
+        unreachable!()
+    };
+    redis.settings = Some(Settings {
+        min_replicas,
+        ..SETTINGS
+    });
+    Seen::Answered(redis)
+}
+
+#[test]
+fn the_fence_is_raised_once_replicas_are_in_sync_and_never_lowered_for_their_absence() {
+    let configures = |plan: &Plan| -> Vec<(String, u32)> {
+        plan.commands
+            .iter()
+            .filter_map(|(pod, command)| match command {
+                Command::Configure(s) => Some((pod.clone(), s.min_replicas)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Settings that could not be read are left alone.
+    let settled = [
+        member(0, P, true, primary(10)),
+        member(1, R, true, replica_of(0, 10, true)),
+    ];
+    assert!(configures(&decide_for(&settled, 2)).is_empty());
+    // Adopted without the settings: every Redis gets them, the fence raised since a replica
+    // is in sync.
+    let members = [
+        member(0, P, true, configured(primary(10), 0)),
+        member(1, R, true, configured(replica_of(0, 10, true), 0)),
+        member(2, R, true, configured(replica_of(0, 10, false), 0)),
+    ];
+    assert_eq!(
+        configures(&decide_for(&members, 3)),
+        [
+            ("r-0".to_owned(), 1),
+            ("r-1".to_owned(), 1),
+            ("r-2".to_owned(), 1)
+        ]
+    );
+    // A new cluster: no replica in sync yet, so no fence, or no write would be taken.
+    let members = [
+        member(0, P, true, configured(primary(10), 0)),
+        member(1, R, false, configured(replica_of(0, 0, false), 0)),
+        member(2, R, false, configured(unassigned(0), 0)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert!(configures(&plan).is_empty(), "{plan:?}");
+    // Fenced, its replicas gone: it stays fenced (that is when the fence protects).
+    let members = [
+        member(0, P, true, configured(primary(10), 1)),
+        member(1, R, true, silent("timed out", 30)),
+        member(2, R, true, silent("timed out", 30)),
+    ];
+    assert!(configures(&decide_for(&members, 3)).is_empty());
+    // Everything as asked: nothing sent.
+    let members = [
+        member(0, P, true, configured(primary(10), 1)),
+        member(1, R, true, configured(replica_of(0, 10, true), 1)),
+        member(2, R, true, configured(replica_of(0, 10, true), 1)),
+    ];
+    assert!(decide_for(&members, 3).commands.is_empty());
+    // Turned off in the spec: lowered at once.
+    let off = Policy {
+        settings: Settings {
+            min_replicas: 0,
+            ..SETTINGS
+        },
+        ..policy(3)
+    };
+    assert_eq!(configures(&decide(&members, &off)).len(), 3);
+}
+
+#[test]
+fn a_primary_is_silent_since_its_replicas_last_heard_from_it() {
+    // The operator, asking every few seconds, noticed a second ago; the replicas have not
+    // heard from r-0 for 5 s (the failover delay).
+    let members = |ago| {
+        [
+            member(0, P, true, silent("timed out", 1)),
+            member(1, R, true, hearing(0, 900, ago)),
+            member(2, R, true, hearing(0, 900, 6)),
+        ]
+    };
+    let plan = decide_for(&members(5), 3);
+    assert_eq!(plan.stop.as_deref(), Some("r-0"), "{plan:?}");
+    // The most recent contact counts: r-1 heard from it 4 s ago.
+    let plan = decide_for(&members(4), 3);
+    assert_eq!(plan.stop, None);
+    assert_eq!(plan.outage, Some(Outage::PrimaryNotAnswering));
 }

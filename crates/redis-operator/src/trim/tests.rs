@@ -233,3 +233,40 @@ fn clusters_lose_only_kubectls_copy_of_themselves() {
         &BTreeMap::from([("team".to_owned(), "cache".to_owned())])
     );
 }
+
+#[test]
+fn trimming_pods_never_changes_what_the_role_decision_sees() {
+    use std::collections::HashSet;
+
+    use k8s_openapi::jiff::Timestamp;
+
+    use crate::topology::Member;
+
+    let stopped_primary = |pod: Pod| {
+        let mut pod = crate::fixtures::terminated(pod);
+        pod.metadata.deletion_timestamp = Some(Time(at(0)));
+        pod.metadata.deletion_grace_period_seconds = Some(1);
+        pod
+    };
+    let pods = [
+        full_pod(0, "ContainerCreating"),
+        restarted_running(full_pod(1, "ContainerCreating")),
+        stopped_primary(full_pod(2, "ContainerCreating")),
+    ];
+    let now = Timestamp::from_second(at(3).as_second()).unwrap();
+    let seen = |pod: &Pod| {
+        let m = Member::of(pod, &HashSet::new(), now).unwrap();
+        (m.stopped, m.stopping, m.terminating, m.address, m.ready)
+    };
+    for pod in pods {
+        assert_eq!(
+            seen(&trimmed(pod.clone())),
+            seen(&pod),
+            "{}",
+            pod.name_any()
+        );
+    }
+    // The table exercises a stop at all: killed, deleted 4 s ago with a grace period of 1 s.
+    let stopped = seen(&trimmed(stopped_primary(full_pod(2, "ContainerCreating"))));
+    assert_eq!((stopped.0, stopped.1), (true, Some(Duration::from_secs(4))));
+}
