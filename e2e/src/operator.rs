@@ -66,6 +66,16 @@ impl Operator {
     /// and released can be taken by any process's outgoing connection before the operator
     /// binds it.
     pub fn start_with(namespace: &str, name: &str, extra: &[&str]) -> TestResult<Self> {
+        Self::start_with_env(namespace, name, extra, &[])
+    }
+
+    /// [`Operator::start_with`], with these environment variables set too.
+    pub fn start_with_env(
+        namespace: &str,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestResult<Self> {
         let binary = std::env::var_os("REDIS_OPERATOR_BIN").map_or_else(
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/redis-operator"),
             PathBuf::from,
@@ -88,6 +98,7 @@ impl Operator {
             ])
             .args(default_http)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -104,12 +115,13 @@ impl Operator {
     }
 
     /// A candidate for leadership in `namespace` (its Lease there), with a Lease of
-    /// `lease_seconds` renewed 2 s before it expires, and `extra` flags.
+    /// `lease_seconds` renewed 2 s before it expires, `extra` flags and `env`.
     pub fn candidate(
         namespace: &str,
         identity: &str,
         lease_seconds: u64,
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> TestResult<Self> {
         let lease = format!("{lease_seconds}s");
         let mut flags = vec![
@@ -124,7 +136,7 @@ impl Operator {
             "2s",
         ];
         flags.extend_from_slice(extra);
-        Self::start_with(namespace, identity, &flags)
+        Self::start_with_env(namespace, identity, &flags, env)
     }
 
     /// The port a local operator serves `/healthz`, `/readyz` and `/metrics` on, as it logged

@@ -23,7 +23,7 @@ struct Candidate {
 }
 
 fn candidate(namespace: &str, identity: &'static str) -> TestResult<Candidate> {
-    let mut operator = Operator::candidate(namespace, identity, LEASE_SECONDS, &[])?;
+    let mut operator = Operator::candidate(namespace, identity, LEASE_SECONDS, &[], &[])?;
     let port = operator.http_port()?;
     Ok(Candidate {
         identity,

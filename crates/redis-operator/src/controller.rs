@@ -239,12 +239,25 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let outcome = tokio::select! {
         () = reconcile_until(client, &config, &health, tenure.clone(), shutdown.requested()) => Ok(()),
         // Dropping the controller stops every reconcile at once, before the lease can expire.
-        reason = lease.held() => Err(RunError::LostLeadership(reason)),
+        reason = lease_lost(&lease) => Err(RunError::LostLeadership(reason)),
         () = lease.keep(&tenure) => Err(RunError::LostLeadership("the Lease's watch ended".to_owned())),
     };
     metrics.set_leader(false);
     lease.release().await;
     outcome
+}
+
+/// Returns why leadership ended. The failpoint `ignore-lost-lease` (in
+/// `REDIS_OPERATOR_FAILPOINTS`, for the live suite) never returns instead, the controller
+/// running on, so that a test can see the tenure check refuse every write of a former leader.
+async fn lease_lost(lease: &Lease) -> String {
+    let reason = lease.held().await;
+    let failpoints = std::env::var("REDIS_OPERATOR_FAILPOINTS").unwrap_or_default();
+    if failpoints.split(',').any(|f| f == "ignore-lost-lease") {
+        warn!(%reason, "lost leadership; failpoint ignore-lost-lease keeps this instance running");
+        std::future::pending::<()>().await;
+    }
+    reason
 }
 
 /// How children are listed and watched: only the operator's own, listed from etcd in small

@@ -96,6 +96,11 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         let phase = cluster.status.as_ref().map_or(Phase::Pending, |s| s.phase);
         return Ok((Action::await_change(), phase));
     }
+    // A former leader (paused past its Lease, its renewal loop not yet aware) writes nothing:
+    // no child, no status, no label, no Redis command (checked again before the roles run).
+    if !ctx.tenure.holds() {
+        return Err(Error::NotLeading);
+    }
     let observed = observe(cluster, ctx)?;
     let desired = match plan(cluster, &observed, &ctx.settings)? {
         Ok(desired) => desired,
@@ -316,16 +321,28 @@ async fn apply(
     })
 }
 
-/// The desired children with the StatefulSet kept at its `current` size, if the roles found
-/// the primary in trouble: a scale-down now could remove the in-sync replica that has to take
-/// over. None when the scale-down may go on.
+/// The desired children with the StatefulSet kept larger than the plan's, from what the roles
+/// found: at its `current` size while the primary is in trouble (a scale-down now could remove
+/// the in-sync replica that has to take over), and never below the primary Redis named (the
+/// cache the plan read may not show its label yet). None when the scale-down may go on.
 fn scale_down_held(roles: &RoleReport, desired: &Desired, current: i32) -> Option<Desired> {
-    roles.outage?;
+    let primary_needs = roles
+        .primary
+        .as_deref()
+        .and_then(pod::ordinal)
+        .map_or(0, |ordinal| ordinal + 1);
+    let kept = match roles.outage {
+        Some(_) => current,
+        None => desired.policy.kept.max(primary_needs).min(current),
+    };
+    if kept == desired.policy.kept {
+        return None;
+    }
     let mut held = desired.clone();
     if let Some(spec) = held.statefulset.spec.as_mut() {
-        spec.replicas = Some(current);
+        spec.replicas = Some(kept);
     }
-    held.policy.kept = current;
+    held.policy.kept = kept;
     Some(held)
 }
 

@@ -185,8 +185,8 @@ async fn execute(
     plan: &Plan,
     places: &Places,
 ) -> Result<Outcome> {
-    // A leader paused past its Lease may wake here with a plan another leader is deciding
-    // anew: it sends nothing.
+    // A leader paused past its Lease between the start of the reconcile and here may wake
+    // with a plan another leader is deciding anew: it sends nothing.
     if plan.acts() && !ctx.tenure.holds() {
         return Err(Error::NotLeading);
     }

@@ -1137,6 +1137,38 @@ async fn a_scale_down_waits_while_the_primary_does_not_answer() {
 }
 
 #[tokio::test]
+async fn a_scale_down_keeps_the_pod_whose_redis_is_primary_though_the_cache_has_no_label_yet() {
+    let (running, sts) = running_three().await;
+    let mut scaled = running.clone();
+    scaled.spec.replicas = 1;
+    scaled.metadata.generation = Some(2);
+    // Pod 1 was just promoted (its label not in the cache yet); pod 0 came back empty.
+    let harness = Harness::new(healthy)
+        .with_children(&scaled, sts)
+        .with_pod(redis_pod(0, true, None), FakeRedis::unassigned())
+        .with_pod(redis_pod(1, true, None), FakeRedis::primary())
+        .with_pod(
+            redis_pod(2, true, Some(Role::Replica)),
+            FakeRedis::replica_of(1, true),
+        );
+    let (_, sent) = harness.reconcile(&scaled).await;
+    let applies = writes_to(&sent, "statefulsets");
+    assert!(
+        applies
+            .iter()
+            .all(|a| a.body["spec"]["replicas"].as_i64() >= Some(2)),
+        "pod 1, the primary, stays: {applies:#?}"
+    );
+    assert!(
+        !harness
+            .redis
+            .ran()
+            .contains(&(format!("{NAME}-0"), Command::Promote)),
+        "the empty pod 0 is not made primary"
+    );
+}
+
+#[tokio::test]
 async fn a_scale_down_hands_the_primary_over_before_its_pod_goes() {
     let (harness, scaled) = scaled_to_2_with_pod_2_primary().await;
     let (_, sent) = harness.reconcile(&scaled).await;
@@ -1257,7 +1289,7 @@ async fn a_primary_silent_past_the_failover_delay_is_stopped_before_anything_els
 }
 
 #[tokio::test]
-async fn a_leader_whose_lease_may_have_run_out_sends_no_label_and_no_command() {
+async fn a_leader_whose_lease_may_have_run_out_writes_nothing() {
     let (running, sts) = running_three().await;
     let silent = format!("{NAME}-0");
     // A bounded tenure that saw no Lease: as a leader that woke past its Lease's expiry.
@@ -1279,8 +1311,9 @@ async fn a_leader_whose_lease_may_have_run_out_sends_no_label_and_no_command() {
         matches!(result, Err(crate::error::Error::NotLeading)),
         "{result:?}"
     );
-    assert!(role_patches(&sent).is_empty() && harness.redis.ran().is_empty());
-    assert!(sent.iter().all(|s| s.method != "DELETE"), "{sent:#?}");
+    // Nothing at all: no label, no delete, no child, no status, no Redis command.
+    assert!(sent.is_empty(), "{sent:#?}");
+    assert!(harness.redis.ran().is_empty());
 }
 
 #[tokio::test]

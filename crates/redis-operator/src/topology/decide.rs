@@ -314,10 +314,10 @@ fn choose<'a>(
         .filter_map(|m| Some((m, m.replication()?)))
         .max_by_key(|(m, redis)| (redis.is_primary(), redis.offset, Reverse(m.ordinal)));
     if let Some((current, redis)) = answering {
-        return keep_answering(active, current, redis, reasons);
+        return keep_answering(active, all, current, redis, reasons);
     }
     if let Some(silent) = labelled.first().copied() {
-        return replace_silent(active, silent, policy, reasons);
+        return replace_silent(active, all, silent, policy, reasons);
     }
     // None labelled among the pods that stay. One on its way out?
     let leaving = all
@@ -325,14 +325,14 @@ fn choose<'a>(
         .filter(|m| m.label == Some(Role::Primary) && !active.iter().any(|a| a.name == m.name))
         .max_by_key(|m| (m.replication().is_some(), m.offset()));
     if let Some(leaving) = leaving {
-        return replace_leaving(active, leaving, policy, reasons);
+        return replace_leaving(active, all, leaving, policy, reasons);
     }
     // Nobody was ever made primary here (or the label was removed by hand, or the operator
     // stopped between taking it from one pod and giving it to another).
     if let Some(hold) = unlabelled_primary(active, policy, reasons) {
         return hold;
     }
-    match elect(active, reasons) {
+    match elect(active, all, reasons) {
         Some(elected) => Choice::Change {
             to: elected,
             from: None,
@@ -383,6 +383,7 @@ fn unlabelled_primary<'a>(
 /// back empty while another pod holds data.
 fn keep_answering<'a>(
     active: &[&'a Member],
+    all: &[Member],
     current: &'a Member,
     redis: &Replication,
     reasons: &mut Vec<String>,
@@ -431,12 +432,12 @@ fn keep_answering<'a>(
             };
         }
         // Empty, it is promoted again only once no other pod may hold data.
-        if let Some(other) = silent_holder(active, current) {
+        if let Some(other) = data_elsewhere(all, current, None) {
             reasons.push(format!(
                 "the primary {} restarted without data and {} {}: none is promoted",
                 current.name,
                 other.name,
-                silence(&other.seen)
+                holds(other)
             ));
             return no_candidate();
         }
@@ -449,6 +450,7 @@ fn keep_answering<'a>(
 /// Redis is stopped ([`stop_first`]).
 fn replace_silent<'a>(
     active: &[&'a Member],
+    all: &[Member],
     silent: &'a Member,
     policy: &Policy,
     reasons: &mut Vec<String>,
@@ -470,7 +472,7 @@ fn replace_silent<'a>(
     if let Some(doubt) = in_doubt(active, silent, policy, reasons) {
         return doubt;
     }
-    let Some(next) = successor(active, silent, reasons) else {
+    let Some(next) = successor(active, all, silent, reasons) else {
         return no_candidate();
     };
     stop_first(silent, next, reasons).unwrap_or(Choice::Change {
@@ -611,6 +613,7 @@ fn stop_first<'a>(old: &'a Member, next: &Member, reasons: &mut Vec<String>) -> 
 /// primary, else its successor is promoted.
 fn replace_leaving<'a>(
     active: &[&'a Member],
+    all: &[Member],
     leaving: &'a Member,
     policy: &Policy,
     reasons: &mut Vec<String>,
@@ -622,7 +625,7 @@ fn replace_leaving<'a>(
     {
         return doubt;
     }
-    let Some(next) = successor(active, leaving, reasons) else {
+    let Some(next) = successor(active, all, leaving, reasons) else {
         return no_candidate();
     };
     // Still answering as primary (its pod was deleted a moment ago, and it may still take
@@ -686,6 +689,7 @@ fn best_source<'a>(active: &[&'a Member], except: Option<&Member>) -> Option<&'a
 /// Redis the source that pod's data is replaced from.
 fn successor<'a>(
     active: &[&'a Member],
+    all: &[Member],
     old: &Member,
     reasons: &mut Vec<String>,
 ) -> Option<&'a Member> {
@@ -699,15 +703,14 @@ fn successor<'a>(
     if best.replication().is_some_and(Replication::holds_data) {
         return Some(best);
     }
-    let may_hold_data = silent_holder(active, best)
-        .or_else(|| (!old.terminating && old.replication().is_none()).then_some(old))
-        .filter(|m| !matches!(m.seen, Seen::NeverStarted(_)));
-    match may_hold_data {
+    // The old primary on its way out does not hold the promotion back: it goes anyway.
+    let gone = old.terminating.then_some(old);
+    match data_elsewhere(all, best, gone) {
         Some(other) => {
             reasons.push(format!(
-                "no pod that answers holds data, and {} {}: none is promoted",
+                "no pod that can take over holds data, and {} {}: none is promoted",
                 other.name,
-                silence(&other.seen)
+                holds(other)
             ));
             None
         }
@@ -715,14 +718,30 @@ fn successor<'a>(
     }
 }
 
-/// A pod other than `except` that may hold data but does not answer (its Redis ran, or may
-/// have: its container did not get stuck before it ever started).
-fn silent_holder<'a>(active: &[&'a Member], except: &Member) -> Option<&'a Member> {
-    active.iter().copied().find(|m| {
-        m.name != except.name
-            && m.replication().is_none()
-            && !matches!(m.seen, Seen::NeverStarted(_))
+/// A pod of the cluster, other than `candidate` and `except`, that holds data or may (it does
+/// not answer, and its container did not get stuck before it ever started), whether or not it
+/// stays: an empty `candidate` made primary would be the source its data is replaced from.
+fn data_elsewhere<'a>(
+    all: &'a [Member],
+    candidate: &Member,
+    except: Option<&Member>,
+) -> Option<&'a Member> {
+    all.iter().find(|m| {
+        m.name != candidate.name
+            && except.is_none_or(|e| e.name != m.name)
+            && match m.replication() {
+                Some(redis) => redis.holds_data(),
+                None => !matches!(m.seen, Seen::NeverStarted(_)),
+            }
     })
+}
+
+/// What a pod found by [`data_elsewhere`] is doing, for a reason.
+fn holds(member: &Member) -> String {
+    match member.replication() {
+        Some(_) => "holds data but cannot take over (it is on its way out)".to_owned(),
+        None => silence(&member.seen),
+    }
 }
 
 /// The settings for every Redis of a cluster whose primary is `primary` (at
@@ -760,31 +779,34 @@ fn settings_for(
 }
 
 /// The pod to make primary when none was, or None (with the reason) when it would be a guess.
-fn elect<'a>(active: &[&'a Member], reasons: &mut Vec<String>) -> Option<&'a Member> {
-    let best = best_source(active, None);
-    let unanswered = active
-        .iter()
-        .find(|m| m.replication().is_none() && !matches!(m.seen, Seen::NeverStarted(_)));
-    match (best, unanswered) {
-        (None, _) => {
-            let first = active.first().map_or_else(
-                || "no pod exists yet".to_owned(),
-                |m| format!("pod {} {}", m.name, silence(&m.seen)),
-            );
-            reasons.push(format!("no primary yet: {first}"));
-            None
-        }
-        // Nobody that answered holds data: wait for the others, which may (and, in a new
-        // cluster, so that the primary is pod 0 rather than whichever started first). A pod
-        // whose container never started holds nothing and may never start: not waited for.
-        (Some(best), Some(other)) if !best.replication().is_some_and(Replication::holds_data) => {
+fn elect<'a>(
+    active: &[&'a Member],
+    all: &[Member],
+    reasons: &mut Vec<String>,
+) -> Option<&'a Member> {
+    let Some(best) = best_source(active, None) else {
+        let first = active.first().map_or_else(
+            || "no pod exists yet".to_owned(),
+            |m| format!("pod {} {}", m.name, silence(&m.seen)),
+        );
+        reasons.push(format!("no primary yet: {first}"));
+        return None;
+    };
+    if best.replication().is_some_and(Replication::holds_data) {
+        return Some(best);
+    }
+    // Nobody that can take over holds data: wait for the others, which may (and, in a new
+    // cluster, so that the primary is pod 0 rather than whichever started first). A pod whose
+    // container never started holds nothing and may never start: not waited for.
+    match data_elsewhere(all, best, None) {
+        Some(other) => {
             reasons.push(format!(
                 "no primary yet: pod {} {}",
                 other.name,
-                silence(&other.seen)
+                holds(other)
             ));
             None
         }
-        (Some(best), _) => Some(best),
+        None => Some(best),
     }
 }

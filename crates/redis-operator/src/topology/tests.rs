@@ -1239,3 +1239,35 @@ fn a_primary_is_silent_since_its_replicas_last_heard_from_it() {
     assert_eq!(plan.stop, None);
     assert_eq!(plan.outage, Some(Outage::PrimaryNotAnswering));
 }
+
+#[test]
+fn an_empty_pod_is_never_elected_while_a_pod_on_its_way_out_holds_data() {
+    // Scaled to 1 while r-1 had just become primary (its label not yet in the cache): r-0 was
+    // recreated empty, r-1 and r-2 hold the data above the pods kept.
+    let members = [
+        member(0, None, true, unassigned(0)),
+        member(1, None, true, primary(5000)),
+        member(2, R, true, replica_of(1, 5000, true)),
+    ];
+    let plan = decide_for_kept(&members, 1);
+    assert_eq!(plan.primary, None, "{plan:?}");
+    assert!(plan.commands.is_empty(), "{plan:?}");
+    assert!(
+        plan.waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("r-1 holds data but cannot take over")),
+        "{plan:?}"
+    );
+}
+
+/// Decides for a cluster scaled down to `kept` pods.
+fn decide_for_kept(members: &[Member], kept: i32) -> Plan {
+    decide(
+        members,
+        &Policy {
+            kept,
+            desired: kept,
+            ..policy(kept)
+        },
+    )
+}
