@@ -353,8 +353,14 @@ impl OperatorCgroup {
 
 impl Drop for OperatorCgroup {
     fn drop(&mut self) {
-        // Emptied when its process exits; removed if it is.
-        let _ = std::fs::remove_dir(self.root.join(&self.name));
+        // Its process may outlive it (dropped first): moved back to the root, so that the
+        // cgroup can go.
+        let dir = self.root.join(&self.name);
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines() {
+            let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+        }
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
