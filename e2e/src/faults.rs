@@ -399,19 +399,25 @@ impl Measurement {
         let present = keys_on_primary(setup, "w*").await?;
         let figures = figures(scenario, &writes, fault, &present, labelled);
         figures.print();
-        // Every write with its times, for a look at what the figures sum up.
-        let record: String = writes
-            .iter()
-            .map(|w| format!("{} {:.2} {:.2} {}\n", w.key, w.sent, w.answered, w.reply))
-            .collect();
-        let path = std::env::temp_dir().join(format!("{}.writes.log", setup.namespace.name));
-        std::fs::write(&path, format!("fault at {fault:.2}\n{record}"))?;
+        record_writes(setup, "writes", &writes, fault)?;
         setup
             .pods
             .delete(WRITER, &DeleteParams::default().grace_period(0))
             .await?;
         Ok(figures)
     }
+}
+
+/// Writes every write with its times to `$TMPDIR/<namespace>.<name>.log`, for a look at what
+/// the figures sum up.
+pub fn record_writes(setup: &Setup, name: &str, writes: &[Write], fault: f64) -> TestResult {
+    let record: String = writes
+        .iter()
+        .map(|w| format!("{} {:.3} {:.3} {}\n", w.key, w.sent, w.answered, w.reply))
+        .collect();
+    let path = std::env::temp_dir().join(format!("{}.{name}.log", setup.namespace.name));
+    std::fs::write(&path, format!("fault at {fault:.3}\n{record}"))?;
+    Ok(())
 }
 
 /// The keys matching `pattern` on the primary the cluster's status names.

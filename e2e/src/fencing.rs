@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::faults::{Figures, Measurement, Write, clock, figures, keys_on_primary};
+use crate::faults::{Figures, Measurement, Write, clock, figures, keys_on_primary, record_writes};
 use crate::{NAME, Setup, TestResult};
 
 /// How long the pooled client waits for a reply (Lettuce waits 60 s, redis-py forever).
@@ -308,12 +308,7 @@ impl Clients {
             &present,
             (0, Duration::ZERO),
         );
-        let record: String = pooled_writes
-            .iter()
-            .map(|w| format!("{} {:.3} {:.3} {}\n", w.key, w.sent, w.answered, w.reply))
-            .collect();
-        let path = std::env::temp_dir().join(format!("{}.pooled.log", setup.namespace.name));
-        std::fs::write(&path, format!("fault at {fault:.3}\n{record}"))?;
+        record_writes(setup, "pooled", &pooled_writes, fault)?;
         let figures = FenceFigures {
             scenario: scenario.to_owned(),
             pooled,

@@ -139,13 +139,18 @@ impl Operator {
         Self::start_with_env(namespace, identity, &flags, env)
     }
 
+    /// What a local operator has logged so far, without its colour codes.
+    pub fn logged(&self) -> TestResult<String> {
+        let log = self.log.as_ref().ok_or("no local operator process")?;
+        Ok(without_colours(&std::fs::read_to_string(log)?))
+    }
+
     /// The port a local operator serves `/healthz`, `/readyz` and `/metrics` on, as it logged
     /// once it had bound it; waits up to 30 s for the line.
     pub fn http_port(&mut self) -> TestResult<u16> {
-        let log = self.log.clone().ok_or("no local operator process")?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let text = without_colours(&std::fs::read_to_string(&log)?);
+            let text = self.logged()?;
             let bound = text
                 .lines()
                 .filter(|line| line.contains("serving /healthz"))
@@ -166,7 +171,7 @@ impl Operator {
                 );
             }
             if std::time::Instant::now() > deadline {
-                return Err(format!("no port in {} after 30 s", log.display()).into());
+                return Err(format!("no port in the operator's log after 30 s: {text}").into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

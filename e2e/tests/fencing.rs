@@ -342,27 +342,14 @@ mod leader {
 
     const LEASE: &str = "redis-operator-leader";
 
-    /// What a candidate logged at or after `since` (whole seconds, UTC), colours removed.
-    fn logged_since(namespace: &str, identity: &str, since: Timestamp) -> TestResult<Vec<String>> {
-        let path = std::env::temp_dir().join(format!("{namespace}.{identity}.log"));
+    /// The lines `operator` logged at or after `since` (whole seconds, UTC).
+    fn logged_since(operator: &Operator, since: Timestamp) -> TestResult<Vec<String>> {
         let since = since.to_string();
-        let text = std::fs::read_to_string(path)?;
-        Ok(text
+        Ok(operator
+            .logged()?
             .lines()
-            .map(|line| {
-                let mut plain = String::new();
-                let mut escape = false;
-                for c in line.chars() {
-                    match (escape, c) {
-                        (false, '\u{1b}') => escape = true,
-                        (true, 'm') => escape = false,
-                        (false, c) => plain.push(c),
-                        (true, _) => {}
-                    }
-                }
-                plain
-            })
             .filter(|line| line.get(..19) >= since.get(..19))
+            .map(str::to_owned)
             .collect())
     }
 
@@ -439,7 +426,7 @@ mod leader {
             let scenario = format!("leader paused past its Lease, then a failover (round {round})");
             let figures = clients.finish(&setup, &scenario, at).await?;
             figures.assert_nothing_lost_and_one_writable_primary();
-            let after = logged_since(&namespace, &leader, woke)?;
+            let after = logged_since(&candidates[&leader], woke)?;
             let acted: Vec<&String> = after
                 .iter()
                 .filter(|l| {

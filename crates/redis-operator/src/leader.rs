@@ -56,7 +56,7 @@ impl Tenure {
         *lock(&self.until) = match (ours, renewed) {
             (true, Some(renewed)) => {
                 let age = Duration::try_from(now.duration_since(renewed)).unwrap_or(Duration::ZERO);
-                (election.lease_duration - election.renew_margin / 2)
+                Self::length(election)
                     .checked_sub(age)
                     .map(|left| Instant::now() + left)
             }
@@ -66,8 +66,12 @@ impl Tenure {
 
     /// This instance just took or renewed the Lease.
     fn renewed(&self, election: &Election) {
-        *lock(&self.until) =
-            Some(Instant::now() + election.lease_duration - election.renew_margin / 2);
+        *lock(&self.until) = Some(Instant::now() + Self::length(election));
+    }
+
+    /// How long a tenure lasts from a renewal.
+    fn length(election: &Election) -> Duration {
+        election.lease_duration - election.renew_margin / 2
     }
 }
 
@@ -117,7 +121,7 @@ pub struct Lease {
     election: Election,
     identity: String,
     /// For watching the Lease, with a client whose timeouts suit long-running watches.
-    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    leases: Api<LeaseObject>,
     lease_name: String,
 }
 
@@ -144,13 +148,7 @@ impl Lease {
 
     /// Keeps `tenure` to what the Lease says as it changes (every renewal changes it).
     pub async fn keep(&self, tenure: &Tenure) {
-        let config =
-            watcher::Config::default().fields(&format!("metadata.name={}", self.lease_name));
-        let mut leases = std::pin::pin!(
-            watcher(self.leases.clone(), config)
-                .default_backoff()
-                .applied_objects()
-        );
+        let mut leases = std::pin::pin!(self.watch());
         while let Some(lease) = leases.next().await {
             if let Ok(lease) = lease {
                 tenure.saw(&lease, &self.election, Timestamp::now());
@@ -201,16 +199,20 @@ impl Lease {
 
     /// Yields whenever the Lease is seen without a holder.
     fn releases(&self) -> impl Stream<Item = ()> + use<> {
+        self.watch().filter_map(|lease| {
+            let free =
+                lease.is_ok_and(|lease| lease.spec.and_then(|spec| spec.holder_identity).is_none());
+            future::ready(free.then_some(()))
+        })
+    }
+
+    /// The Lease as it changes (every renewal changes it).
+    fn watch(&self) -> impl Stream<Item = Result<LeaseObject, watcher::Error>> + use<> {
         let config =
             watcher::Config::default().fields(&format!("metadata.name={}", self.lease_name));
         watcher(self.leases.clone(), config)
             .default_backoff()
             .applied_objects()
-            .filter_map(|lease| {
-                let free = lease
-                    .is_ok_and(|lease| lease.spec.and_then(|spec| spec.holder_identity).is_none());
-                future::ready(free.then_some(()))
-            })
     }
 
     /// Keeps renewing while this instance leads; returns why leadership ended.

@@ -110,7 +110,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let pods: Vec<&Pod> = observed.pods.iter().map(Arc::as_ref).collect();
     let facts = applied.facts(&observed, &desired, &pods, &ctx.settings);
     let assessment = status::assess(cluster, &facts);
-    let events = applied.events(cluster, &observed, &desired, &assessment.status);
+    let events = applied.events(cluster, &observed, &assessment.status);
     report(ctx, cluster, &assessment.status, events).await?;
     let action = Action::requeue(requeue_after(&assessment, &applied, &ctx.settings));
     Ok((action, assessment.status.phase))
@@ -195,7 +195,6 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
 }
 
 /// What the cluster should have.
-#[derive(Clone)]
 struct Desired {
     statefulset: StatefulSet,
     services: [Service; 3],
@@ -292,7 +291,7 @@ async fn apply(
         }
         _ => (None, None),
     };
-    let desired = held.as_ref().unwrap_or(desired);
+    let statefulset = held.as_ref().unwrap_or(&desired.statefulset);
     let service_steps = desired.services.iter().map(|service| {
         let key = ObjectRef::new(&service.name_any()).within(namespace);
         let cached = ctx.stores.services.get(&key);
@@ -307,7 +306,13 @@ async fn apply(
     };
     let (services, statefulset, budget, sizing, roles) = futures::try_join!(
         futures::future::try_join_all(service_steps),
-        apply_statefulset(ctx, cluster, observed, desired),
+        apply_statefulset(
+            ctx,
+            cluster,
+            observed,
+            desired.invalid_spec.as_ref(),
+            statefulset
+        ),
         apply_budget(ctx, observed, desired),
         storage::grow(ctx, cluster, namespace),
         roles,
@@ -321,11 +326,10 @@ async fn apply(
     })
 }
 
-/// The desired children with the StatefulSet kept larger than the plan's, from what the roles
-/// found: at its `current` size while the primary is in trouble (a scale-down now could remove
+/// The desired StatefulSet kept larger than the plan's, from what the roles found: at its `current` size while the primary is in trouble (a scale-down now could remove
 /// the in-sync replica that has to take over), and never below the primary Redis named (the
 /// cache the plan read may not show its label yet). None when the scale-down may go on.
-fn scale_down_held(roles: &RoleReport, desired: &Desired, current: i32) -> Option<Desired> {
+fn scale_down_held(roles: &RoleReport, desired: &Desired, current: i32) -> Option<StatefulSet> {
     let primary_needs = roles
         .primary
         .as_deref()
@@ -338,11 +342,10 @@ fn scale_down_held(roles: &RoleReport, desired: &Desired, current: i32) -> Optio
     if kept == desired.policy.kept {
         return None;
     }
-    let mut held = desired.clone();
-    if let Some(spec) = held.statefulset.spec.as_mut() {
+    let mut held = desired.statefulset.clone();
+    if let Some(spec) = held.spec.as_mut() {
         spec.replicas = Some(kept);
     }
-    held.policy.kept = kept;
     Some(held)
 }
 
@@ -354,9 +357,10 @@ async fn apply_statefulset(
     ctx: &Context,
     cluster: &RedisCluster,
     observed: &Observed,
-    desired: &Desired,
+    invalid_spec: Option<&Blocker>,
+    desired: &StatefulSet,
 ) -> Result<ChildOutcome<StatefulSet>> {
-    if let Some(invalid) = &desired.invalid_spec {
+    if let Some(invalid) = invalid_spec {
         return Ok(ChildOutcome::Blocked(invalid.clone()));
     }
     let api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &observed.namespace);
@@ -366,7 +370,7 @@ async fn apply_statefulset(
             // On its way out (we orphaned it): created anew once it is gone.
             return Ok(ChildOutcome::Terminating);
         }
-        let changes = immutable_changes(&desired.statefulset, sts);
+        let changes = immutable_changes(desired, sts);
         if !changes.is_empty() {
             delete_child(&api, sts, Some(PropagationPolicy::Orphan)).await?;
             return Ok(ChildOutcome::Recreating(changes));
@@ -377,7 +381,7 @@ async fn apply_statefulset(
         _ => None,
     };
     let current = migrated.as_ref().or(observed.statefulset.as_deref());
-    let outcome = ensure_child(&api, current, &desired.statefulset, &observed.uid).await?;
+    let outcome = ensure_child(&api, current, desired, &observed.uid).await?;
     if let (ChildOutcome::Unchanged, Some(sts)) = (&outcome, ours)
         && children::nudge_due(cluster.status.as_ref(), sts, observed.exist(), observed.now)
     {
@@ -447,7 +451,6 @@ impl Applied {
         &mut self,
         cluster: &RedisCluster,
         observed: &Observed,
-        desired: &Desired,
         status: &RedisClusterStatus,
     ) -> Vec<Event> {
         let created: Vec<Option<String>> = self
@@ -459,8 +462,9 @@ impl Applied {
         let mut events: Vec<Event> = children::creation_event(&created).into_iter().collect();
         events.append(&mut self.roles.events);
         match (&self.statefulset, observed.statefulset.as_deref()) {
-            (ChildOutcome::Updated(_), Some(before)) => {
-                events.extend(children::statefulset_changes(before, &desired.statefulset));
+            // What was written, which a scale-down held back may make differ from the plan.
+            (ChildOutcome::Updated(written), Some(before)) => {
+                events.extend(children::statefulset_changes(before, written));
             }
             (ChildOutcome::Recreating(changes), _) => {
                 events.push(recreating_event(&cluster.name_any(), changes));

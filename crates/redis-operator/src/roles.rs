@@ -372,14 +372,14 @@ async fn delete_pod(
     api: &Api<Pod>,
     pod: &str,
     uid: Option<String>,
-    grace: Option<i64>,
+    grace: Option<u32>,
 ) -> Result<()> {
     let params = DeleteParams {
         preconditions: uid.map(|uid| Preconditions {
             uid: Some(uid),
             resource_version: None,
         }),
-        grace_period_seconds: grace.and_then(|g| u32::try_from(g).ok()),
+        grace_period_seconds: grace,
         ..DeleteParams::default()
     };
     match api.delete(pod, &params).await {

@@ -102,12 +102,6 @@ impl Replication {
         self.offset > 0 || self.keys > 0
     }
 
-    /// A replica of `address` that heard from it within `seconds`: that primary is alive,
-    /// whatever the operator sees of it.
-    pub fn heard_from(&self, address: &str, seconds: u64) -> bool {
-        self.follows(address) && self.heard_from_primary.is_some_and(|ago| ago <= seconds)
-    }
-
     /// Whether this Redis follows `address` (whatever the state of its link).
     pub fn follows(&self, address: &str) -> bool {
         matches!(&self.role, RedisRole::Replica { host, port, .. }

@@ -44,7 +44,7 @@ enum Choice<'a> {
 ///   its Redis still answers as primary (writes paused until that replica has them all); once
 ///   that Redis is gone, the replica is promoted.
 /// - If its Redis is silent for `failover_after`, it is replaced by the replica with the
-///   highest offset ([`may_replace`]): only once its replicas no longer hear from it either
+///   highest offset ([`in_doubt`], [`stop_first`]): only once its replicas no longer hear from it either
 ///   (otherwise the operator is the one cut off), while a majority of the pods answer, and
 ///   once its Redis is stopped: its pod is deleted with a short grace period and the kubelet
 ///   reports the container gone (or, past [`STOP_TIMEOUT`], its node is taken for lost).
@@ -491,21 +491,29 @@ fn silent_for(member: &Member) -> Duration {
     }
 }
 
-/// How long the replicas linked to the primary `old` have not heard from it (the most recent
-/// contact any of them had): a primary pings its replicas every second, so this says when it
-/// fell silent, where the operator, asking every few seconds, noticed only later. Zero when
-/// none is linked to it.
-fn unheard_for(active: &[&Member], old: &Member) -> Duration {
-    let Some(address) = old.address.as_deref() else {
-        return Duration::ZERO;
-    };
+/// The answering replica linked to the primary at `address` that heard from it last, and how
+/// many seconds ago: a primary pings its replicas every second, so this says when it fell
+/// silent, where the operator, asking every few seconds, noticed only later.
+fn last_contact<'a>(active: &[&'a Member], address: &str) -> Option<(&'a str, u64)> {
     active
         .iter()
-        .filter_map(|m| m.replication())
-        .filter(|r| r.follows(address))
-        .filter_map(|r| r.heard_from_primary)
-        .min()
-        .map_or(Duration::ZERO, Duration::from_secs)
+        .filter_map(|m| {
+            let redis = m.replication()?;
+            let ago = redis
+                .heard_from_primary
+                .filter(|_| redis.follows(address))?;
+            Some((m.name.as_str(), ago))
+        })
+        .min_by_key(|(_, ago)| *ago)
+}
+
+/// How long the replicas linked to the primary `old` have not heard from it ([`last_contact`]);
+/// zero when none is linked to it.
+fn unheard_for(active: &[&Member], old: &Member) -> Duration {
+    old.address
+        .as_deref()
+        .and_then(|address| last_contact(active, address))
+        .map_or(Duration::ZERO, |(_, ago)| Duration::from_secs(ago))
 }
 
 /// Whether `member`'s Redis may still run and take writes: it has an address, and the kubelet
@@ -568,20 +576,11 @@ fn in_doubt<'a>(
     None
 }
 
-/// An answering replica of the primary at `address` that heard from it lately enough for it
-/// to be alive (within the fence's lag and a second: a primary that lags more has stopped
-/// taking writes), and how many seconds ago.
+/// The [`last_contact`] with the primary at `address`, if recent enough for it to be alive
+/// (within the fence's lag and a second: a primary that lags more has stopped taking writes).
 fn witness<'a>(active: &[&'a Member], address: &str, policy: &Policy) -> Option<(&'a str, u64)> {
     let within = u64::from(policy.settings.max_lag) + 1;
-    active.iter().find_map(|m| {
-        let redis = m.replication()?;
-        redis.heard_from(address, within).then(|| {
-            (
-                m.name.as_str(),
-                redis.heard_from_primary.unwrap_or_default(),
-            )
-        })
-    })
+    last_contact(active, address).filter(|(_, ago)| *ago <= within)
 }
 
 /// Stops `old` before `next` replaces it, while its Redis may still run: a Redis that hung and
@@ -620,9 +619,8 @@ fn replace_leaving<'a>(
 ) -> Choice<'a> {
     // Silent, it is replaced as any silent primary is, but without the failover delay: its
     // pod is going anyway.
-    if leaving.replication().is_none()
-        && let Some(doubt) = in_doubt(active, leaving, policy, reasons)
-    {
+    let silent = leaving.replication().is_none();
+    if silent && let Some(doubt) = in_doubt(active, leaving, policy, reasons) {
         return doubt;
     }
     let Some(next) = successor(active, all, leaving, reasons) else {
@@ -642,17 +640,14 @@ fn replace_leaving<'a>(
             to: next,
         };
     }
-    if leaving.replication().is_none()
-        && let Some(stop) = stop_first(leaving, next, reasons)
-    {
+    if silent && let Some(stop) = stop_first(leaving, next, reasons) {
         return stop;
     }
     // Stopped because it did not answer: a failover for that, not for a deletion.
-    let (reason, trouble) = match leaving.stopping {
-        Some(_) if leaving.replication().is_none() => {
-            (Reason::PrimaryNotAnswering, silent_for(leaving))
-        }
-        _ => (Reason::PrimaryLeaving, Duration::ZERO),
+    let (reason, trouble) = if silent && leaving.stopping.is_some() {
+        (Reason::PrimaryNotAnswering, silent_for(leaving))
+    } else {
+        (Reason::PrimaryLeaving, Duration::ZERO)
     };
     Choice::Change {
         to: next,

@@ -32,7 +32,7 @@ pub const HANDOVER_RETRY: Duration = Duration::from_secs(30);
 /// The grace period of the delete that stops a primary that does not answer before a replica
 /// replaces it: the kubelet kills its Redis (SIGKILL ends a process that hangs, or that was
 /// stopped) at most 2 s later, its minimum, and reports the container terminated.
-pub const STOP_GRACE_SECONDS: i64 = 1;
+pub const STOP_GRACE_SECONDS: u32 = 1;
 
 /// How long a primary that was told to stop may take to be reported stopped before a replica
 /// replaces it anyway: its node is gone or cut off, and the write fence stops a primary cut
@@ -144,7 +144,7 @@ fn stopping_for(pod: &Pod, now: Timestamp) -> Option<Duration> {
     let grace = pod
         .metadata
         .deletion_grace_period_seconds
-        .filter(|grace| *grace <= STOP_GRACE_SECONDS)?;
+        .filter(|grace| *grace <= i64::from(STOP_GRACE_SECONDS))?;
     let deleted = pod.metadata.deletion_timestamp.as_ref()?.0;
     let since = now.duration_since(deleted).as_secs() + grace;
     Some(Duration::from_secs(u64::try_from(since).unwrap_or(0)))
