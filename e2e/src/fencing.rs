@@ -20,7 +20,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::faults::{Figures, Measurement, Write, clock, figures, keys_on_primary, record_writes};
-use crate::{NAME, Setup, TestResult};
+use crate::{NAME, Setup, TestResult, cluster_pods};
 
 /// How long the pooled client waits for a reply (Lettuce waits 60 s, redis-py forever).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,17 +47,15 @@ impl PooledWriter {
     /// cannot reach it (no kube-proxy on this node).
     pub async fn start(address: &str) -> TestResult<Option<Self>> {
         let url = format!("redis://{address}:6379/");
-        if tokio::time::timeout(Duration::from_secs(3), connect(&url))
-            .await
-            .is_err()
-        {
+        let Ok(Ok(first)) = tokio::time::timeout(Duration::from_secs(3), connect(&url)).await
+        else {
             return Ok(None);
-        }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let mut writes = Vec::new();
-            let mut connection: Option<MultiplexedConnection> = None;
+            let mut connection = Some(first);
             let mut n = 0u64;
             while !stopped.load(Ordering::Relaxed) {
                 let Some(live) = connection.as_mut() else {
@@ -157,18 +155,16 @@ impl WritableWatch {
     pub fn start(setup: &Setup) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        let pods = setup.pods.clone();
+        let (client, namespace) = (setup.client.clone(), setup.namespace.name.clone());
         let task = tokio::spawn(async move {
             let mut seen = Writable::default();
             let mut addresses: BTreeMap<String, String> = BTreeMap::new();
             let mut listed = std::time::Instant::now() - Duration::from_secs(10);
             while !stopped.load(Ordering::Relaxed) {
                 if listed.elapsed() > Duration::from_secs(1) {
-                    if let Ok(list) = pods.list(&Default::default()).await {
-                        addresses = list
-                            .items
+                    if let Ok(pods) = cluster_pods(&client, &namespace, NAME).await {
+                        addresses = pods
                             .iter()
-                            .filter(|p| p.name_any().starts_with(NAME))
                             .filter_map(|p: &Pod| {
                                 Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?))
                             })
