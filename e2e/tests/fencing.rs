@@ -105,8 +105,12 @@ mod fencing {
         })
         .await?;
         for figures in &rounds {
+            // The stall's end, plus up to a second of the fence: after a stall as long as its
+            // lag (3 s, counted in whole seconds), Redis's once-a-second count of in-sync
+            // replicas may find none, and writes are refused (NOREPLICAS) until their next
+            // acknowledgement is counted. Seen once: 4.03 s.
             assert!(
-                figures.pooled.back_after < 3.0 + 1.0,
+                figures.pooled.back_after < 3.0 + 2.0,
                 "the pooled writer resumes with the stall's end: {:.2}s",
                 figures.pooled.back_after
             );
