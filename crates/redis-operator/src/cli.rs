@@ -94,6 +94,15 @@ pub struct RunArgs {
     /// How long before expiry the leader renews; it stops reconciling if that renewal fails.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub lease_renew_margin: Duration,
+    /// The Secret that holds the operator's key, from which it derives the passwords of its own
+    /// Redis user and of replication in every cluster; made with a random key if missing.
+    /// Every instance must use the same one.
+    #[arg(long, default_value = "redis-operator-credentials")]
+    pub credentials_secret: String,
+    /// Namespace of that Secret (default: the operator pod's own, from POD_NAMESPACE; else
+    /// `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub credentials_namespace: String,
 }
 
 impl TryFrom<RunArgs> for RunConfig {
@@ -139,6 +148,7 @@ impl TryFrom<RunArgs> for RunConfig {
             redis_timeout: args.redis_timeout,
             http_addr: args.http_addr,
             election,
+            credentials_secret: (args.credentials_namespace, args.credentials_secret),
         })
     }
 }

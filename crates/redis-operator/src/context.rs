@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use rediscluster_crd::RedisCluster;
 
 use crate::MANAGER;
+use crate::auth::Credentials;
 use crate::backoff::Backoff;
 use crate::leader::Tenure;
 use crate::memory::Memory;
@@ -68,6 +69,8 @@ pub struct Context {
     pub memory: Memory,
     /// Whether this instance may write now (under leader election, while its Lease holds).
     pub tenure: Arc<Tenure>,
+    /// The operator's key to every cluster's `operator` and `replica` passwords.
+    pub credentials: Credentials,
 }
 
 impl Context {
@@ -77,6 +80,7 @@ impl Context {
         settings: Settings,
         metrics: Arc<Metrics>,
         redis: Arc<dyn RedisAccess>,
+        credentials: Credentials,
     ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.to_owned(),
@@ -92,6 +96,7 @@ impl Context {
             redis,
             memory: Memory::default(),
             tenure: Arc::new(Tenure::unbounded()),
+            credentials,
         }
     }
 

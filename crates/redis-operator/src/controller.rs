@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{info, warn};
 
+use crate::auth::{self, Credentials};
 use crate::context::{Context, Settings, Stores};
 use crate::http::{self, Health};
 use crate::leader::{Election, Lease, Tenure};
@@ -48,6 +49,8 @@ pub struct RunConfig {
     /// How the pods' Redis is reached, and how long it may take to answer.
     pub redis_route: Route,
     pub redis_timeout: Duration,
+    /// The Secret (namespace, name) that holds the operator's key (`auth::load_credentials`).
+    pub credentials_secret: (String, String),
 }
 
 /// Redis requests in flight at once, over all clusters: enough for every pod of a few clusters
@@ -80,6 +83,10 @@ pub enum RunError {
     },
     #[error("{0}")]
     Election(String),
+    #[error(
+        "cannot read or make the operator's key ({0}); grant get and create on that Secret (config/rbac/leader_election_role.yaml)"
+    )]
+    Credentials(String),
     #[error("lost leadership ({0}); exiting so that a fresh start rejoins the election")]
     LostLeadership(String),
 }
@@ -201,6 +208,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let client = new_client(client_config.clone(), &metrics)?;
     preflight(&client, &url, config.namespace.as_deref()).await?;
+    let (namespace, name) = &config.credentials_secret;
+    let credentials = auth::load_credentials(client.clone(), namespace, name)
+        .await
+        .map_err(RunError::Credentials)?;
 
     let health = Arc::new(Health::new(metrics.clone()));
     http::serve(config.http_addr, health.clone())
@@ -213,7 +224,11 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
 
     let Some(election) = &config.election else {
         let tenure = Arc::new(Tenure::unbounded());
-        reconcile_until(client, &config, &health, tenure, shutdown.requested()).await;
+        let shared = Shared {
+            tenure,
+            credentials,
+        };
+        reconcile_until(client, &config, &health, shared, shutdown.requested()).await;
         return Ok(());
     };
     // Renewals must fail fast rather than hang past the lease's expiry.
@@ -237,7 +252,13 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     metrics.set_leader(true);
     health.set_ready(false);
     let outcome = tokio::select! {
-        () = reconcile_until(client, &config, &health, tenure.clone(), shutdown.requested()) => Ok(()),
+        () = reconcile_until(
+            client,
+            &config,
+            &health,
+            Shared { tenure: tenure.clone(), credentials },
+            shutdown.requested(),
+        ) => Ok(()),
         // Dropping the controller stops every reconcile at once, before the lease can expire.
         reason = lease_lost(&lease) => Err(RunError::LostLeadership(reason)),
         () = lease.keep(&tenure) => Err(RunError::LostLeadership("the Lease's watch ended".to_owned())),
@@ -295,7 +316,7 @@ async fn reconcile_until(
     client: Client,
     config: &RunConfig,
     health: &Arc<Health>,
-    tenure: Arc<Tenure>,
+    shared: Shared,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let namespace = config.namespace.as_deref();
@@ -331,7 +352,7 @@ async fn reconcile_until(
             reconcile(cluster, ctx).await
         }
     };
-    let context = Arc::new(context(client, stores, config, health, tenure));
+    let context = Arc::new(context(client, stores, config, health, shared));
     info!(
         namespace = namespace.unwrap_or("(all)"),
         concurrency = config.concurrency,
@@ -428,13 +449,20 @@ fn watch_children(
     (stores, events)
 }
 
+/// What the run hands every reconcile besides the client and caches: the leader's tenure and
+/// the operator's key.
+struct Shared {
+    tenure: Arc<Tenure>,
+    credentials: Credentials,
+}
+
 /// What every reconcile shares: the client, the caches, the settings, and the pods' Redis.
 fn context(
     client: Client,
     stores: Stores,
     config: &RunConfig,
     health: &Health,
-    tenure: Arc<Tenure>,
+    shared: Shared,
 ) -> Context {
     let redis = Arc::new(Connections::new(
         client.clone(),
@@ -449,8 +477,9 @@ fn context(
         config.settings.clone(),
         health.metrics.clone(),
         redis,
+        shared.credentials,
     )
-    .with_tenure(tenure)
+    .with_tenure(shared.tenure)
 }
 
 /// Reconcile outcomes are logged by `reconcile`; this reports the machinery.

@@ -13,6 +13,10 @@ pub enum Error {
     #[error("not sure to hold the leader's lease; nothing written")]
     NotLeading,
 
+    /// The system gave no randomness for a new password.
+    #[error("cannot make a password: {0}")]
+    Randomness(String),
+
     /// A request to the API server failed.
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
@@ -24,6 +28,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::MissingObjectKey(_) => false,
+            Error::Randomness(_) => true,
             // Leadership comes back with the next renewal, or this instance exits.
             Error::NotLeading => true,
             Error::Kube(kube::Error::Api(status)) => {
@@ -38,6 +43,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::Randomness(_) => "Randomness",
             Error::NotLeading => "NotLeading",
             Error::Kube(kube::Error::Api(_)) => "ApiError",
             Error::Kube(_) => "ConnectionError",

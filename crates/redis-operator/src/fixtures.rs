@@ -28,6 +28,7 @@ pub fn cluster(replicas: i32, image: &str) -> RedisCluster {
             resources: None,
             maxmemory_policy: None,
             fencing: None,
+            auth: None,
         },
     );
     cluster.metadata.namespace = Some(NAMESPACE.to_owned());
@@ -253,4 +254,14 @@ pub fn earlier_release_spec(image: &str) -> k8s_openapi::api::core::v1::PodSpec 
         }],
         ..Default::default()
     }
+}
+
+/// The operator's credentials in tests: a fixed key.
+pub fn operator_credentials() -> crate::auth::Credentials {
+    crate::auth::Credentials::from_key(b"test key")
+}
+
+/// The test cluster's operator-held passwords.
+pub fn credentials() -> crate::auth::ClusterCredentials {
+    operator_credentials().of_cluster(UID)
 }

@@ -32,6 +32,7 @@
 //!   `roles::execute` → `roles::relabel_all` (the label); `topology::Plan::report` →
 //!   `status::assess` (`status.primary`).
 
+pub mod auth;
 mod backoff;
 mod children;
 pub mod cli;

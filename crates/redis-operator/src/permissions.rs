@@ -12,6 +12,8 @@ pub struct Permission {
     pub group: &'static str,
     pub resource: &'static str,
     pub verbs: &'static [&'static str],
+    /// The only objects it applies to (RBAC's `resourceNames`), or any when empty.
+    pub names: &'static [&'static str],
     pub why: &'static str,
 }
 
@@ -21,18 +23,21 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         group: "cache.example.com",
         resource: "redisclusters",
         verbs: &["list", "watch"],
+        names: &[],
         why: "the RedisCluster cache, and the start-up check that the CRD is served",
     },
     Permission {
         group: "cache.example.com",
         resource: "redisclusters/status",
         verbs: &["patch"],
+        names: &[],
         why: "server-side apply of status",
     },
     Permission {
         group: "apps",
         resource: "statefulsets",
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        names: &[],
         why: "create and apply the StatefulSet; get only when a create finds the name taken; \
               delete (orphaning its pods) only to recreate it when an immutable field must change",
     },
@@ -40,12 +45,14 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         group: "",
         resource: "services",
         verbs: &["get", "list", "watch", "create", "patch"],
+        names: &[],
         why: "create and apply the headless Service; get only when a create finds the name taken",
     },
     Permission {
         group: "",
         resource: "pods",
         verbs: &["list", "watch", "patch", "delete"],
+        names: &[],
         why: "find each pod's Redis and spot pods stuck in image pull or crash loops; patch \
               only the role label (cache.example.com/role) that routes the primary and \
               replicas Services; delete a pod made for an earlier spec, one at a time and the \
@@ -56,6 +63,7 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         group: "policy",
         resource: "poddisruptionbudgets",
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        names: &[],
         why: "create and apply the PodDisruptionBudget that lets evictions take one Redis pod \
               at a time; get only when a create finds the name taken; delete it when the \
               cluster scales to a single pod",
@@ -64,24 +72,56 @@ pub const WATCHED_NAMESPACES: &[Permission] = &[
         group: "",
         resource: "persistentvolumeclaims",
         verbs: &["list", "watch", "patch"],
+        names: &[],
         why: "see the claims the StatefulSet made from the storage template; patch only their \
               storage request, when spec.storage.size grows",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["create"],
+        names: &[],
+        why: "make the Secret <name>-auth with a random password for a cluster whose \
+              spec.auth names no Secret, once, before its pods are made with auth; never \
+              get, list or watch: the pods read their password Secret through the kubelet",
     },
     Permission {
         group: "events.k8s.io",
         resource: "events",
         verbs: &["create", "patch"],
+        names: &[],
         why: "events on RedisClusters; patch folds repeats into a series",
     },
 ];
 
 /// Needed only in the operator's own namespace.
-pub const OPERATOR_NAMESPACE: &[Permission] = &[Permission {
-    group: "coordination.k8s.io",
-    resource: "leases",
-    verbs: &["get", "list", "watch", "create", "patch"],
-    why: "leader election: read, create and apply the Lease; a standby watches it to take over at once",
-}];
+pub const OPERATOR_NAMESPACE: &[Permission] = &[
+    Permission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        names: &[],
+        why: "leader election: read, create and apply the Lease; a standby watches it to take over at once",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["get"],
+        names: &[CREDENTIALS_SECRET],
+        why: "read the operator's key (auth::load_credentials), and no other Secret",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["create"],
+        names: &[],
+        why: "make the operator's key the first time it starts (RBAC cannot restrict a create \
+              by name; it creates nothing else here)",
+    },
+];
+
+/// The default name of the Secret holding the operator's key (`--credentials-secret`).
+pub const CREDENTIALS_SECRET: &str = "redis-operator-credentials";
 
 /// Needed only when the operator runs outside the cluster with `--redis-route port-forward`
 /// (the default there): it then reaches each pod's Redis through the API server. The deployed
@@ -92,6 +132,7 @@ pub const OUT_OF_CLUSTER: &[Permission] = &[Permission {
     group: "",
     resource: "pods/portforward",
     verbs: &["get", "create"],
+    names: &[],
     why: "reach each pod's Redis where the pod network is not routable (kind from the host)",
 }];
 
@@ -110,13 +151,13 @@ pub fn allows(method: &str, path: &str, query: &str) -> Result<(), String> {
         ["namespaces", _namespace, rest @ ..] => rest,
         rest => rest,
     };
-    let (resource, named) = match rest {
-        [resource] => ((*resource).to_owned(), false),
-        [resource, _name] => ((*resource).to_owned(), true),
-        [resource, _name, subresource] => (format!("{resource}/{subresource}"), true),
+    let (resource, name) = match rest {
+        [resource] => ((*resource).to_owned(), None),
+        [resource, name] => ((*resource).to_owned(), Some(*name)),
+        [resource, name, subresource] => (format!("{resource}/{subresource}"), Some(*name)),
         _ => return Err(format!("unexpected path: {path}")),
     };
-    let verb = match (method, named) {
+    let verb = match (method, name.is_some()) {
         ("GET", true) => "get",
         ("GET", false) if query.contains("watch=true") => "watch",
         ("GET", false) => "list",
@@ -130,7 +171,12 @@ pub fn allows(method: &str, path: &str, query: &str) -> Result<(), String> {
     let allowed = WATCHED_NAMESPACES
         .iter()
         .chain(OPERATOR_NAMESPACE)
-        .any(|p| p.group == group && p.resource == resource && p.verbs.contains(&verb));
+        .any(|p| {
+            p.group == group
+                && p.resource == resource
+                && p.verbs.contains(&verb)
+                && (p.names.is_empty() || name.is_some_and(|name| p.names.contains(&name)))
+        });
     if allowed {
         Ok(())
     } else {
@@ -149,7 +195,8 @@ mod tests {
 
     use super::*;
 
-    type Grants = BTreeSet<(String, String, String)>;
+    /// (group, resource, verb, resource names joined by commas, empty for any).
+    type Grants = BTreeSet<(String, String, String, String)>;
 
     fn grants(permissions: &[Permission]) -> Grants {
         permissions
@@ -160,6 +207,7 @@ mod tests {
                         p.group.to_owned(),
                         p.resource.to_owned(),
                         (*verb).to_owned(),
+                        p.names.join(","),
                     )
                 })
             })
@@ -176,6 +224,13 @@ mod tests {
         assert_eq!(role["kind"], kind, "{relative}");
         let mut grants = Grants::new();
         for rule in role["rules"].as_array().unwrap() {
+            let names = rule["resourceNames"]
+                .as_array()
+                .map(|names| {
+                    let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+                    names.join(",")
+                })
+                .unwrap_or_default();
             for group in rule["apiGroups"].as_array().unwrap() {
                 for resource in rule["resources"].as_array().unwrap() {
                     for verb in rule["verbs"].as_array().unwrap() {
@@ -183,6 +238,7 @@ mod tests {
                             group.as_str().unwrap().to_owned(),
                             resource.as_str().unwrap().to_owned(),
                             verb.as_str().unwrap().to_owned(),
+                            names.clone(),
                         );
                         assert!(
                             grants.insert(triple.clone()),
@@ -227,6 +283,7 @@ mod tests {
             ("DELETE", format!("{ns}/pods/x"), "", true),
             ("DELETE", format!("{ns}/pods"), "", false),
             ("GET", format!("{ns}/secrets"), "", false),
+            ("POST", format!("{ns}/secrets"), "", true),
             (
                 "PATCH",
                 "/apis/cache.example.com/v1alpha1/namespaces/a/redisclusters/x/status".to_owned(),
@@ -264,14 +321,29 @@ mod tests {
         assert!(grants(OUT_OF_CLUSTER).is_disjoint(&granted));
     }
 
+    /// No wildcard anywhere; and no Secret is ever read, listed or watched but the operator's
+    /// own key, by name: a cluster's password Secret is read by its pods, through the kubelet.
     #[test]
-    fn nothing_grants_secrets_or_wildcards() {
+    fn no_wildcards_and_no_secret_read_but_the_operators_key() {
         let all = grants(WATCHED_NAMESPACES)
             .union(&grants(OPERATOR_NAMESPACE))
             .cloned()
             .collect::<Grants>();
-        for (group, resource, verb) in &all {
-            assert!(resource != "secrets" && resource != "*" && verb != "*" && group != "*");
+        for (group, resource, verb, names) in &all {
+            assert!(resource != "*" && verb != "*" && group != "*");
+            if resource == "secrets" && verb != "create" {
+                assert_eq!((verb.as_str(), names.as_str()), ("get", CREDENTIALS_SECRET));
+            }
         }
+        assert!(
+            allows(
+                "GET",
+                "/api/v1/namespaces/a/secrets/redis-operator-credentials",
+                ""
+            )
+            .is_ok()
+        );
+        assert!(allows("GET", "/api/v1/namespaces/a/secrets/cache-auth", "").is_err());
+        assert!(allows("GET", "/api/v1/namespaces/a/secrets", "").is_err());
     }
 }

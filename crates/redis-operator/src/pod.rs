@@ -92,10 +92,18 @@ pub fn stuck_containers(pod: &Pod) -> impl Iterator<Item = StuckContainer<'_>> {
             let reason = STUCK_REASONS
                 .into_iter()
                 .find(|r| waiting.reason.as_deref() == Some(*r))?;
+            // A container that keeps exiting is best explained by what it said as it exited
+            // (`redis::scripts::start` says what it lacks).
+            let said = container
+                .last_state
+                .as_ref()
+                .and_then(|state| state.terminated.as_ref()?.message.as_deref())
+                .map(str::trim)
+                .filter(|message| !message.is_empty());
             Some(StuckContainer {
                 name: &container.name,
                 reason,
-                message: waiting.message.as_deref().unwrap_or_default(),
+                message: said.or(waiting.message.as_deref()).unwrap_or_default(),
                 restarts: container.restart_count,
             })
         })

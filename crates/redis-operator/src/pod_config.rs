@@ -9,10 +9,11 @@ use kube::ResourceExt;
 use rediscluster_crd::RedisClusterSpec;
 use serde::Serialize;
 
+use crate::auth::{AUTH_VOLUME, PasswordSecret, RUN_VOLUME};
 use crate::names::{DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, labels};
 
 /// What a pod is made for that only replacing it can change: the image, storage or not, the
-/// resources, Redis's maxmemory; what others added to the pod template (a sidecar, the
+/// resources, Redis's maxmemory, auth and its Secret; what others added to the pod template (a sidecar, the
 /// `kubectl rollout restart` annotation); and the operator's template epoch. A pod whose
 /// config differs from the one asked for is replaced (one at a time, the primary after
 /// handing over). What the operator itself adds to the template (probes,
@@ -30,6 +31,9 @@ struct PodConfig<'a> {
     maxmemory: Option<(u64, &'static str)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     foreign: Option<&'a str>,
+    /// The Secret of the `default` password, with auth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<&'a PasswordSecret>,
 }
 
 /// The operator's pod template epoch: raised only by a release whose change existing pods
@@ -52,8 +56,13 @@ impl PodConfig<'_> {
 }
 
 /// The config pods should have: the spec's, with `foreign`, the digest of what others added
-/// to the StatefulSet's pod template (`foreign_template`).
-pub fn pod_config(spec: &RedisClusterSpec, foreign: Option<&str>) -> String {
+/// to the StatefulSet's pod template (`foreign_template`), and the cluster's `auth` (its
+/// password Secret).
+pub fn pod_config(
+    spec: &RedisClusterSpec,
+    foreign: Option<&str>,
+    auth: Option<&PasswordSecret>,
+) -> String {
     PodConfig {
         image: &spec.image,
         epoch: POD_EPOCH,
@@ -63,6 +72,7 @@ pub fn pod_config(spec: &RedisClusterSpec, foreign: Option<&str>) -> String {
             .maxmemory()
             .map(|(bytes, policy)| (bytes, policy.as_str())),
         foreign,
+        auth,
     }
     .digest()
 }
@@ -89,6 +99,7 @@ pub fn pod_config_of(pod: &Pod) -> Option<String> {
             resources: None,
             maxmemory: None,
             foreign: None,
+            auth: None,
         }
         .digest(),
     )
@@ -158,7 +169,7 @@ pub fn foreign_template(statefulset: &StatefulSet, cluster_name: &str) -> Option
         volumes: spec
             .into_iter()
             .flat_map(|spec| spec.volumes.iter().flatten())
-            .filter(|v| v.name != DATA_VOLUME)
+            .filter(|v| ![DATA_VOLUME, AUTH_VOLUME, RUN_VOLUME].contains(&v.name.as_str()))
             .collect(),
         tolerations: list(spec.map(|s| &s.tolerations)),
         node_selector: spec.and_then(|s| s.node_selector.as_ref()),

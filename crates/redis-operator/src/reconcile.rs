@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PropagationPolicy};
+use kube::api::{Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -28,6 +28,7 @@ use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 use tracing::{info, warn};
 
 use crate::MANAGER;
+use crate::auth::{self, Auth, ClusterCredentials, Password};
 use crate::children::{self, ChildOutcome, delete_child, ensure_child, switch_to_on_delete};
 use crate::context::{Context, Settings};
 use crate::desired;
@@ -131,6 +132,8 @@ struct Observed {
     handover_held: bool,
     /// Now, to the second (the status's times are whole seconds).
     now: Timestamp,
+    /// The cluster's operator-held passwords.
+    credentials: ClusterCredentials,
 }
 
 impl Observed {
@@ -171,13 +174,14 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
     // the StatefulSet's while it is recreated (orphaned by us, soon adopted by the new one):
     // leaving them out would show the roles a part of the cluster, without its primary.
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let credentials = ctx.credentials.of_cluster(&uid);
     let members = pods
         .iter()
         .filter(|pod| match controller_uid(pod.as_ref()) {
             Some(owner) => Some(owner) == statefulset_uid.as_deref(),
             None => true,
         })
-        .filter_map(|pod| PodView::of(pod, &settling, now))
+        .filter_map(|pod| PodView::of(pod, &settling, now, &credentials))
         .collect();
     Ok(Observed {
         budget: ctx
@@ -191,6 +195,7 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
         members,
         handover_held,
         now,
+        credentials,
     })
 }
 
@@ -207,6 +212,7 @@ struct Desired {
     invalid_spec: Option<Blocker>,
     /// What the role decision goes by.
     policy: Policy,
+    auth: Auth,
 }
 
 /// What `cluster` should have, from what was observed; or why no child can be made for it.
@@ -223,7 +229,8 @@ fn plan(
     let ours = observed.ours();
     let invalid_spec = rediscluster_crd::spec_problem(&cluster.spec).map(Blocker::InvalidSpec);
     let foreign = ours.and_then(|sts| foreign_template(sts, &name));
-    let pod_config = pod_config(&cluster.spec, foreign.as_deref());
+    let auth = auth::auth(cluster, ours, observed.pods.iter().map(Arc::as_ref));
+    let pod_config = pod_config(&cluster.spec, foreign.as_deref(), auth.secret());
     let in_place = ours.is_some_and(|sts| sts.metadata.deletion_timestamp.is_none());
     // A scale-down waits for the primary to hand over to a pod that stays (and, in `apply`,
     // for it to answer).
@@ -243,15 +250,21 @@ fn plan(
             min_replicas,
             max_lag,
             ping_period: redis::PING_PERIOD_SECONDS,
+            replication_auth: auth.secret().is_some(),
         },
     };
+    let pod_auth = auth.secret().map(|secret| desired::PodAuth {
+        secret,
+        credentials: &observed.credentials,
+    });
     Ok(Ok(Desired {
-        statefulset: desired::statefulset(cluster, &pod_config, kept)?,
+        statefulset: desired::statefulset(cluster, &pod_config, kept, pod_auth)?,
         services: desired::services(cluster)?,
         budget: desired::disruption_budget(cluster)?,
         pod_config,
         invalid_spec,
         policy,
+        auth,
     }))
 }
 
@@ -274,6 +287,7 @@ async fn apply(
     desired: &Desired,
 ) -> Result<Applied> {
     let namespace = &observed.namespace;
+    make_password_secret(ctx, cluster, observed, &desired.auth).await?;
     let run_roles = |policy: Policy| {
         let members = observed.members.clone();
         async move { roles::ensure(ctx, namespace, &observed.uid, members, &policy).await }
@@ -324,6 +338,41 @@ async fn apply(
         sizing,
         roles,
     })
+}
+
+/// Makes the generated password Secret before the pods are made with auth: when there is no
+/// StatefulSet yet, or ours was made without auth. Only ever created: a Secret of that name
+/// that exists already (an earlier reconcile's, or the user's) is used as it is, and the
+/// operator never reads it. Once the pods have auth, nothing is sent.
+async fn make_password_secret(
+    ctx: &Context,
+    cluster: &RedisCluster,
+    observed: &Observed,
+    auth: &Auth,
+) -> Result<()> {
+    let Auth::On(secret) = auth else {
+        return Ok(());
+    };
+    if !secret.generated || observed.ours().is_some_and(auth::statefulset_has_auth) {
+        return Ok(());
+    }
+    let password = Password::random().map_err(Error::Randomness)?;
+    let object = desired::password_secret(cluster, secret, &password)?;
+    let params = PostParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match Api::<Secret>::namespaced(ctx.client.clone(), &observed.namespace)
+        .create(&params, &object)
+        .await
+    {
+        Ok(_) => {
+            info!(secret = %secret.name, "made the password Secret");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The desired StatefulSet kept larger than the plan's, from what the roles found: at its `current` size while the primary is in trouble (a scale-down now could remove
@@ -440,6 +489,10 @@ impl Applied {
             primary_change: self.roles.primary_change.as_ref(),
             storage: self.sizing.as_ref(),
             pod_config: Some(&desired.pod_config),
+            passwords: desired
+                .auth
+                .secret()
+                .map(|_| self.roles.passwords.as_slice()),
             now: observed.now,
             failure_grace: settings.failure_grace,
         }
@@ -492,6 +545,7 @@ async fn report_blocked(
         primary_change: None,
         storage: None,
         pod_config: None,
+        passwords: None,
         now: observed.now,
         failure_grace: ctx.settings.failure_grace,
     };

@@ -14,6 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
+use crate::auth::{self, ClusterCredentials};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::names::ROLE_LABEL;
@@ -34,6 +35,9 @@ pub struct Roles {
     pub primary_change: Option<Change>,
     /// Some pod of the cluster has an address: its Redis is worth asking again soon.
     pub reachable: bool,
+    /// Of each pod whose Redis answered, in name order: the SHA-256 of each password its
+    /// `default` user accepts (`auth::agreement`).
+    pub passwords: Vec<(String, Vec<String>)>,
     pub events: Vec<Event>,
 }
 
@@ -48,8 +52,14 @@ pub struct PodView {
 }
 
 impl PodView {
-    /// The pod as a member of the decision (`Member::of`), and where its Redis is.
-    pub fn of(pod: &Pod, settling: &HashSet<String>, now: Timestamp) -> Option<PodView> {
+    /// The pod as a member of the decision (`Member::of`), and where its Redis is, reached
+    /// with the cluster's `credentials`.
+    pub fn of(
+        pod: &Pod,
+        settling: &HashSet<String>,
+        now: Timestamp,
+        credentials: &ClusterCredentials,
+    ) -> Option<PodView> {
         let member = Member::of(pod, settling, now)?;
         let uid = pod.uid().unwrap_or_default();
         let target = member
@@ -61,6 +71,8 @@ impl PodView {
                 name: member.name.clone(),
                 uid: uid.clone(),
                 ip,
+                login: auth::pod_has_auth(pod),
+                credentials: credentials.clone(),
             });
         Some(PodView {
             member,
@@ -141,6 +153,11 @@ async fn round(
     }
     let places = Places(places);
     let plan = topology::decide(&members, policy);
+    let mut passwords: Vec<(String, Vec<String>)> = members
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), m.replication()?.passwords.clone())))
+        .collect();
+    passwords.sort();
     let trouble_seen = ctx.memory.recall(cluster_uid, |m| {
         m.note_trouble(plan.outage, plan.change.as_ref())
     });
@@ -170,6 +187,7 @@ async fn round(
         urgent: plan.urgent,
         primary_change,
         reachable,
+        passwords,
         events,
     };
     Ok((roles, plan.handed_over(&outcome)))
@@ -436,7 +454,14 @@ mod tests {
         let settling = HashSet::from(["pod-uid-2".to_owned()]);
         let views: Vec<PodView> = pods
             .iter()
-            .filter_map(|pod| PodView::of(pod, &settling, Timestamp::now()))
+            .filter_map(|pod| {
+                PodView::of(
+                    pod,
+                    &settling,
+                    Timestamp::now(),
+                    &crate::fixtures::credentials(),
+                )
+            })
             .collect();
         let [leaving, finished, settled] = &views[..] else {
             panic!("{} members", views.len())

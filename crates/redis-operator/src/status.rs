@@ -9,10 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 use rediscluster_crd::conditions::{
-    DEGRADED, PRIMARY_AVAILABLE, PROGRESSING, READY, STORAGE_SIZED,
+    DEGRADED, PASSWORDS_AGREE, PRIMARY_AVAILABLE, PROGRESSING, READY, STORAGE_SIZED,
 };
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 
+use crate::auth;
 use crate::names::selector_string;
 use crate::observed::{desired_replicas, is_caught_up};
 use crate::pod::{self, false_condition};
@@ -81,6 +82,8 @@ pub struct Facts<'a> {
     /// The config pods should be made for (`pod_config::pod_config`); a pod made for another
     /// is on its way out.
     pub pod_config: Option<&'a str>,
+    /// With auth: the passwords each pod that answered accepts (`roles::Roles::passwords`).
+    pub passwords: Option<&'a [(String, Vec<String>)]>,
     pub now: Timestamp,
     pub failure_grace: Duration,
 }
@@ -319,8 +322,8 @@ impl Progress {
     }
 }
 
-/// Ready, Progressing and Degraded from the verdict, then PrimaryAvailable and, with storage,
-/// StorageSized.
+/// Ready, Progressing and Degraded from the verdict, then PrimaryAvailable, with auth
+/// PasswordsAgree, and with storage StorageSized.
 fn conditions(
     previous: &RedisClusterStatus,
     verdict: &Verdict,
@@ -365,6 +368,15 @@ fn conditions(
     let (available, reason, message) =
         primary_availability(previous, facts.roles, facts.primary_change);
     conditions.push(condition(PRIMARY_AVAILABLE, available, reason, &message));
+    if let Some(passwords) = facts.passwords {
+        match auth::agreement(passwords) {
+            Some((agree, reason, message)) => {
+                conditions.push(condition(PASSWORDS_AGREE, agree, reason, &message));
+            }
+            // No pod answered: nothing new is known.
+            None => conditions.extend(previous.condition(PASSWORDS_AGREE).cloned()),
+        }
+    }
     if let Some(sizing) = facts.storage {
         conditions.push(condition(
             STORAGE_SIZED,

@@ -34,11 +34,11 @@ pub fn keep<K>(_: &mut K) {}
 /// has, whether one is stuck and why one is not ready, and what it was made for: keep the name,
 /// namespace, uid, controller reference, instance and role labels, the pod-config annotation
 /// (or, on a pod of an earlier release that has none, the Redis container's image and
-/// arguments), whether its data volume is a claim, creation and deletion time, the pod IP, a
+/// arguments), whether its data volume is a claim, whether it has an auth volume, creation and deletion time, the pod IP, a
 /// phase that means it will never run again (Failed, Succeeded: an evicted primary is
 /// replaced at once), the ContainersReady and PodScheduled conditions, the deletion's grace
 /// period, and, of each container that waits, has stopped or has restarted, its waiting or
-/// terminated state, restart count and last termination.
+/// terminated state, restart count and last termination (with its message).
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     let config = metadata
@@ -62,11 +62,14 @@ pub fn pod(pod: &mut Pod) {
                     ..Container::default()
                 })
                 .collect(),
-            // Whether the data volume is a claim, nothing more.
+            // Whether the data volume is a claim, and whether there is an auth volume
+            // (`auth::pod_has_auth`), nothing more.
             volumes: spec.volumes.map(|volumes| {
                 volumes
                     .into_iter()
-                    .filter(|volume| volume.name == names::DATA_VOLUME)
+                    .filter(|volume| {
+                        volume.name == names::DATA_VOLUME || volume.name == crate::auth::AUTH_VOLUME
+                    })
                     .map(|volume| Volume {
                         name: volume.name,
                         persistent_volume_claim: volume.persistent_volume_claim,
@@ -153,6 +156,8 @@ fn waiting_or_restarted(statuses: Option<Vec<ContainerStatus>>) -> Option<Vec<Co
                         terminated: Some(ContainerStateTerminated {
                             reason: terminated.reason,
                             exit_code: terminated.exit_code,
+                            // What a start that failed said (`scripts::start`), for the status.
+                            message: terminated.message,
                             ..ContainerStateTerminated::default()
                         }),
                         ..ContainerState::default()

@@ -163,6 +163,57 @@ pub struct RedisClusterSpec {
     /// `min-replicas-max-lag`, set at run time: changing it restarts nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fencing: Option<Fencing>,
+
+    /// Who may use Redis. Unset on a new cluster: clients log in as Redis's `default` user
+    /// with the password in the Secret `<name>-auth` (key `password`), which the operator
+    /// makes with a random password and which goes with the cluster. A cluster made before
+    /// the operator knew auth keeps running without it until this is set. Changing it replaces
+    /// the pods one at a time, the primary handing over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+}
+
+/// How clients authenticate to a cluster's Redis.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// A Secret in the cluster's namespace holding the `default` user's password, which the
+    /// pods read (the operator never does). Unset: `<name>-auth`, made by the operator with a
+    /// random password if it does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub secret_name: Option<String>,
+
+    /// The key of the password in that Secret. Default `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
+
+    /// After a pod takes a new password from the Secret (the kubelet refreshes it within about
+    /// a minute and a half of the change), how long the previous one still works there, in
+    /// seconds: the time clients have to switch. Default 600. Changing it replaces the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub previous_password_seconds: Option<i32>,
+
+    /// `true` turns authentication off: anyone who can reach a pod reads, writes and
+    /// reconfigures Redis without a password. The other fields are then ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_allow_unauthenticated: Option<bool>,
+}
+
+/// The key of the password in the Secret a cluster's auth names, unless it says another.
+pub const DEFAULT_PASSWORD_KEY: &str = "password";
+
+/// The default of `spec.auth.previousPasswordSeconds`.
+pub const DEFAULT_PREVIOUS_PASSWORD_SECONDS: u32 = 600;
+
+/// The Secret the operator makes for a cluster whose auth names none.
+pub fn generated_secret_name(cluster_name: &str) -> String {
+    format!("{cluster_name}-auth")
 }
 
 /// The write fence of a cluster's primary.
@@ -439,6 +490,10 @@ pub mod conditions {
     pub const PROGRESSING: &str = "Progressing";
     /// True when the cluster is Failed; its reason and message say why.
     pub const DEGRADED: &str = "Degraded";
+    /// With auth only: True when every pod that answers accepts the same passwords (reason
+    /// OnePassword, or BothPasswords while the previous one still works after a rotation);
+    /// False while some pod has not taken the Secret's new password yet (Rotating).
+    pub const PASSWORDS_AGREE: &str = "PasswordsAgree";
     /// True while a primary serves writes, its reason saying how it became primary (Elected,
     /// FailedOver, SwitchedOver) and its message naming the last change; False says why no
     /// primary serves (PrimaryNotAnswering, NoQuorum, NoCandidate, PrimaryLeaving,

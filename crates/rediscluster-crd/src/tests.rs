@@ -190,6 +190,7 @@ fn sample_round_trips() {
             resources: None,
             maxmemory_policy: None,
             fencing: None,
+            auth: None,
         }
     );
     assert_eq!(sample.status, None);
@@ -444,6 +445,7 @@ fn spec_with(
         }),
         maxmemory_policy: policy,
         fencing: None,
+        auth: None,
     }
 }
 

@@ -1,13 +1,16 @@
 //! The children a RedisCluster should have: pure functions of the RedisCluster (and, for the
 //! StatefulSet, of the pod config and the replicas the reconcile decided).
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Secret, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use rediscluster_crd::RedisCluster;
 
+use crate::auth::{Password, PasswordSecret};
 use crate::error::{Error, Result};
 use crate::names::Role;
 use crate::names::{ROLE_LABEL, labels, selector_labels};
@@ -15,15 +18,36 @@ use crate::redis::{REDIS_PORT, REDIS_PORT_NAME};
 
 mod statefulset;
 
-pub use statefulset::statefulset;
+pub use statefulset::{PodAuth, statefulset};
 
-/// The StatefulSet a first reconcile writes for `cluster`: `spec.replicas` pods made for the
-/// spec's config, with nothing added to the template by others.
+/// The StatefulSet a first reconcile writes for `cluster` without auth: `spec.replicas` pods
+/// made for the spec's config, with nothing added to the template by others.
 pub fn initial_statefulset(
     cluster: &RedisCluster,
 ) -> Result<k8s_openapi::api::apps::v1::StatefulSet> {
-    let config = crate::pod_config::pod_config(&cluster.spec, None);
-    statefulset(cluster, &config, cluster.spec.replicas)
+    let config = crate::pod_config::pod_config(&cluster.spec, None, None);
+    statefulset(cluster, &config, cluster.spec.replicas, None)
+}
+
+/// The Secret the operator makes for a cluster whose auth names none: `password` under the
+/// Secret's key, owned by the cluster (it goes with it). Only created, never applied: the
+/// password is the one the applications were given.
+pub fn password_secret(
+    cluster: &RedisCluster,
+    secret: &PasswordSecret,
+    password: &Password,
+) -> Result<Secret> {
+    let mut metadata = child_meta(cluster)?;
+    metadata.name = Some(secret.name.clone());
+    Ok(Secret {
+        metadata,
+        string_data: Some(BTreeMap::from([(
+            secret.key.clone(),
+            password.expose().to_owned(),
+        )])),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    })
 }
 
 /// Metadata of a child: same name and namespace as the cluster, our labels, and a controller

@@ -8,11 +8,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, Lifecycle,
-    LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, KeyToPath,
+    Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    SeccompProfile, SecretVolumeSource, SecurityContext, TCPSocketAction, TopologySpreadConstraint,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -21,9 +21,11 @@ use kube::ResourceExt;
 use rediscluster_crd::{RedisCluster, RedisClusterSpec};
 
 use super::child_meta;
+use crate::auth::{AUTH_DIR, AUTH_VOLUME, ClusterCredentials, PasswordSecret, RUN_DIR, RUN_VOLUME};
 use crate::error::Result;
 use crate::names::{DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, labels, selector_labels};
-use crate::redis::{REDIS_PORT, REDIS_PORT_NAME, UNASSIGNED_HOST, UNASSIGNED_PORT, scripts};
+use crate::redis::scripts::{self, Login};
+use crate::redis::{REDIS_PORT, REDIS_PORT_NAME, UNASSIGNED_HOST, UNASSIGNED_PORT};
 
 /// The hostname topology key: pods of a cluster are spread over nodes.
 const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
@@ -31,11 +33,24 @@ const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
 const REDIS_UID: i64 = 999;
 const DATA_PATH: &str = "/data";
 
+/// What the pods of a cluster with auth are made with: the Secret of the `default` password,
+/// and the operator-held passwords (only their SHA-256 reaches the template).
+#[derive(Clone, Copy)]
+pub struct PodAuth<'a> {
+    pub secret: &'a PasswordSecret,
+    pub credentials: &'a ClusterCredentials,
+}
+
 /// The StatefulSet that keeps `replicas` Redis pods of `spec.image`, each made for
-/// `pod_config` (`pod_config::pod_config`, counting what others added to the template). The
-/// replicas are the ones place the StatefulSet's count is set: the spec's, or more while a
-/// primary above it still hands over (`topology::pods_to_keep`).
-pub fn statefulset(cluster: &RedisCluster, pod_config: &str, replicas: i32) -> Result<StatefulSet> {
+/// `pod_config` (`pod_config::pod_config`, counting what others added to the template), with
+/// `auth` or none. The replicas are the ones place the StatefulSet's count is set: the
+/// spec's, or more while a primary above it still hands over (`topology::pods_to_keep`).
+pub fn statefulset(
+    cluster: &RedisCluster,
+    pod_config: &str,
+    replicas: i32,
+    auth: Option<PodAuth<'_>>,
+) -> Result<StatefulSet> {
     let name = cluster.name_any();
     let storage = cluster.spec.storage.as_ref();
     Ok(StatefulSet {
@@ -66,7 +81,7 @@ pub fn statefulset(cluster: &RedisCluster, pod_config: &str, replicas: i32) -> R
                     )])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(&cluster.spec, &name)),
+                spec: Some(pod_spec(&cluster.spec, &name, auth)),
             },
             volume_claim_templates: storage.map(|storage| {
                 vec![PersistentVolumeClaim {
@@ -146,8 +161,22 @@ fn spread_over_nodes(cluster_name: &str) -> (Affinity, TopologySpreadConstraint)
     (affinity, spread)
 }
 
-fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str) -> PodSpec {
+fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str, auth: Option<PodAuth<'_>>) -> PodSpec {
     let (affinity, spread) = spread_over_nodes(cluster_name);
+    // With storage, the claim template provides the data volume.
+    let data = spec.storage.is_none().then(|| Volume {
+        name: DATA_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    let volumes: Vec<Volume> = data
+        .into_iter()
+        .chain(
+            auth.map(|auth| auth_volumes(auth.secret))
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
     PodSpec {
         // Passes the Pod Security "restricted" level with the official image's redis user.
         security_context: Some(PodSecurityContext {
@@ -167,15 +196,8 @@ fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str) -> PodSpec {
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         affinity: Some(affinity),
         topology_spread_constraints: Some(vec![spread]),
-        containers: vec![redis_container(spec)],
-        // With storage, the claim template provides the volume.
-        volumes: spec.storage.is_none().then(|| {
-            vec![Volume {
-                name: DATA_VOLUME.to_owned(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]
-        }),
+        containers: vec![redis_container(spec, auth)],
+        volumes: (!volumes.is_empty()).then_some(volumes),
         ..PodSpec::default()
     }
 }
@@ -242,10 +264,81 @@ fn exec(script: &str) -> Option<ExecAction> {
     })
 }
 
-fn redis_container(spec: &RedisClusterSpec) -> Container {
+/// The volumes of a pod with auth: the password, readable only by Redis's group (the pod's
+/// `fsGroup`), with a missing Secret or key left for the start script to report (a volume that
+/// cannot be mounted would leave the pod waiting, with the reason only in an event); and the
+/// in-memory run directory for the ACL file and the probe password.
+fn auth_volumes(secret: &PasswordSecret) -> [Volume; 2] {
+    [
+        Volume {
+            name: AUTH_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: secret.key.clone(),
+                    path: "password".to_owned(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(true),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: RUN_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".to_owned()),
+                size_limit: Some(Quantity("1Mi".to_owned())),
+            }),
+            ..Volume::default()
+        },
+    ]
+}
+
+fn redis_container(spec: &RedisClusterSpec, auth: Option<PodAuth<'_>>) -> Container {
+    let login = if auth.is_some() {
+        Login::Probe
+    } else {
+        Login::None
+    };
+    let mut mounts = vec![VolumeMount {
+        name: DATA_VOLUME.to_owned(),
+        mount_path: DATA_PATH.to_owned(),
+        ..VolumeMount::default()
+    }];
+    if auth.is_some() {
+        mounts.extend([
+            VolumeMount {
+                name: AUTH_VOLUME.to_owned(),
+                mount_path: AUTH_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: RUN_VOLUME.to_owned(),
+                mount_path: RUN_DIR.to_owned(),
+                ..VolumeMount::default()
+            },
+        ]);
+    }
+    // With auth, each readiness probe first takes a new password from the Secret.
+    let rotate = auth.map(|auth| scripts::rotate(auth.secret.previous_seconds));
+    let readiness = rotate.unwrap_or_default() + &scripts::readiness(login);
     Container {
         name: REDIS_CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
+        // With auth, a shell writes the ACL file and then runs Redis (`scripts::start`, with
+        // the arguments after `$0`); without, the image runs Redis itself.
+        command: auth.map(|auth| {
+            let start = scripts::start(
+                auth.secret,
+                &auth.credentials.operator.sha256(),
+                &auth.credentials.replica.sha256(),
+            );
+            ["sh", "-c", start.as_str(), "redis-start"]
+                .map(String::from)
+                .to_vec()
+        }),
         args: Some(redis_args(spec)),
         ports: Some(vec![ContainerPort {
             name: Some(REDIS_PORT_NAME.to_owned()),
@@ -257,7 +350,7 @@ fn redis_container(spec: &RedisClusterSpec) -> Container {
         // is up (so its initial sync is done). A new pod is unready until it holds the
         // primary's data, so a roll waits for it before it takes the next one.
         readiness_probe: Some(Probe {
-            exec: exec(&scripts::readiness()),
+            exec: exec(&readiness),
             period_seconds: Some(5),
             timeout_seconds: Some(3),
             failure_threshold: Some(3),
@@ -265,7 +358,7 @@ fn redis_container(spec: &RedisClusterSpec) -> Container {
         }),
         // Up to 30 minutes to load a large dataset before the other probes start.
         startup_probe: Some(Probe {
-            exec: exec(&scripts::startup()),
+            exec: exec(&scripts::startup(login)),
             period_seconds: Some(2),
             timeout_seconds: Some(3),
             failure_threshold: Some(900),
@@ -285,7 +378,7 @@ fn redis_container(spec: &RedisClusterSpec) -> Container {
         resources: Some(resources(spec)),
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
-                exec: exec(&scripts::pre_stop()),
+                exec: exec(&scripts::pre_stop(login)),
                 ..LifecycleHandler::default()
             }),
             ..Lifecycle::default()
@@ -300,11 +393,7 @@ fn redis_container(spec: &RedisClusterSpec) -> Container {
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_owned(),
-            mount_path: DATA_PATH.to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     }
 }

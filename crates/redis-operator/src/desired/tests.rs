@@ -147,7 +147,7 @@ fn pod_is_restricted_and_probed() {
         .unwrap();
     assert_eq!(
         readiness.command.as_deref().unwrap(),
-        ["sh", "-c", &scripts::readiness()]
+        ["sh", "-c", &scripts::readiness(scripts::Login::None)]
     );
     assert!(redis.liveness_probe.as_ref().unwrap().tcp_socket.is_some());
     assert_eq!(redis.ports.as_ref().unwrap()[0].container_port, 6379);
@@ -307,7 +307,7 @@ fn run_script(script: &str, replies: &[(&str, i32)]) -> (bool, usize) {
 }
 
 fn probe_passes(reply: &str, code: i32) -> bool {
-    run_script(&scripts::readiness(), &[(reply, code)]).0
+    run_script(&scripts::readiness(scripts::Login::None), &[(reply, code)]).0
 }
 
 #[test]
@@ -358,7 +358,7 @@ fn startup_waits_until_redis_has_loaded_its_data() {
     ];
     for (reply, code, started) in cases {
         assert_eq!(
-            run_script(&scripts::startup(), &[(reply, code)]).0,
+            run_script(&scripts::startup(scripts::Login::None), &[(reply, code)]).0,
             started,
             "{reply}"
         );
@@ -382,7 +382,7 @@ fn a_primary_with_replicas_waits_before_stopping_until_it_handed_over() {
     ];
     for (replies, calls) in cases {
         assert_eq!(
-            run_script(&scripts::pre_stop(), &replies),
+            run_script(&scripts::pre_stop(scripts::Login::None), &replies),
             (true, calls),
             "{replies:?}"
         );
@@ -429,7 +429,7 @@ fn production_pods_are_spread_bounded_and_stop_gracefully() {
     let pre_stop = redis.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
     assert_eq!(
         pre_stop.exec.as_ref().unwrap().command.as_deref().unwrap(),
-        ["sh", "-c", &scripts::pre_stop()]
+        ["sh", "-c", &scripts::pre_stop(scripts::Login::None)]
     );
     let startup = redis.startup_probe.as_ref().unwrap();
     assert!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap() >= 1800);
@@ -567,7 +567,7 @@ fn a_memory_limit_gives_redis_maxmemory_and_a_policy() {
 
 #[test]
 fn only_what_needs_a_new_pod_changes_its_config() {
-    let config = |cluster: &rediscluster_crd::RedisCluster| pod_config(&cluster.spec, None);
+    let config = |cluster: &rediscluster_crd::RedisCluster| pod_config(&cluster.spec, None, None);
     let plain = cluster(3, "redis:7.0");
     let base = config(&plain);
     let mut scaled = plain.clone();
@@ -706,10 +706,13 @@ fn what_others_add_to_the_pod_template_is_part_of_the_config() {
     assert_eq!(foreign_template(&changed, NAME), None);
     // And the config follows.
     let spec = &cluster.spec;
-    assert_ne!(pod_config(spec, sidecar.as_deref()), pod_config(spec, None));
     assert_ne!(
-        pod_config(spec, sidecar.as_deref()),
-        pod_config(spec, restart.as_deref())
+        pod_config(spec, sidecar.as_deref(), None),
+        pod_config(spec, None, None)
+    );
+    assert_ne!(
+        pod_config(spec, sidecar.as_deref(), None),
+        pod_config(spec, restart.as_deref(), None)
     );
 }
 

@@ -248,6 +248,7 @@ impl Harness {
             Settings::default(),
             Arc::default(),
             redis.clone(),
+            crate::fixtures::operator_credentials(),
         ));
         Harness {
             statefulsets,
@@ -404,6 +405,7 @@ impl FakeRedis {
 
     fn primary() -> Result<Replication, String> {
         Ok(Replication {
+            passwords: Vec::new(),
             role: RedisRole::Primary,
             offset: 100,
             keys: 10,
@@ -415,6 +417,7 @@ impl FakeRedis {
 
     fn replica_of(index: i32, linked: bool) -> Result<Replication, String> {
         Ok(Replication {
+            passwords: Vec::new(),
             role: RedisRole::Replica {
                 host: pod_ip(index),
                 port: 6379,
@@ -431,6 +434,7 @@ impl FakeRedis {
 
     fn unassigned() -> Result<Replication, String> {
         Ok(Replication {
+            passwords: Vec::new(),
             role: RedisRole::Replica {
                 host: crate::redis::UNASSIGNED_HOST.to_owned(),
                 port: crate::redis::UNASSIGNED_PORT,
@@ -563,6 +567,7 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
     assert_eq!(
         creates,
         [
+            &format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
             services.as_str(),
             &services,
             &services,
@@ -588,6 +593,28 @@ async fn first_reconcile_creates_both_children_and_writes_status() {
         sts.body["metadata"]["ownerReferences"][0]["uid"],
         crate::fixtures::UID
     );
+
+    // A new cluster has auth: its password Secret is made before its pods, which read it.
+    let secret = sent
+        .iter()
+        .position(|s| s.path.ends_with("/secrets"))
+        .unwrap();
+    let statefulset = sent
+        .iter()
+        .position(|s| s.path.ends_with("/statefulsets"))
+        .unwrap();
+    assert!(secret < statefulset, "{sent:#?}");
+    let secret = &sent[secret].body;
+    assert_eq!(secret["metadata"]["name"], format!("{NAME}-auth"));
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        crate::fixtures::UID
+    );
+    let password = secret["stringData"]["password"].as_str().unwrap();
+    assert!(password.len() == 64 && password.chars().all(|c| c.is_ascii_hexdigit()));
+    let volumes = &sts.body["spec"]["template"]["spec"]["volumes"];
+    assert_eq!(volumes[1]["secret"]["secretName"], format!("{NAME}-auth"));
+    assert!(!sts.body.to_string().contains(password));
 
     let status = written_status(&sent).unwrap();
     assert_eq!(status.phase, Phase::Pending);
@@ -619,7 +646,9 @@ async fn the_reconcile_that_sees_its_own_creates_writes_nothing() {
     let cluster = with_status(cluster, written_status(&sent).unwrap());
 
     // The watch then delivers the new StatefulSet, which its controller has not yet acted on.
-    let created = statefulset(&cluster, Default::default());
+    let sent_sts = sent.iter().find(|s| s.path.ends_with("/statefulsets"));
+    let mut created: StatefulSet = serde_json::from_value(sent_sts.unwrap().body.clone()).unwrap();
+    created.metadata.uid = Some(STATEFULSET_UID.to_owned());
     let harness = Harness::new(healthy).with_children(&cluster, created);
     let (result, sent) = harness.reconcile(&cluster).await;
     assert!(result.is_ok(), "{result:?}");

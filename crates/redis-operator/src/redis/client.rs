@@ -15,8 +15,9 @@ use kube::{Api, Client};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use super::info::Replication;
+use super::info::{Replication, acl_passwords};
 use super::{Command, REDIS_PORT, Settings};
+use crate::auth::{ClusterCredentials, OPERATOR_USER, REPLICA_COMMANDS, REPLICA_USER};
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -28,6 +29,11 @@ pub struct PodAddress {
     /// The pod's uid: a pod recreated under the same name is another Redis.
     pub uid: String,
     pub ip: String,
+    /// Whether its Redis asks for a password (the pod was made with auth): the operator then
+    /// logs in as its `operator` user.
+    pub login: bool,
+    /// The cluster's operator-held passwords (`auth::Credentials::of_cluster`).
+    pub credentials: ClusterCredentials,
 }
 
 /// What the reconcile needs from Redis. Behind a trait so that the controller tests run
@@ -152,10 +158,23 @@ impl Connections {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
+        // No `CLIENT SETINFO` on connecting: Redis before 7.2 does not know it, and the
+        // operator's user may not send it.
+        let plain = ::redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        let login = if pod.login {
+            plain
+                .set_username(OPERATOR_USER)
+                .set_password(pod.credentials.operator.expose())
+        } else {
+            plain
+        };
         match self.route {
             Route::Direct => {
-                let client = ::redis::Client::open(format!("redis://{}:{REDIS_PORT}/", pod.ip))
-                    .map_err(|e| e.to_string())?;
+                let address = ::redis::ConnectionAddr::Tcp(pod.ip.clone(), REDIS_PORT);
+                let info = ::redis::IntoConnectionInfo::into_connection_info(address)
+                    .map_err(|e| e.to_string())?
+                    .set_redis_settings(login);
+                let client = ::redis::Client::open(info).map_err(|e| e.to_string())?;
                 client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
@@ -171,13 +190,10 @@ impl Connections {
                 let stream = forwarder
                     .take_stream(port)
                     .ok_or("port-forward gave no stream")?;
-                let (connection, driver) = MultiplexedConnection::new_with_config(
-                    &::redis::RedisConnectionInfo::default(),
-                    stream,
-                    config,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+                let (connection, driver) =
+                    MultiplexedConnection::new_with_config(&login, stream, config)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 let name = pod.name.clone();
                 tokio::spawn(async move {
                     driver.await;
@@ -244,12 +260,24 @@ impl Connections {
         }
         result.map_err(|failure| {
             let (Failure::Error(why) | Failure::Backoff(why)) = failure;
-            Unanswered {
-                why,
-                for_: now - failing_since,
-            }
+            // A Redis that refuses the operator's login or a command is running: its silence
+            // does not grow, so it is never failed over for it (the status names the refusal).
+            let for_ = if refused(&why) {
+                Duration::ZERO
+            } else {
+                now - failing_since
+            };
+            Unanswered { why, for_ }
         })
     }
+}
+
+/// Whether an error is Redis refusing the operator (a wrong password, a user without the
+/// permission), not a Redis that does not answer.
+fn refused(error: &str) -> bool {
+    ["WRONGPASS", "NOAUTH", "NOPERM", "authentication failed"]
+        .iter()
+        .any(|refusal| error.contains(refusal))
 }
 
 /// Why a call got no answer: it failed now, or it was not sent because the pod failed lately.
@@ -262,6 +290,61 @@ impl From<String> for Failure {
     fn from(error: String) -> Self {
         Failure::Error(error)
     }
+}
+
+/// The replies to the probe's pipeline: `INFO replication`, `INFO keyspace`, `CONFIG GET` of
+/// the fence, the ping period and the replication user, and `ACL GETUSER default`.
+type Probed = (
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    ::redis::Value,
+);
+
+/// `CONFIG SET` of the settings. With replication auth, the credentials this Redis gives its
+/// primary; and a Redis that asks no password (made before its cluster had auth) gets the
+/// `replica` user too, so that the replicas made with auth can sync from it while the pods
+/// are replaced one by one.
+fn configure(request: &mut ::redis::Pipeline, pod: &PodAddress, settings: &Settings) {
+    for (name, value) in [
+        ("min-replicas-to-write", settings.min_replicas),
+        ("min-replicas-max-lag", settings.max_lag),
+        ("repl-ping-replica-period", settings.ping_period),
+    ] {
+        request
+            .cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .ignore();
+    }
+    let replica = &pod.credentials.replica;
+    if settings.replication_auth && !pod.login {
+        request
+            .cmd("ACL")
+            .arg("SETUSER")
+            .arg(REPLICA_USER)
+            .arg("reset")
+            .arg("on")
+            .arg(format!("#{}", replica.sha256()))
+            .arg(REPLICA_COMMANDS.split(' ').collect::<Vec<_>>())
+            .ignore();
+    }
+    let (user, password) = if settings.replication_auth {
+        (REPLICA_USER, replica.expose())
+    } else {
+        ("", "")
+    };
+    request
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("masteruser")
+        .arg(user)
+        .arg("masterauth")
+        .arg(password)
+        .ignore();
 }
 
 /// 1 s after each of the first four failures in a row (a primary that stops answering is
@@ -289,8 +372,14 @@ impl RedisAccess for Connections {
                 .arg("min-replicas-*")
                 .cmd("CONFIG")
                 .arg("GET")
-                .arg("repl-ping-replica-period");
-            let (replication, keyspace, fence, ping): (String, String, Vec<String>, Vec<String>) =
+                .arg("repl-ping-replica-period")
+                .cmd("CONFIG")
+                .arg("GET")
+                .arg("masteruser")
+                .cmd("ACL")
+                .arg("GETUSER")
+                .arg("default");
+            let (replication, keyspace, fence, ping, user, acl): Probed =
                 self.call(pod, "info", request).await?;
             let mut parsed =
                 Replication::parse(&format!("{replication}\n{keyspace}")).map_err(|why| {
@@ -299,7 +388,8 @@ impl RedisAccess for Connections {
                         for_: Duration::ZERO,
                     }
                 })?;
-            parsed.settings = Settings::parse(&[fence, ping].concat());
+            parsed.settings = Settings::parse(&[fence, ping, user].concat());
+            parsed.passwords = acl_passwords(&acl);
             Ok(parsed)
         })
     }
@@ -335,18 +425,7 @@ impl RedisAccess for Connections {
                     "demote"
                 }
                 Command::Configure(settings) => {
-                    for (name, value) in [
-                        ("min-replicas-to-write", settings.min_replicas),
-                        ("min-replicas-max-lag", settings.max_lag),
-                        ("repl-ping-replica-period", settings.ping_period),
-                    ] {
-                        request
-                            .cmd("CONFIG")
-                            .arg("SET")
-                            .arg(name)
-                            .arg(value)
-                            .ignore();
-                    }
+                    configure(&mut request, pod, settings);
                     "config_set"
                 }
                 Command::HandOver { .. } => {

@@ -22,6 +22,9 @@ pub struct Replication {
     pub heard_from_primary: Option<u64>,
     /// The settings the operator keeps (`CONFIG GET`), None where they could not be read.
     pub settings: Option<Settings>,
+    /// The SHA-256 of each password its `default` user accepts (`ACL GETUSER default`), the
+    /// one it took last first: two while a rotated password's predecessor still works.
+    pub passwords: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +93,7 @@ impl Replication {
             handing_over,
             heard_from_primary,
             settings: None,
+            passwords: Vec::new(),
         })
     }
 
@@ -120,4 +124,25 @@ impl Replication {
             }
         )
     }
+}
+
+/// The `passwords` of an `ACL GETUSER` reply (field, value, field, value...): their SHA-256.
+pub fn acl_passwords(reply: &::redis::Value) -> Vec<String> {
+    use ::redis::Value;
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    };
+    let Value::Array(fields) = reply else {
+        return Vec::new();
+    };
+    fields
+        .chunks(2)
+        .find(|pair| text(&pair[0]).as_deref() == Some("passwords"))
+        .and_then(|pair| match pair.get(1)? {
+            Value::Array(hashes) => Some(hashes.iter().filter_map(text).collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }

@@ -47,22 +47,27 @@ pub struct Settings {
     pub max_lag: u32,
     /// `repl-ping-replica-period`, in seconds.
     pub ping_period: u32,
+    /// Whether this Redis logs in to its primary as the `replica` user (`masteruser`, with
+    /// `masterauth`): with the cluster's auth on.
+    pub replication_auth: bool,
 }
 
 impl Settings {
-    /// Reads the replies to `CONFIG GET min-replicas-*` and `CONFIG GET repl-ping-replica-period`
-    /// (name, value, name, value...); None if one is missing.
+    /// Reads the replies to `CONFIG GET` of `min-replicas-*`, `repl-ping-replica-period` and
+    /// `masteruser` (name, value, name, value...); None if one is missing.
     pub fn parse(pairs: &[String]) -> Option<Settings> {
-        let value = |name: &str| {
+        let text = |name: &str| {
             pairs
                 .chunks(2)
                 .find(|pair| pair[0] == name)
-                .and_then(|pair| pair.get(1)?.parse().ok())
+                .and_then(|pair| pair.get(1))
         };
+        let value = |name: &str| text(name)?.parse().ok();
         Some(Settings {
             min_replicas: value("min-replicas-to-write")?,
             max_lag: value("min-replicas-max-lag")?,
             ping_period: value("repl-ping-replica-period")?,
+            replication_auth: text("masteruser")? == crate::auth::REPLICA_USER,
         })
     }
 }
@@ -101,8 +106,15 @@ impl fmt::Display for Command {
             Command::Configure(s) => write!(
                 f,
                 "CONFIG SET min-replicas-to-write {} min-replicas-max-lag {} \
-                 repl-ping-replica-period {}",
-                s.min_replicas, s.max_lag, s.ping_period
+                 repl-ping-replica-period {} masteruser {}",
+                s.min_replicas,
+                s.max_lag,
+                s.ping_period,
+                if s.replication_auth {
+                    "replica"
+                } else {
+                    "\"\""
+                }
             ),
             Command::HandOver { to, host } => write!(f, "HAND OVER TO {to} ({host})"),
         }

@@ -3,28 +3,46 @@
 //! kubelet's probe timeout kills only `sh`, a hung `redis-cli` keeps the pipe open and the
 //! runtime waits for it, so a Redis that stopped answering would fail its probe once every
 //! 35 s instead of every period, and stay ready.
+//!
+//! In a pod with auth, the scripts log in as the `probe` user with the password the pod made
+//! at start ([`start`]), passed in `REDISCLI_AUTH`: no password is ever on a command line.
 
 use super::REDIS_PORT;
+use crate::auth::{self, AUTH_DIR, PROBE_USER, PasswordSecret, RUN_DIR};
+
+/// Whether the pod's Redis asks for a password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    None,
+    /// As the `probe` user.
+    Probe,
+}
 
 /// The pod's own Redis, asked with a 2 s bound.
-fn ask(command: &str) -> String {
-    format!("timeout 2 redis-cli -p {REDIS_PORT} {command}")
+fn ask(login: Login, command: &str) -> String {
+    match login {
+        Login::None => format!("timeout 2 redis-cli -p {REDIS_PORT} {command}"),
+        Login::Probe => format!(
+            "REDISCLI_AUTH=$(cat {RUN_DIR}/{PROBE_USER}) \
+             timeout 2 redis-cli --user {PROBE_USER} -p {REDIS_PORT} {command}"
+        ),
+    }
 }
 
 /// Readiness: exit 0 when this Redis serves as a primary or is a replica linked to one. A pod
 /// the operator has not given a role yet is a replica of nothing and stays unready.
-pub fn readiness() -> String {
+pub fn readiness(login: Login) -> String {
     format!(
         "info=$({}) || exit 1; \
          case \"$info\" in *role:master*|*master_link_status:up*) exit 0;; esac; exit 1",
-        ask("info replication")
+        ask(login, "info replication")
     )
 }
 
 /// Startup: exit 0 once Redis answers commands: while it loads its data from disk it answers
 /// `LOADING`, and the liveness probe waits.
-pub fn startup() -> String {
-    format!("{} | grep -q PONG", ask("ping"))
+pub fn startup(login: Login) -> String {
+    format!("{} | grep -q PONG", ask(login, "ping"))
 }
 
 /// The longest a primary with replicas waits, before it stops, for the operator to hand its
@@ -36,14 +54,55 @@ pub const PRE_STOP_WAIT_SECONDS: u32 = 20;
 /// over while its Redis still answers), so that it stops as a replica: writes move to the new
 /// primary with nothing lost. A replica, a primary without replicas, or a Redis that does not
 /// answer stops at once.
-pub fn pre_stop() -> String {
+pub fn pre_stop(login: Login) -> String {
     format!(
         "i=0; while [ $i -lt {PRE_STOP_WAIT_SECONDS} ]; do \
          info=$({}) || exit 0; \
          case \"$info\" in *role:master*) ;; *) exit 0;; esac; \
          case \"$info\" in *connected_slaves:0*) exit 0;; esac; \
          sleep 1; i=$((i+1)); done",
-        ask("info replication")
+        ask(login, "info replication")
+    )
+}
+
+/// Rotation of the `default` password, run before each readiness probe of a pod with auth:
+/// when the mounted Secret holds a password whose SHA-256 is not the one Redis took last
+/// (`current`, in the run directory), Redis accepts it besides that one (`ACL SETUSER default
+/// resetpass #<new> #<current>`); `previous_seconds` later, only the new one. A missing or empty
+/// password changes nothing. The pod does it because only the pod reads the Secret; a probe
+/// that fails here only tries again at the next one, and readiness is decided as before.
+pub fn rotate(previous_seconds: u32) -> String {
+    let set = ask(Login::Probe, "acl setuser default resetpass");
+    format!(
+        "r={RUN_DIR}; f={AUTH_DIR}/password; now=$(date +%s); \
+         new=$( [ -s $f ] && sha256sum < $f | cut -c1-64 ); cur=$(cat $r/current); \
+         if [ -n \"$new\" ] && [ \"$new\" != \"$cur\" ]; then \
+         {set} \"#$new\" \"#$cur\" | grep -q OK && echo $now > $r/since && echo $new > $r/current; \
+         elif [ -s $r/since ] && [ $((now - $(cat $r/since))) -ge {previous_seconds} ]; then \
+         {set} \"#$cur\" | grep -q OK && rm $r/since; fi; "
+    )
+}
+
+/// The command of a pod with auth, which runs Redis (its arguments follow) with an ACL file it
+/// writes first, in memory: the SHA-256 of the `default` password (from the mounted Secret), a
+/// `probe` password of its own (random, kept in the run directory for the other scripts), and
+/// the SHA-256 of the operator's and replicas' passwords (`operator`, `replica`), given here.
+/// Without a password it exits at once and says why (the pod's last termination message,
+/// which the cluster's status shows): running Redis open would be worse.
+pub fn start(secret: &PasswordSecret, operator: &str, replica: &str) -> String {
+    let acl = auth::acl("$d", "$p", operator, replica);
+    format!(
+        "set -e; umask 077; f={AUTH_DIR}/password; \
+         if [ ! -s $f ]; then \
+         echo \"no password: Secret {name} is missing, or has no key {key}, or it is empty\" \
+         | tee /dev/termination-log >&2; exit 1; fi; \
+         head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {RUN_DIR}/{PROBE_USER}; \
+         d=$(sha256sum < $f | cut -c1-64); echo $d > {RUN_DIR}/current; \
+         p=$(sha256sum < {RUN_DIR}/{PROBE_USER} | cut -c1-64); \
+         printf '%s' \"{acl}\" > {RUN_DIR}/users.acl; \
+         exec \"$@\" --aclfile {RUN_DIR}/users.acl",
+        name = secret.name,
+        key = secret.key,
     )
 }
 
@@ -56,13 +115,16 @@ mod tests {
     #[test]
     fn scripts_read_as_the_pods_run_them() {
         assert_eq!(
-            readiness(),
+            readiness(Login::None),
             "info=$(timeout 2 redis-cli -p 6379 info replication) || exit 1; \
              case \"$info\" in *role:master*|*master_link_status:up*) exit 0;; esac; exit 1"
         );
-        assert_eq!(startup(), "timeout 2 redis-cli -p 6379 ping | grep -q PONG");
         assert_eq!(
-            pre_stop(),
+            startup(Login::None),
+            "timeout 2 redis-cli -p 6379 ping | grep -q PONG"
+        );
+        assert_eq!(
+            pre_stop(Login::None),
             "i=0; while [ $i -lt 20 ]; do \
              info=$(timeout 2 redis-cli -p 6379 info replication) || exit 0; \
              case \"$info\" in *role:master*) ;; *) exit 0;; esac; \

@@ -77,6 +77,7 @@ fn run(case: &Case) -> Assessment {
             primary_change: None,
             storage: None,
             pod_config: None,
+            passwords: None,
             now: at(0),
             failure_grace: GRACE,
         },
@@ -101,7 +102,8 @@ fn look(
             roles: &roles_agreeing_with(Some(sts)),
             primary_change: None,
             storage: None,
-            pod_config: Some(&crate::pod_config::pod_config(&cluster.spec, None)),
+            pod_config: Some(&crate::pod_config::pod_config(&cluster.spec, None, None)),
+            passwords: None,
             now,
             failure_grace: GRACE,
         },
@@ -515,7 +517,7 @@ fn a_stuck_pod_made_for_an_earlier_spec_is_not_waited_for() {
     let made_for = |pod: &mut Pod, image: &str| {
         pod.annotations_mut().insert(
             crate::names::POD_CONFIG_ANNOTATION.to_owned(),
-            crate::pod_config::pod_config(&crate::fixtures::cluster(3, image).spec, None),
+            crate::pod_config::pod_config(&crate::fixtures::cluster(3, image).spec, None, None),
         );
     };
     made_for(&mut pod, "redis:does-not-exist");
@@ -726,6 +728,7 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
                 primary_change: case.roles.as_ref().unwrap().change.as_ref(),
                 storage: None,
                 pod_config: None,
+                passwords: None,
                 now: at(0),
                 failure_grace: GRACE,
             },

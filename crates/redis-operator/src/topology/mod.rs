@@ -83,7 +83,7 @@ pub struct Member {
 }
 
 impl Member {
-    fn replication(&self) -> Option<&Replication> {
+    pub fn replication(&self) -> Option<&Replication> {
         match &self.seen {
             Seen::Answered(replication) => Some(replication),
             _ => None,

@@ -10,6 +10,7 @@ fn info_replication_parses_each_role() {
     assert_eq!(
         Replication::parse(INFO_PRIMARY),
         Ok(Replication {
+            passwords: Vec::new(),
             role: RedisRole::Primary,
             offset: 1180,
             keys: 0,
@@ -21,6 +22,7 @@ fn info_replication_parses_each_role() {
     assert_eq!(
         Replication::parse(INFO_REPLICA),
         Ok(Replication {
+            passwords: Vec::new(),
             role: RedisRole::Replica {
                 host: "10.244.0.5".into(),
                 port: 6379,
@@ -37,6 +39,7 @@ fn info_replication_parses_each_role() {
     assert_eq!(
         Replication::parse(INFO_UNASSIGNED),
         Ok(Replication {
+            passwords: Vec::new(),
             role: RedisRole::Replica {
                 host: crate::redis::UNASSIGNED_HOST.into(),
                 port: crate::redis::UNASSIGNED_PORT,
@@ -79,6 +82,7 @@ fn ip(ordinal: i32) -> String {
 
 fn redis(role: RedisRole, offset: i64) -> Replication {
     Replication {
+        passwords: Vec::new(),
         role,
         offset,
         keys: 0,
@@ -148,6 +152,7 @@ fn policy(pods: i32) -> Policy {
 
 /// The policy's settings: the fence at one replica within 3 s, pings every second.
 const SETTINGS: Settings = Settings {
+    replication_auth: false,
     min_replicas: 1,
     max_lag: 3,
     ping_period: 1,

@@ -23,7 +23,7 @@ fn full_pod(index: u32, reason: &str) -> Pod {
     // Made for the spec of the cluster below, `cluster(2, "redis:does-not-exist")`.
     pod.annotations_mut().insert(
         names::POD_CONFIG_ANNOTATION.to_owned(),
-        crate::pod_config::pod_config(&cluster(2, "redis:does-not-exist").spec, None),
+        crate::pod_config::pod_config(&cluster(2, "redis:does-not-exist").spec, None, None),
     );
     pod.annotations_mut().insert(
         "kubectl.kubernetes.io/restartedAt".to_owned(),
@@ -145,7 +145,8 @@ fn assess_at(cluster: &RedisCluster, sts: &StatefulSet, pods: &[Pod], seconds: i
             roles: &RoleReport::default(),
             primary_change: None,
             storage: None,
-            pod_config: Some(&crate::pod_config::pod_config(&cluster.spec, None)),
+            pod_config: Some(&crate::pod_config::pod_config(&cluster.spec, None, None)),
+            passwords: None,
             now: at(seconds),
             failure_grace: Duration::from_secs(120),
         },
@@ -171,6 +172,7 @@ fn a_trimmed_pod_keeps_its_cache_key_and_loses_the_rest() {
         crate::pod_config::pod_config_of(&pod),
         Some(crate::pod_config::pod_config(
             &cluster(2, "redis:does-not-exist").spec,
+            None,
             None
         ))
     );
