@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{NAME, ROLE_LABEL, Setup, TestResult, exec, replication_info, wait_for};
+use crate::{NAME, ROLE_LABEL, Setup, TestResult, replication_info, wait_for};
 
 /// The machine's clock, in seconds since boot (what the writer pod reads too).
 pub fn clock() -> TestResult<f64> {
@@ -59,10 +59,12 @@ impl Writer {
             .and_then(|s| s.cluster_ip)
             .ok_or("the primary Service has no ClusterIP")?;
         let script = format!(
-            "i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); read s _ < /proc/uptime; \
+            "{}i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); read s _ < /proc/uptime; \
              r=$(timeout 1 redis-cli -h {address} set w$i $s 2>&1); \
-             read e _ < /proc/uptime; echo \"w$i $s $e $r\"; sleep 0.01; done"
+             read e _ < /proc/uptime; echo \"w$i $s $e $r\"; sleep 0.01; done",
+            crate::cli_login()
         );
+        let (volume, mount) = crate::password_volume(NAME);
         let pod: Pod = serde_json::from_value(json!({
             "metadata": { "name": WRITER },
             "spec": {
@@ -75,11 +77,13 @@ impl Writer {
                 "containers": [{
                     "name": WRITER, "image": image, "imagePullPolicy": "IfNotPresent",
                     "command": ["sh", "-c", script],
+                    "volumeMounts": [mount],
                     "securityContext": {
                         "allowPrivilegeEscalation": false,
                         "capabilities": { "drop": ["ALL"] }
                     }
-                }]
+                }],
+                "volumes": [volume]
             }
         }))?;
         setup.pods.create(&PostParams::default(), &pod).await?;
@@ -429,10 +433,10 @@ pub async fn keys_on_primary(setup: &Setup, pattern: &str) -> TestResult<BTreeSe
         .status
         .and_then(|s| s.primary)
         .ok_or("no primary in the status")?;
-    let keys = exec(
+    let keys = crate::redis_cli(
         &setup.namespace.name,
         &primary,
-        &["redis-cli", "--scan", "--pattern", pattern],
+        &["--scan", "--pattern", pattern],
     )
     .await?;
     Ok(keys.lines().map(str::to_owned).collect())

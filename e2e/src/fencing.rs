@@ -20,7 +20,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::faults::{Figures, Measurement, Write, clock, figures, keys_on_primary, record_writes};
-use crate::{NAME, Setup, TestResult, cluster_pods};
+use crate::{NAME, Setup, TestResult, cluster_pods, password, redis_url};
 
 /// How long the pooled client waits for a reply (Lettuce waits 60 s, redis-py forever).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,10 +43,10 @@ async fn connect(url: &str) -> Result<MultiplexedConnection, String> {
 }
 
 impl PooledWriter {
-    /// Starts writing to `address` (the primary Service's ClusterIP); None when the host
-    /// cannot reach it (no kube-proxy on this node).
-    pub async fn start(address: &str) -> TestResult<Option<Self>> {
-        let url = format!("redis://{address}:6379/");
+    /// Starts writing to `address` (the primary Service's ClusterIP) with `password`; None
+    /// when the host cannot reach it (no kube-proxy on this node).
+    pub async fn start(address: &str, password: Option<&str>) -> TestResult<Option<Self>> {
+        let url = redis_url(address, password);
         let Ok(Ok(first)) = tokio::time::timeout(Duration::from_secs(3), connect(&url)).await
         else {
             return Ok(None);
@@ -126,9 +126,9 @@ pub struct Writable {
 }
 
 /// Whether the Redis at `ip` answers `ROLE` as a master and takes a write, within 200 ms.
-async fn takes_writes(ip: &str, pod: &str) -> bool {
+async fn takes_writes(ip: &str, pod: &str, password: Option<&str>) -> bool {
     let asked = async {
-        let url = format!("redis://{ip}:6379/");
+        let url = redis_url(ip, password);
         let client = RedisClient::open(url).ok()?;
         let mut connection = client.get_multiplexed_async_connection().await.ok()?;
         let (role, set): (Vec<::redis::Value>, String) = ::redis::pipe()
@@ -160,6 +160,8 @@ impl WritableWatch {
             let mut seen = Writable::default();
             let mut addresses: BTreeMap<String, String> = BTreeMap::new();
             let mut listed = std::time::Instant::now() - Duration::from_secs(10);
+            let password = password(&client, &namespace, NAME).await.ok().flatten();
+            let password = password.as_deref();
             while !stopped.load(Ordering::Relaxed) {
                 if listed.elapsed() > Duration::from_secs(1) {
                     if let Ok(pods) = cluster_pods(&client, &namespace, NAME).await {
@@ -174,7 +176,7 @@ impl WritableWatch {
                 }
                 let at = clock().unwrap_or_default();
                 let asked = addresses.iter().map(|(pod, ip)| async move {
-                    takes_writes(ip, pod).await.then(|| pod.clone())
+                    takes_writes(ip, pod, password).await.then(|| pod.clone())
                 });
                 let writable: Vec<String> = futures::future::join_all(asked)
                     .await
@@ -269,7 +271,8 @@ impl Clients {
             .spec
             .and_then(|s| s.cluster_ip)
             .ok_or("the primary Service has no ClusterIP")?;
-        let Some(pooled) = PooledWriter::start(&address).await? else {
+        let password = password(&setup.client, &setup.namespace.name, NAME).await?;
+        let Some(pooled) = PooledWriter::start(&address, password.as_deref()).await? else {
             eprintln!(
                 "SKIPPED: the host cannot reach the primary Service's ClusterIP (start the node \
                  with K8S_LOCAL_KUBE_PROXY=1)"

@@ -22,7 +22,8 @@ pub use metrics::{http_get, metric, reconciles_total, redis_command_counts, requ
 pub use namespace::{TestNamespace, client, has_real_node, real_node_or_skip};
 pub use operator::{Operator, failure_grace, in_cluster};
 pub use redis::{
-    assert_redis_serves, cluster_pods, exec, kubectl, redis_cli, replication_info, test_keys,
+    PASSWORD_FILE, assert_redis_serves, cli_login, cluster_pods, exec, kubectl, password,
+    password_volume, redis_cli, redis_url, replication_info, test_keys,
 };
 pub use redis_operator::names::ROLE_LABEL;
 pub use setup::{Setup, claims_of_pods, redis_cluster};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use redis_operator::names::INSTANCE_LABEL;
@@ -37,11 +37,60 @@ pub async fn exec(namespace: &str, pod: &str, command: &[&str]) -> TestResult<St
         .to_owned())
 }
 
-/// A `redis-cli` command against the Redis in `pod`.
+/// Where a Redis pod has its cluster's password (the auth volume), and where the test's own
+/// client pods mount the same Secret.
+pub const PASSWORD_FILE: &str = "/etc/redis/auth/password";
+
+/// A shell prefix that logs `redis-cli` in with the password at [`PASSWORD_FILE`], if there
+/// is one, the way an application would: through `REDISCLI_AUTH`, not on a command line.
+pub fn cli_login() -> String {
+    format!("[ -s {PASSWORD_FILE} ] && export REDISCLI_AUTH=\"$(cat {PASSWORD_FILE})\"; ")
+}
+
+/// A `redis-cli` command against the Redis in `pod`, logged in with the cluster's password
+/// when it has one.
 pub async fn redis_cli(namespace: &str, pod: &str, command: &[&str]) -> TestResult<String> {
-    let mut full = vec!["redis-cli"];
+    let script = format!("{}exec redis-cli \"$@\"", cli_login());
+    let mut full = vec!["sh", "-c", script.as_str(), "redis-cli"];
     full.extend_from_slice(command);
     exec(namespace, pod, &full).await
+}
+
+/// The password of `cluster`'s `default` user, from the Secret the operator made
+/// (`<cluster>-auth`); None for a cluster without one.
+pub async fn password(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+) -> TestResult<Option<String>> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let Some(secret) = secrets.get_opt(&format!("{cluster}-auth")).await? else {
+        return Ok(None);
+    };
+    let password = secret
+        .data
+        .and_then(|mut data| data.remove("password"))
+        .ok_or("the password Secret has no key password")?;
+    Ok(Some(String::from_utf8(password.0)?))
+}
+
+/// A `redis://` URL for the Redis at `address`, with the password if there is one.
+pub fn redis_url(address: &str, password: Option<&str>) -> String {
+    match password {
+        Some(password) => format!("redis://:{password}@{address}:6379/"),
+        None => format!("redis://{address}:6379/"),
+    }
+}
+
+/// The volume and mount that give a test's client pod `cluster`'s password at
+/// [`PASSWORD_FILE`] (optional: a cluster without auth has no Secret).
+pub fn password_volume(cluster: &str) -> (serde_json::Value, serde_json::Value) {
+    (
+        serde_json::json!({"name": "auth", "secret": {
+            "secretName": format!("{cluster}-auth"), "optional": true
+        }}),
+        serde_json::json!({"name": "auth", "mountPath": "/etc/redis/auth", "readOnly": true}),
+    )
 }
 
 /// The pods of one RedisCluster, by its instance label, sorted by name.

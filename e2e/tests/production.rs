@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use e2e::{
-    NAME, Operator, Setup, StatusLog, TestResult, exec, real_node_or_skip, reports, test_keys,
-    wait_for,
+    NAME, Operator, Setup, StatusLog, TestResult, cli_login, exec, password_volume,
+    real_node_or_skip, redis_cli, reports, test_keys, wait_for,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -142,6 +142,7 @@ async fn claims_are_kept_on_scale_down_and_reused_on_scale_up_or_deleted_if_aske
 /// A pod with redis-cli and no memory limit of its own, to fill a Redis from outside its
 /// container: a client run inside the container would count against the limit under test.
 async fn client_pod(setup: &Setup) -> TestResult<String> {
+    let (volume, mount) = password_volume(NAME);
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "filler"},
         "spec": {
@@ -152,9 +153,11 @@ async fn client_pod(setup: &Setup) -> TestResult<String> {
             "containers": [{
                 "name": "redis", "image": "redis:7.0", "imagePullPolicy": "IfNotPresent",
                 "command": ["sleep", "3600"],
+                "volumeMounts": [mount],
                 "securityContext": {"allowPrivilegeEscalation": false,
                                     "capabilities": {"drop": ["ALL"]}}
-            }]
+            }],
+            "volumes": [volume]
         }
     }))?;
     setup.pods.create(&Default::default(), &pod).await?;
@@ -176,7 +179,8 @@ async fn fill(
 ) -> TestResult<Vec<String>> {
     let script = "for i=1,1000 do redis.call('set', 'fill:'..ARGV[1]..':'..i, string.rep('x', 1000)) end return 1000";
     let shell = format!(
-        "i=0; while [ $i -lt {megabytes} ]; do i=$((i+1)); redis-cli -h {address} eval \"{script}\" 0 $i; done"
+        "{}i=0; while [ $i -lt {megabytes} ]; do i=$((i+1)); redis-cli -h {address} eval \"{script}\" 0 $i; done",
+        cli_login()
     );
     let out = exec(&setup.namespace.name, client, &["sh", "-c", &shell]).await?;
     Ok(out
@@ -187,7 +191,7 @@ async fn fill(
 }
 
 async fn info_field(setup: &Setup, pod: &str, section: &str, field: &str) -> TestResult<String> {
-    let info = exec(&setup.namespace.name, pod, &["redis-cli", "info", section]).await?;
+    let info = redis_cli(&setup.namespace.name, pod, &["info", section]).await?;
     info.lines()
         .find_map(|line| line.trim().strip_prefix(&format!("{field}:")))
         .map(str::to_owned)
@@ -266,15 +270,10 @@ async fn a_memory_limit_makes_redis_evict_or_refuse_writes_instead_of_being_kill
         info_field(&setup, &pod, "stats", "evicted_keys").await?,
         "0"
     );
-    let answer = exec(
-        &setup.namespace.name,
-        &pod,
-        &["redis-cli", "set", "one-more", "x"],
-    )
-    .await?;
+    let answer = redis_cli(&setup.namespace.name, &pod, &["set", "one-more", "x"]).await?;
     assert!(answer.contains("OOM"), "{answer}");
     assert_eq!(
-        exec(&setup.namespace.name, &pod, &["redis-cli", "ping"]).await?,
+        redis_cli(&setup.namespace.name, &pod, &["ping"]).await?,
         "PONG"
     );
     assert_eq!(

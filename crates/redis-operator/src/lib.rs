@@ -10,7 +10,8 @@
 //! - `reconcile`: one reconcile, a driver of a screenful: observe, plan, apply, assess,
 //!   report. `children` writes one child; `storage` grows claims.
 //! - `desired`: the children a cluster should have (pure builders); `pod_config`: what a pod is
-//!   made for; `names`: the labels and names on everything.
+//!   made for; `names`: the labels and names on everything; `auth`: whether a cluster has auth,
+//!   its Redis users and the operator's passwords for them.
 //! - `observed` and `pod`: one reader each for what observed objects say (ownership, ordinal,
 //!   readiness, stuck containers, outdated pods).
 //! - `topology`: the role decision (pure): who is primary, failovers (with the replicas as

@@ -109,7 +109,8 @@ async fn probe(ctx: &Context, pods: Vec<PodView>) -> Vec<PodView> {
         let seen = match &pod.target {
             Some(target) => match ctx.redis.replication(target).await {
                 Ok(replication) => Seen::Answered(replication),
-                Err(Unanswered { why, for_ }) => Seen::Silent { why, for_ },
+                Err(Unanswered { why, refused, .. }) if refused => Seen::Refused(why),
+                Err(Unanswered { why, for_, .. }) => Seen::Silent { why, for_ },
             },
             None => pod.member.seen.clone(),
         };

@@ -295,50 +295,52 @@ fn auth_volumes(secret: &PasswordSecret) -> [Volume; 2] {
     ]
 }
 
+/// Where the container mounts its volumes: the data, and with auth the password (read-only)
+/// and the run directory.
+fn volume_mounts(auth: Option<PodAuth<'_>>) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    };
+    let mut mounts = vec![mount(DATA_VOLUME, DATA_PATH, false)];
+    if auth.is_some() {
+        mounts.extend([
+            mount(AUTH_VOLUME, AUTH_DIR, true),
+            mount(RUN_VOLUME, RUN_DIR, false),
+        ]);
+    }
+    mounts
+}
+
+/// With auth, the container's command: a shell that writes the ACL file and then runs Redis
+/// (`scripts::start`, with the container's arguments after `$0`); without, none (the image
+/// runs Redis itself).
+fn start_command(auth: PodAuth<'_>) -> Vec<String> {
+    let start = scripts::start(
+        auth.secret,
+        &auth.credentials.operator.sha256(),
+        &auth.credentials.replica.sha256(),
+    );
+    ["sh", "-c", start.as_str(), "redis-start"]
+        .map(String::from)
+        .to_vec()
+}
+
 fn redis_container(spec: &RedisClusterSpec, auth: Option<PodAuth<'_>>) -> Container {
     let login = if auth.is_some() {
         Login::Probe
     } else {
         Login::None
     };
-    let mut mounts = vec![VolumeMount {
-        name: DATA_VOLUME.to_owned(),
-        mount_path: DATA_PATH.to_owned(),
-        ..VolumeMount::default()
-    }];
-    if auth.is_some() {
-        mounts.extend([
-            VolumeMount {
-                name: AUTH_VOLUME.to_owned(),
-                mount_path: AUTH_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: RUN_VOLUME.to_owned(),
-                mount_path: RUN_DIR.to_owned(),
-                ..VolumeMount::default()
-            },
-        ]);
-    }
     // With auth, each readiness probe first takes a new password from the Secret.
     let rotate = auth.map(|auth| scripts::rotate(auth.secret.previous_seconds));
     let readiness = rotate.unwrap_or_default() + &scripts::readiness(login);
     Container {
         name: REDIS_CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
-        // With auth, a shell writes the ACL file and then runs Redis (`scripts::start`, with
-        // the arguments after `$0`); without, the image runs Redis itself.
-        command: auth.map(|auth| {
-            let start = scripts::start(
-                auth.secret,
-                &auth.credentials.operator.sha256(),
-                &auth.credentials.replica.sha256(),
-            );
-            ["sh", "-c", start.as_str(), "redis-start"]
-                .map(String::from)
-                .to_vec()
-        }),
+        command: auth.map(start_command),
         args: Some(redis_args(spec)),
         ports: Some(vec![ContainerPort {
             name: Some(REDIS_PORT_NAME.to_owned()),
@@ -393,7 +395,7 @@ fn redis_container(spec: &RedisClusterSpec, auth: Option<PodAuth<'_>>) -> Contai
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(mounts),
+        volume_mounts: Some(volume_mounts(auth)),
         ..Container::default()
     }
 }

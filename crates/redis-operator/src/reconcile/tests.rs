@@ -466,7 +466,11 @@ impl RedisAccess for FakeRedis {
         Box::pin(async move {
             answer
                 .unwrap_or_else(|| Err("connection refused".to_owned()))
-                .map_err(|why| Unanswered { why, for_ })
+                .map_err(|why| Unanswered {
+                    refused: crate::redis::client::refused(&why),
+                    why,
+                    for_,
+                })
         })
     }
 
@@ -1315,6 +1319,38 @@ async fn a_primary_silent_past_the_failover_delay_is_stopped_before_anything_els
         "{}",
         available.message
     );
+}
+
+/// A Redis that refuses the operator's login runs: however long it refuses, its pod is not
+/// stopped and no replica takes over; the status says why, and nobody is asked again at once.
+#[tokio::test]
+async fn a_primary_that_refuses_the_operators_login_is_not_failed_over() {
+    let (running, sts) = running_three().await;
+    let harness = Harness::new(healthy).with_children(&running, sts);
+    for pod in 0..3 {
+        let name = format!("{NAME}-{pod}");
+        let refusal = "WRONGPASS invalid username-password pair".to_owned();
+        harness.redis.answer(&name, Err(refusal));
+        let long = Duration::from_secs(600);
+        harness.redis.silent_for.lock().unwrap().insert(name, long);
+    }
+    let (result, sent) = harness.reconcile(&running).await;
+    let action = result.unwrap();
+    assert!(sent.iter().all(|s| s.method != "DELETE"), "{sent:#?}");
+    assert!(role_patches(&sent).is_empty() && harness.redis.ran().is_empty());
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.primary.as_deref(), Some("cache-0"));
+    let available = status.condition(PRIMARY_AVAILABLE).unwrap();
+    assert_eq!(available.status, "False");
+    assert!(
+        available
+            .message
+            .contains("refuses the operator (WRONGPASS")
+            && available.message.contains("not failed over"),
+        "{}",
+        available.message
+    );
+    assert!(action != Action::requeue(URGENT_RECHECK), "{action:?}");
 }
 
 #[tokio::test]

@@ -65,6 +65,8 @@ pub trait RedisAccess: Send + Sync {
 pub struct Unanswered {
     pub why: String,
     pub for_: Duration,
+    /// Redis answered, refusing the operator's login or command ([`refused`]): it runs.
+    pub refused: bool,
 }
 
 /// How the operator reaches a pod's Redis.
@@ -217,6 +219,7 @@ impl Connections {
         let _permit = self.in_flight.acquire().await.map_err(|_| Unanswered {
             why: "shutting down".to_owned(),
             for_: Duration::ZERO,
+            refused: false,
         })?;
         // A failure counts from when the request went out: a Redis that hangs was already
         // silent then, not only once the timeout ran out.
@@ -260,21 +263,18 @@ impl Connections {
         }
         result.map_err(|failure| {
             let (Failure::Error(why) | Failure::Backoff(why)) = failure;
-            // A Redis that refuses the operator's login or a command is running: its silence
-            // does not grow, so it is never failed over for it (the status names the refusal).
-            let for_ = if refused(&why) {
-                Duration::ZERO
-            } else {
-                now - failing_since
-            };
-            Unanswered { why, for_ }
+            Unanswered {
+                refused: refused(&why),
+                why,
+                for_: now - failing_since,
+            }
         })
     }
 }
 
 /// Whether an error is Redis refusing the operator (a wrong password, a user without the
 /// permission), not a Redis that does not answer.
-fn refused(error: &str) -> bool {
+pub fn refused(error: &str) -> bool {
     ["WRONGPASS", "NOAUTH", "NOPERM", "authentication failed"]
         .iter()
         .any(|refusal| error.contains(refusal))
@@ -386,6 +386,7 @@ impl RedisAccess for Connections {
                     Unanswered {
                         why,
                         for_: Duration::ZERO,
+                        refused: false,
                     }
                 })?;
             parsed.settings = Settings::parse(&[fence, ping, user].concat());

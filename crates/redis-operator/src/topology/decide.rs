@@ -455,6 +455,19 @@ fn replace_silent<'a>(
     policy: &Policy,
     reasons: &mut Vec<String>,
 ) -> Choice<'a> {
+    if let Seen::Refused(_) = silent.seen {
+        reasons.push(format!(
+            "the primary {} {}; it is not failed over for that",
+            silent.name,
+            silence(&silent.seen)
+        ));
+        // It stays the primary: it runs, and serves its clients.
+        return Choice::Hold {
+            primary: Some(silent),
+            outage: Outage::PrimaryNotAnswering,
+            urgent: false,
+        };
+    }
     let silent_for = silent_for(silent).max(unheard_for(active, silent));
     if silent_for < policy.failover_after {
         reasons.push(format!(

@@ -51,6 +51,10 @@ pub enum Seen {
         why: String,
         for_: Duration,
     },
+    /// Its Redis answered, refusing the operator's login or a command (its credentials are
+    /// wrong, or its user lacks a permission): it runs, so it is never failed over for it,
+    /// and the status says why nothing is done.
+    Refused(String),
     /// Its Redis container never started and waits in a state that needs someone to act
     /// (`ErrImagePull` and the like): it holds no data, and may never run.
     NeverStarted(String),
@@ -458,6 +462,10 @@ fn silence(seen: &Seen) -> String {
     match seen {
         Seen::NoAddress => "has no address yet".to_owned(),
         Seen::Silent { why, .. } => format!("does not answer: {why}"),
+        Seen::Refused(why) => format!(
+            "refuses the operator ({why}): the operator's key (--credentials-secret) is not \
+             the one this cluster was made with"
+        ),
         Seen::NeverStarted(why) => format!("never started: {why}"),
         Seen::Answered(_) => "answers".to_owned(),
     }
