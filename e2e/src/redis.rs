@@ -74,10 +74,12 @@ pub async fn password(
     Ok(Some(String::from_utf8(password.0)?))
 }
 
-/// A `redis://` URL for the Redis at `address`, with the password if there is one.
+/// A `redis://` URL for the Redis at `address`, with the password if there is one, for the
+/// user `default` named: `AUTH default <password>` also works against a Redis without a
+/// password (while a cluster turns auth on), where `AUTH <password>` is an error.
 pub fn redis_url(address: &str, password: Option<&str>) -> String {
     match password {
-        Some(password) => format!("redis://:{password}@{address}:6379/"),
+        Some(password) => format!("redis://default:{password}@{address}:6379/"),
         None => format!("redis://{address}:6379/"),
     }
 }

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use e2e::faults::{clock, figures, keys_on_primary};
+use e2e::fencing::PooledWriter;
 use e2e::{
     NAME, Operator, Setup, TestResult, cluster_pods, exec, kubectl, password, redis_cli,
-    redis_command_counts, redis_url, wait_for, wait_for_within,
+    redis_command_counts, redis_url, reports, wait_for, wait_for_within,
 };
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Patch, PatchParams};
@@ -351,5 +353,88 @@ async fn an_operator_whose_login_is_refused_says_so_and_fails_nothing_over() -> 
         available,
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "live: needs a cluster (make e2e-local)"]
+async fn turning_auth_on_replaces_every_pod_and_loses_no_acknowledged_write() -> TestResult {
+    let opted_out = json!({"auth": {"insecureAllowUnauthenticated": true}});
+    let Some((setup, _operator)) = running("auth-on", opted_out).await? else {
+        return Ok(());
+    };
+    let ns = setup.namespace.name.clone();
+    assert!(password(&setup.client, &ns, NAME).await?.is_none());
+    let primary = setup.assert_one_primary_and_linked_replicas().await?;
+    assert_eq!(
+        exec(&ns, &primary, &["redis-cli", "set", "open", "1"]).await?,
+        "OK"
+    );
+    let address = setup
+        .services
+        .get(&format!("{NAME}-primary"))
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .ok_or("no ClusterIP")?;
+
+    setup
+        .patch_spec(json!({"auth": {"insecureAllowUnauthenticated": null}}))
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let secret = loop {
+        if let Some(secret) = password(&setup.client, &ns, NAME).await? {
+            break secret;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("no password Secret 30 s after auth was asked for".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // An application given the password (as `default`) before the roll reaches its primary.
+    let Some(writer) = PooledWriter::start(&address, Some(&secret)).await? else {
+        eprintln!("SKIPPED: the host cannot reach the primary Service (K8S_LOCAL_KUBE_PROXY=1)");
+        return Ok(());
+    };
+    let started = clock()?;
+    let all_with_auth = |c: Option<&RedisCluster>| {
+        reports(rediscluster_crd::Phase::Running, 3)(c)
+            && reason(c, PASSWORDS_AGREE).as_deref() == Some("OnePassword")
+    };
+    let what = "Running, every pod with auth";
+    wait_for_within(
+        Duration::from_secs(300),
+        &setup.clusters,
+        NAME,
+        what,
+        all_with_auth,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = writer.stop().await?;
+    let present = keys_on_primary(&setup, "p*").await?;
+    let figures = figures(
+        "auth turned on",
+        &writes,
+        started,
+        &present,
+        (1, Duration::ZERO),
+    );
+    figures.print();
+    assert!(
+        figures.acknowledged > 100,
+        "{} writes",
+        figures.acknowledged
+    );
+    assert!(
+        figures.lost.is_empty(),
+        "acknowledged and lost: {:?}",
+        figures.lost
+    );
+    for pod in cluster_pods(&setup.client, &ns, NAME).await? {
+        let name = pod.name_any();
+        let anonymous = exec(&ns, &name, &["redis-cli", "set", "open", "2"]).await?;
+        assert!(anonymous.contains("NOAUTH"), "{name}: {anonymous}");
+    }
     Ok(())
 }
