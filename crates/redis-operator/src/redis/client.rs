@@ -293,7 +293,8 @@ impl From<String> for Failure {
 }
 
 /// The replies to the probe's pipeline: `INFO replication`, `INFO keyspace`, `CONFIG GET` of
-/// the fence, the ping period and the replication user, and `ACL GETUSER default`.
+/// the fence, the ping period and the replication user, and `ACL GETUSER default` (nil where
+/// not asked).
 type Probed = (
     String,
     String,
@@ -375,12 +376,24 @@ impl RedisAccess for Connections {
                 .arg("repl-ping-replica-period")
                 .cmd("CONFIG")
                 .arg("GET")
-                .arg("masteruser")
-                .cmd("ACL")
-                .arg("GETUSER")
-                .arg("default");
+                .arg("masteruser");
+            // Only a Redis made with auth is asked which passwords it accepts: one without may
+            // predate ACLs (Redis 5).
+            if pod.login {
+                request.cmd("ACL").arg("GETUSER").arg("default");
+            }
+            let mut replies: Vec<::redis::Value> = self.call(pod, "info", request).await?;
+            if !pod.login {
+                replies.push(::redis::Value::Nil);
+            }
             let (replication, keyspace, fence, ping, user, acl): Probed =
-                self.call(pod, "info", request).await?;
+                ::redis::from_redis_value(::redis::Value::Array(replies)).map_err(|why| {
+                    Unanswered {
+                        why: why.to_string(),
+                        for_: Duration::ZERO,
+                        refused: false,
+                    }
+                })?;
             let mut parsed =
                 Replication::parse(&format!("{replication}\n{keyspace}")).map_err(|why| {
                     Unanswered {

@@ -54,7 +54,7 @@ pub struct Settings {
 
 impl Settings {
     /// Reads the replies to `CONFIG GET` of `min-replicas-*`, `repl-ping-replica-period` and
-    /// `masteruser` (name, value, name, value...); None if one is missing.
+    /// `masteruser` (name, value, name, value...); None if one of the first three is missing.
     pub fn parse(pairs: &[String]) -> Option<Settings> {
         let text = |name: &str| {
             pairs
@@ -67,7 +67,8 @@ impl Settings {
             min_replicas: value("min-replicas-to-write")?,
             max_lag: value("min-replicas-max-lag")?,
             ping_period: value("repl-ping-replica-period")?,
-            replication_auth: text("masteruser")? == crate::auth::REPLICA_USER,
+            // Redis before 6 has no `masteruser`: no replication auth.
+            replication_auth: text("masteruser").is_some_and(|u| u == crate::auth::REPLICA_USER),
         })
     }
 }
@@ -118,5 +119,48 @@ impl fmt::Display for Command {
             ),
             Command::HandOver { to, host } => write!(f, "HAND OVER TO {to} ({host})"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| (*item).to_owned()).collect()
+    }
+
+    #[test]
+    fn settings_are_read_from_config_get_and_replication_auth_from_masteruser() {
+        let fence = ["min-replicas-to-write", "1", "min-replicas-max-lag", "3"];
+        let ping = ["repl-ping-replica-period", "1"];
+        let read = |user: &[&str]| Settings::parse(&pairs(&[&fence[..], &ping, user].concat()));
+        let expected = |replication_auth| Settings {
+            min_replicas: 1,
+            max_lag: 3,
+            ping_period: 1,
+            replication_auth,
+        };
+        assert_eq!(read(&["masteruser", "replica"]), Some(expected(true)));
+        assert_eq!(read(&["masteruser", ""]), Some(expected(false)));
+        // Redis 5 has no masteruser: it answers CONFIG GET with nothing.
+        assert_eq!(read(&[]), Some(expected(false)));
+        assert_eq!(Settings::parse(&pairs(&fence)), None);
+    }
+
+    #[test]
+    fn the_passwords_of_an_acl_getuser_reply_are_its_hashes() {
+        use ::redis::Value;
+        let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            text("flags"),
+            Value::Array(vec![text("on")]),
+            text("passwords"),
+            Value::Array(vec![text("b1"), text("a0")]),
+            text("commands"),
+            text("+@all"),
+        ]);
+        assert_eq!(info::acl_passwords(&reply), ["b1", "a0"]);
+        assert!(info::acl_passwords(&Value::Nil).is_empty());
     }
 }
