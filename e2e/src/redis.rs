@@ -41,10 +41,17 @@ pub async fn exec(namespace: &str, pod: &str, command: &[&str]) -> TestResult<St
 /// client pods mount the same Secret.
 pub const PASSWORD_FILE: &str = "/etc/redis/auth/password";
 
+/// Where a Redis pod of a cluster with TLS has its CA.
+pub const CA_FILE: &str = "/etc/redis/tls/ca.crt";
+
 /// A shell prefix that logs `redis-cli` in with the password at [`PASSWORD_FILE`], if there
-/// is one, the way an application would: through `REDISCLI_AUTH`, not on a command line.
+/// is one, the way an application would: through `REDISCLI_AUTH`, not on a command line; and
+/// with TLS where the pod has a CA (for `redis-cli "$@"`).
 pub fn cli_login() -> String {
-    format!("[ -s {PASSWORD_FILE} ] && export REDISCLI_AUTH=\"$(cat {PASSWORD_FILE})\"; ")
+    format!(
+        "[ -s {PASSWORD_FILE} ] && export REDISCLI_AUTH=\"$(cat {PASSWORD_FILE})\"; \
+         [ -s {CA_FILE} ] && set -- --tls --cacert {CA_FILE} \"$@\"; "
+    )
 }
 
 /// A `redis-cli` command against the Redis in `pod`, logged in with the cluster's password

@@ -34,6 +34,9 @@ pub const RUN_VOLUME: &str = "run";
 /// Where the password Secret is mounted (its key as `password`), and the pod's run directory.
 pub const AUTH_DIR: &str = "/etc/redis/auth";
 pub const RUN_DIR: &str = "/run/redis";
+/// The volume of the TLS Secret (`spec.tls`), and where it is mounted.
+pub const TLS_VOLUME: &str = "tls";
+pub const TLS_DIR: &str = "/etc/redis/tls";
 
 pub const OPERATOR_USER: &str = "operator";
 pub const REPLICA_USER: &str = "replica";
@@ -48,9 +51,10 @@ pub const OPERATOR_COMMANDS: &str = "-@all +ping +info +config|get +config|set +
                                      +client|kill +client|pause +client|unpause +acl|getuser";
 /// What a replica sends its primary.
 pub const REPLICA_COMMANDS: &str = "-@all +psync +replconf +ping";
-/// The pod's own scripts: the probes, and the rotation of the `default` password
-/// (`scripts::rotate`), which only the pod can do: only it reads the Secret.
-pub const PROBE_COMMANDS: &str = "-@all +ping +info +acl|setuser";
+/// The pod's own scripts: the probes, the rotation of the `default` password
+/// (`scripts::rotate`) and the reload of a renewed certificate (`CONFIG SET`), which only the
+/// pod can do: only it reads the Secrets.
+pub const PROBE_COMMANDS: &str = "-@all +ping +info +acl|setuser +config|set";
 
 /// The Secret that holds a cluster's `default` password, and whether the operator makes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -106,10 +110,12 @@ pub fn auth<'a>(
         })
     };
     let Some(spec) = &cluster.spec.auth else {
-        let made_without = match statefulset {
-            Some(sts) => !statefulset_has_auth(sts),
-            None => pods.into_iter().any(|pod| !pod_has_auth(pod)),
-        };
+        // Asking for TLS is asking for auth too.
+        let made_without = cluster.spec.tls.is_none()
+            && match statefulset {
+                Some(sts) => !statefulset_has_auth(sts),
+                None => pods.into_iter().any(|pod| !pod_has_auth(pod)),
+            };
         return if made_without { Auth::Off } else { generated() };
     };
     if spec.insecure_allow_unauthenticated == Some(true) {
@@ -148,6 +154,26 @@ pub fn statefulset_has_auth(statefulset: &StatefulSet) -> bool {
 /// Whether a pod's Redis asks for passwords (it was made with auth).
 pub fn pod_has_auth(pod: &Pod) -> bool {
     spec_has_auth(pod.spec.as_ref())
+}
+
+/// The name a pod's certificate must carry: `<pod>.<cluster>.<namespace>.svc`, its DNS name
+/// under the cluster's headless Service.
+pub fn pod_dns_name(pod: &Pod) -> String {
+    let cluster = pod
+        .labels()
+        .get(crate::names::INSTANCE_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    let namespace = pod.namespace().unwrap_or_default();
+    format!("{}.{cluster}.{namespace}.svc", pod.name_any())
+}
+
+/// Whether a pod's Redis serves TLS (it was made with `spec.tls`).
+pub fn pod_has_tls(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|spec| spec.volumes.iter().flatten())
+        .any(|volume| volume.name == TLS_VOLUME)
 }
 
 /// A password: shown nowhere (its `Debug` says only that it is one).

@@ -103,6 +103,11 @@ pub struct RunArgs {
     /// `default`).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub credentials_namespace: String,
+    /// PEM file of the CAs that the certificates of clusters with spec.tls are verified
+    /// against (for each pod, its name `<pod>.<cluster>.<namespace>.svc`). Without it, the
+    /// operator cannot reach a cluster with TLS, and says so in its status.
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl TryFrom<RunArgs> for RunConfig {
@@ -149,6 +154,7 @@ impl TryFrom<RunArgs> for RunConfig {
             http_addr: args.http_addr,
             election,
             credentials_secret: (args.credentials_namespace, args.credentials_secret),
+            tls_ca_file: args.tls_ca_file,
         })
     }
 }

@@ -29,7 +29,7 @@ use crate::leader::{Election, Lease, Tenure};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::reconcile::{error_policy, reconcile};
-use crate::redis::client::{Connections, Route};
+use crate::redis::client::{Connections, Route, tls_client};
 use crate::trim::{self, WithoutManagedFields};
 
 /// Where the operator runs and how hard it works.
@@ -51,6 +51,8 @@ pub struct RunConfig {
     pub redis_timeout: Duration,
     /// The Secret (namespace, name) that holds the operator's key (`auth::load_credentials`).
     pub credentials_secret: (String, String),
+    /// The CAs that pods' TLS certificates are verified against (`--tls-ca-file`).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Redis requests in flight at once, over all clusters: enough for every pod of a few clusters
@@ -87,6 +89,8 @@ pub enum RunError {
         "cannot read or make the operator's key ({0}); grant get and create on that Secret (config/rbac/leader_election_role.yaml)"
     )]
     Credentials(String),
+    #[error("cannot use --tls-ca-file ({0})")]
+    TlsCa(String),
     #[error("lost leadership ({0}); exiting so that a fresh start rejoins the election")]
     LostLeadership(String),
 }
@@ -212,6 +216,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let credentials = auth::load_credentials(client.clone(), namespace, name)
         .await
         .map_err(RunError::Credentials)?;
+    let tls = config
+        .tls_ca_file
+        .as_deref()
+        .map(tls_client)
+        .transpose()
+        .map_err(RunError::TlsCa)?;
 
     let health = Arc::new(Health::new(metrics.clone()));
     http::serve(config.http_addr, health.clone())
@@ -227,6 +237,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         let shared = Shared {
             tenure,
             credentials,
+            tls,
         };
         reconcile_until(client, &config, &health, shared, shutdown.requested()).await;
         return Ok(());
@@ -256,7 +267,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             client,
             &config,
             &health,
-            Shared { tenure: tenure.clone(), credentials },
+            Shared { tenure: tenure.clone(), credentials, tls },
             shutdown.requested(),
         ) => Ok(()),
         // Dropping the controller stops every reconcile at once, before the lease can expire.
@@ -449,11 +460,12 @@ fn watch_children(
     (stores, events)
 }
 
-/// What the run hands every reconcile besides the client and caches: the leader's tenure and
-/// the operator's key.
+/// What the run hands every reconcile besides the client and caches: the leader's tenure, the
+/// operator's key and its TLS client.
 struct Shared {
     tenure: Arc<Tenure>,
     credentials: Credentials,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What every reconcile shares: the client, the caches, the settings, and the pods' Redis.
@@ -470,6 +482,7 @@ fn context(
         config.redis_route,
         config.redis_timeout,
         REDIS_IN_FLIGHT,
+        shared.tls,
     ));
     Context::new(
         client,

@@ -29,6 +29,7 @@ pub fn cluster(replicas: i32, image: &str) -> RedisCluster {
             maxmemory_policy: None,
             fencing: None,
             auth: None,
+            tls: None,
         },
     );
     cluster.metadata.namespace = Some(NAMESPACE.to_owned());

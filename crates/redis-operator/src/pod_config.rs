@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use rediscluster_crd::RedisClusterSpec;
 use serde::Serialize;
 
-use crate::auth::{AUTH_VOLUME, PasswordSecret, RUN_VOLUME};
+use crate::auth::{AUTH_VOLUME, PasswordSecret, RUN_VOLUME, TLS_VOLUME};
 use crate::names::{DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, labels};
 
 /// What a pod is made for that only replacing it can change: the image, storage or not, the
@@ -34,6 +34,9 @@ struct PodConfig<'a> {
     /// The Secret of the `default` password, with auth.
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<&'a PasswordSecret>,
+    /// The TLS Secret, with TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<&'a str>,
 }
 
 /// The operator's pod template epoch: raised only by a release whose change existing pods
@@ -72,6 +75,9 @@ pub fn pod_config(
             .maxmemory()
             .map(|(bytes, policy)| (bytes, policy.as_str())),
         foreign,
+        tls: auth
+            .and(spec.tls.as_ref())
+            .map(|tls| tls.secret_name.as_str()),
         auth,
     }
     .digest()
@@ -100,6 +106,7 @@ pub fn pod_config_of(pod: &Pod) -> Option<String> {
             maxmemory: None,
             foreign: None,
             auth: None,
+            tls: None,
         }
         .digest(),
     )
@@ -169,7 +176,9 @@ pub fn foreign_template(statefulset: &StatefulSet, cluster_name: &str) -> Option
         volumes: spec
             .into_iter()
             .flat_map(|spec| spec.volumes.iter().flatten())
-            .filter(|v| ![DATA_VOLUME, AUTH_VOLUME, RUN_VOLUME].contains(&v.name.as_str()))
+            .filter(|v| {
+                ![DATA_VOLUME, AUTH_VOLUME, RUN_VOLUME, TLS_VOLUME].contains(&v.name.as_str())
+            })
             .collect(),
         tolerations: list(spec.map(|s| &s.tolerations)),
         node_selector: spec.and_then(|s| s.node_selector.as_ref()),

@@ -73,6 +73,7 @@ impl PodView {
                 ip,
                 login: auth::pod_has_auth(pod),
                 credentials: credentials.clone(),
+                tls_name: auth::pod_has_tls(pod).then(|| auth::pod_dns_name(pod)),
             });
         Some(PodView {
             member,

@@ -34,7 +34,7 @@ pub fn keep<K>(_: &mut K) {}
 /// has, whether one is stuck and why one is not ready, and what it was made for: keep the name,
 /// namespace, uid, controller reference, instance and role labels, the pod-config annotation
 /// (or, on a pod of an earlier release that has none, the Redis container's image and
-/// arguments), whether its data volume is a claim, whether it has an auth volume, creation and deletion time, the pod IP, a
+/// arguments), whether its data volume is a claim, whether it has an auth or TLS volume, creation and deletion time, the pod IP, a
 /// phase that means it will never run again (Failed, Succeeded: an evicted primary is
 /// replaced at once), the ContainersReady and PodScheduled conditions, the deletion's grace
 /// period, and, of each container that waits, has stopped or has restarted, its waiting or
@@ -62,13 +62,18 @@ pub fn pod(pod: &mut Pod) {
                     ..Container::default()
                 })
                 .collect(),
-            // Whether the data volume is a claim, and whether there is an auth volume
-            // (`auth::pod_has_auth`), nothing more.
+            // Whether the data volume is a claim, and whether there is an auth or TLS volume
+            // (`auth::pod_has_auth`, `auth::pod_has_tls`), nothing more.
             volumes: spec.volumes.map(|volumes| {
                 volumes
                     .into_iter()
                     .filter(|volume| {
-                        volume.name == names::DATA_VOLUME || volume.name == crate::auth::AUTH_VOLUME
+                        [
+                            names::DATA_VOLUME,
+                            crate::auth::AUTH_VOLUME,
+                            crate::auth::TLS_VOLUME,
+                        ]
+                        .contains(&volume.name.as_str())
                     })
                     .map(|volume| Volume {
                         name: volume.name,

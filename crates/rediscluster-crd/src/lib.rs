@@ -171,6 +171,28 @@ pub struct RedisClusterSpec {
     /// the pods one at a time, the primary handing over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+
+    /// TLS for every connection to Redis: clients, replication, the operator and the probes.
+    /// The plain port is closed. It turns auth on for a cluster made without it, and cannot be
+    /// had with `spec.auth.insecureAllowUnauthenticated`. Changing it replaces the pods one at
+    /// a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+/// Where a cluster's Redis finds its certificate.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// A `kubernetes.io/tls` Secret in the cluster's namespace with `tls.crt`, `tls.key` and
+    /// `ca.crt`, as cert-manager issues it. The certificate must name each pod
+    /// (`<pod>.<name>.<namespace>.svc`, or `*.<name>.<namespace>.svc`): the operator dials pod
+    /// IPs and verifies that name. A renewed certificate is served without a restart.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub secret_name: String,
 }
 
 /// How clients authenticate to a cluster's Redis.
@@ -429,6 +451,15 @@ pub fn spec_problem(spec: &RedisClusterSpec) -> Option<String> {
             Some(_) => None,
         }
     };
+    let unauthenticated = spec
+        .auth
+        .as_ref()
+        .is_some_and(|auth| auth.insecure_allow_unauthenticated == Some(true));
+    if spec.tls.is_some() && unauthenticated {
+        return Some(
+            "spec.tls needs auth: remove spec.auth.insecureAllowUnauthenticated".to_owned(),
+        );
+    }
     let memory = spec.memory_limit();
     let size = spec.storage.as_ref().map(|storage| &storage.size);
     memory

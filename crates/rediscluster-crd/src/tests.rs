@@ -191,6 +191,7 @@ fn sample_round_trips() {
             maxmemory_policy: None,
             fencing: None,
             auth: None,
+            tls: None,
         }
     );
     assert_eq!(sample.status, None);
@@ -446,6 +447,7 @@ fn spec_with(
         maxmemory_policy: policy,
         fencing: None,
         auth: None,
+        tls: None,
     }
 }
 
@@ -471,5 +473,23 @@ fn the_fence_defaults_to_one_replica_from_three_pods_and_never_exceeds_the_repli
         fencing(1, Some(1), None),
         (0, 3),
         "a single pod has no replica"
+    );
+}
+
+#[test]
+fn tls_without_auth_is_a_spec_problem() {
+    let mut spec: RedisClusterSpec =
+        serde_json::from_value(serde_json::json!({"image": "redis:7.0", "replicas": 3})).unwrap();
+    spec.tls = Some(Tls {
+        secret_name: "certs".to_owned(),
+    });
+    assert_eq!(spec_problem(&spec), None);
+    spec.auth = Some(Auth {
+        insecure_allow_unauthenticated: Some(true),
+        ..Auth::default()
+    });
+    assert_eq!(
+        spec_problem(&spec).as_deref(),
+        Some("spec.tls needs auth: remove spec.auth.insecureAllowUnauthenticated")
     );
 }

@@ -137,11 +137,22 @@ fn each_cluster_and_user_has_its_own_password_and_none_is_shown() {
 /// Redis; returns whether it ran Redis, what it printed and left as its termination message,
 /// and the ACL file it wrote.
 fn start(password: Option<&str>) -> (bool, String, String) {
+    start_with(password, None)
+}
+
+/// [`start`], for a pod with TLS whose Secret holds `tls_files`.
+fn start_with(password: Option<&str>, tls_files: Option<&[&str]>) -> (bool, String, String) {
     let dir = std::env::temp_dir().join(format!(
-        "start-{}-{}",
+        "start-{}-{}-{}",
         std::process::id(),
-        password.is_some()
+        password.is_some(),
+        tls_files.map_or(0, <[_]>::len)
     ));
+    let tls_dir = dir.join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    for file in tls_files.unwrap_or_default() {
+        std::fs::write(tls_dir.join(file), "pem").unwrap();
+    }
     let (secret_dir, run_dir) = (dir.join("auth"), dir.join("run"));
     std::fs::create_dir_all(&secret_dir).unwrap();
     std::fs::create_dir_all(&run_dir).unwrap();
@@ -154,13 +165,19 @@ fn start(password: Option<&str>) -> (bool, String, String) {
         previous_seconds: 600,
         generated: true,
     };
-    let script = scripts::start(&secret, "op-hash", "replica-hash")
-        .replace(AUTH_DIR, secret_dir.to_str().unwrap())
-        .replace(RUN_DIR, run_dir.to_str().unwrap())
-        .replace(
-            "/dev/termination-log",
-            dir.join("termination").to_str().unwrap(),
-        );
+    let script = scripts::start(
+        &secret,
+        "op-hash",
+        "replica-hash",
+        tls_files.map(|_| "certs"),
+    )
+    .replace(TLS_DIR, tls_dir.to_str().unwrap())
+    .replace(AUTH_DIR, secret_dir.to_str().unwrap())
+    .replace(RUN_DIR, run_dir.to_str().unwrap())
+    .replace(
+        "/dev/termination-log",
+        dir.join("termination").to_str().unwrap(),
+    );
     let output = std::process::Command::new("sh")
         .args([
             "-c",
@@ -224,7 +241,7 @@ fn redis_starts_with_hashes_only_and_not_at_all_without_a_password() {
 /// read from the pod's run directory: never on a command line (`-a`, `--pass`).
 #[test]
 fn probe_and_hook_scripts_put_no_password_on_a_command_line() {
-    let login = scripts::Login::Probe;
+    let login = scripts::Login::Probe { tls: false };
     for script in [
         scripts::readiness(login),
         scripts::startup(login),
@@ -284,4 +301,29 @@ fn the_condition_says_whether_every_pod_accepts_the_same_passwords() {
         message,
         "pods cache-1, cache-2 do not accept the new password yet"
     );
+}
+
+/// With TLS, Redis does not start without the certificate, its key and the CA, and says which
+/// is missing from which Secret.
+#[test]
+fn redis_with_tls_starts_only_with_certificate_key_and_ca() {
+    let (ran, _, acl) = start_with(Some("abc"), Some(&["tls.crt", "tls.key", "ca.crt"]));
+    assert!(ran && !acl.is_empty());
+    let (ran, said, _) = start_with(Some("abc"), Some(&["tls.crt", "tls.key"]));
+    assert!(!ran);
+    assert!(
+        said.contains("no ca.crt: Secret certs is missing, or has no key ca.crt"),
+        "{said}"
+    );
+}
+
+/// Asking for TLS is asking for auth: a cluster made without auth gets it with TLS.
+#[test]
+fn tls_turns_auth_on_for_a_cluster_made_without_it() {
+    let mut plain = cluster(3, "redis:7.0");
+    let made_without = statefulset(&plain, sts_status(3, 3));
+    plain.spec.tls = Some(rediscluster_crd::Tls {
+        secret_name: "certs".to_owned(),
+    });
+    assert_eq!(auth(&plain, Some(&made_without), []), generated());
 }

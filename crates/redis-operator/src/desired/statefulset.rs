@@ -21,7 +21,10 @@ use kube::ResourceExt;
 use rediscluster_crd::{RedisCluster, RedisClusterSpec};
 
 use super::child_meta;
-use crate::auth::{AUTH_DIR, AUTH_VOLUME, ClusterCredentials, PasswordSecret, RUN_DIR, RUN_VOLUME};
+use crate::auth::{
+    AUTH_DIR, AUTH_VOLUME, ClusterCredentials, PasswordSecret, RUN_DIR, RUN_VOLUME, TLS_DIR,
+    TLS_VOLUME,
+};
 use crate::error::Result;
 use crate::names::{DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, labels, selector_labels};
 use crate::redis::scripts::{self, Login};
@@ -39,6 +42,8 @@ const DATA_PATH: &str = "/data";
 pub struct PodAuth<'a> {
     pub secret: &'a PasswordSecret,
     pub credentials: &'a ClusterCredentials,
+    /// The TLS Secret (`spec.tls`), if Redis serves TLS.
+    pub tls: Option<&'a str>,
 }
 
 /// The StatefulSet that keeps `replicas` Redis pods of `spec.image`, each made for
@@ -176,6 +181,7 @@ fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str, auth: Option<PodAuth<'_
                 .into_iter()
                 .flatten(),
         )
+        .chain(auth.and_then(|auth| auth.tls).map(tls_volume))
         .collect();
     PodSpec {
         // Passes the Pod Security "restricted" level with the official image's redis user.
@@ -208,7 +214,7 @@ fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str, auth: Option<PodAuth<'_
 /// sync that starts at once rather than after Redis's default 5 s wait for more replicas to
 /// share it (a replica is unready, and the roll or the scale waits, until it is synced); with
 /// a memory limit, maxmemory and its policy; and no role until the operator gives one.
-fn redis_args(spec: &RedisClusterSpec) -> Vec<String> {
+fn redis_args(spec: &RedisClusterSpec, tls: bool) -> Vec<String> {
     let mut args: Vec<String> = [
         "redis-server",
         "--dir",
@@ -230,6 +236,27 @@ fn redis_args(spec: &RedisClusterSpec) -> Vec<String> {
             bytes.to_string(),
             "--maxmemory-policy".to_owned(),
             policy.as_str().to_owned(),
+        ]);
+    }
+    if tls {
+        // TLS on Redis's port, the plain port closed; replicas sync over TLS. Clients need no
+        // certificate of their own: they log in with a password.
+        let file = |name: &str| format!("{TLS_DIR}/{name}");
+        args.extend([
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            REDIS_PORT.to_string(),
+            "--tls-cert-file".to_owned(),
+            file("tls.crt"),
+            "--tls-key-file".to_owned(),
+            file("tls.key"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.crt"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+            "--tls-replication".to_owned(),
+            "yes".to_owned(),
         ]);
     }
     args.extend([
@@ -305,11 +332,14 @@ fn volume_mounts(auth: Option<PodAuth<'_>>) -> Vec<VolumeMount> {
         ..VolumeMount::default()
     };
     let mut mounts = vec![mount(DATA_VOLUME, DATA_PATH, false)];
-    if auth.is_some() {
+    if let Some(auth) = auth {
         mounts.extend([
             mount(AUTH_VOLUME, AUTH_DIR, true),
             mount(RUN_VOLUME, RUN_DIR, false),
         ]);
+        if auth.tls.is_some() {
+            mounts.push(mount(TLS_VOLUME, TLS_DIR, true));
+        }
     }
     mounts
 }
@@ -322,26 +352,45 @@ fn start_command(auth: PodAuth<'_>) -> Vec<String> {
         auth.secret,
         &auth.credentials.operator.sha256(),
         &auth.credentials.replica.sha256(),
+        auth.tls,
     );
     ["sh", "-c", start.as_str(), "redis-start"]
         .map(String::from)
         .to_vec()
 }
 
+/// The TLS Secret's volume: like the password's, optional, so that the start script names
+/// what is missing.
+fn tls_volume(secret: &str) -> Volume {
+    Volume {
+        name: TLS_VOLUME.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            default_mode: Some(0o440),
+            optional: Some(true),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
 fn redis_container(spec: &RedisClusterSpec, auth: Option<PodAuth<'_>>) -> Container {
-    let login = if auth.is_some() {
-        Login::Probe
-    } else {
-        Login::None
+    let tls = auth.is_some_and(|auth| auth.tls.is_some());
+    let login = match auth {
+        Some(_) => Login::Probe { tls },
+        None => Login::None,
     };
-    // With auth, each readiness probe first takes a new password from the Secret.
-    let rotate = auth.map(|auth| scripts::rotate(auth.secret.previous_seconds));
-    let readiness = rotate.unwrap_or_default() + &scripts::readiness(login);
+    // With auth, each readiness probe first takes a new password from the Secret; with TLS,
+    // a renewed certificate.
+    let rotate = auth.map(|auth| scripts::rotate(login, auth.secret.previous_seconds));
+    let reload = tls.then(scripts::reload_certificate);
+    let readiness =
+        rotate.unwrap_or_default() + &reload.unwrap_or_default() + &scripts::readiness(login);
     Container {
         name: REDIS_CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
         command: auth.map(start_command),
-        args: Some(redis_args(spec)),
+        args: Some(redis_args(spec, tls)),
         ports: Some(vec![ContainerPort {
             name: Some(REDIS_PORT_NAME.to_owned()),
             container_port: i32::from(REDIS_PORT),

@@ -735,3 +735,68 @@ fn a_disruption_budget_only_with_two_pods_or_more() {
         Some(selector_labels(NAME))
     );
 }
+
+/// With TLS, Redis listens with TLS on its port and nowhere else, replicates over it, and the
+/// probes speak TLS too; the Secret is mounted; the pods are made for it.
+#[test]
+fn a_cluster_with_tls_serves_only_tls_and_its_probes_speak_it() {
+    let mut with_tls = cluster(3, "redis:7.0");
+    with_tls.spec.tls = Some(rediscluster_crd::Tls {
+        secret_name: "certs".to_owned(),
+    });
+    let secret = crate::auth::PasswordSecret {
+        name: "cache-auth".to_owned(),
+        key: "password".to_owned(),
+        previous_seconds: 600,
+        generated: true,
+    };
+    let credentials = crate::fixtures::credentials();
+    let auth = |tls| PodAuth {
+        secret: &secret,
+        credentials: &credentials,
+        tls,
+    };
+    let build = |tls| {
+        let sts = super::statefulset(&with_tls, "config", 3, Some(auth(tls))).unwrap();
+        sts.spec.unwrap().template.spec.unwrap()
+    };
+    let (plain, secured) = (build(None), build(Some("certs")));
+    let args = secured.containers[0].args.clone().unwrap().join(" ");
+    assert!(
+        args.contains(
+            "--port 0 --tls-port 6379 --tls-cert-file /etc/redis/tls/tls.crt \
+             --tls-key-file /etc/redis/tls/tls.key --tls-ca-cert-file /etc/redis/tls/ca.crt \
+             --tls-auth-clients no --tls-replication yes"
+        ),
+        "{args}"
+    );
+    assert!(
+        !plain.containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ")
+            .contains("tls")
+    );
+    let volume = secured
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "tls")
+        .unwrap();
+    assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("certs"));
+    let readiness = secured.containers[0]
+        .readiness_probe
+        .clone()
+        .unwrap()
+        .exec
+        .unwrap();
+    let script = readiness.command.unwrap().join(" ");
+    assert!(script.contains("redis-cli --tls --cacert /etc/redis/tls/ca.crt --user probe"));
+    assert!(script.contains("config set tls-cert-file"), "{script}");
+    assert_ne!(
+        pod_config(&with_tls.spec, None, Some(&secret)),
+        pod_config(&cluster(3, "redis:7.0").spec, None, Some(&secret)),
+        "TLS on replaces the pods"
+    );
+}

@@ -11,6 +11,7 @@ use ::redis::AsyncConnectionConfig;
 use ::redis::aio::MultiplexedConnection;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::Portforwarder;
 use kube::{Api, Client};
 use tokio::sync::Semaphore;
 use tracing::debug;
@@ -34,6 +35,9 @@ pub struct PodAddress {
     pub login: bool,
     /// The cluster's operator-held passwords (`auth::Credentials::of_cluster`).
     pub credentials: ClusterCredentials,
+    /// With TLS, the name its certificate must carry (`<pod>.<cluster>.<namespace>.svc`): the
+    /// operator dials the IP and verifies that name.
+    pub tls_name: Option<String>,
 }
 
 /// What the reconcile needs from Redis. Behind a trait so that the controller tests run
@@ -85,6 +89,9 @@ pub struct Connections {
     metrics: Arc<Metrics>,
     route: Route,
     timeout: Duration,
+    /// How the certificates of pods with TLS are verified (`--tls-ca-file`); None: they are
+    /// not reached.
+    tls: Option<Arc<rustls::ClientConfig>>,
     in_flight: Semaphore,
     state: Mutex<HashMap<String, PodState>>,
 }
@@ -114,12 +121,14 @@ impl Connections {
         route: Route,
         timeout: Duration,
         max_in_flight: usize,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Self {
         Self {
             client,
             metrics,
             route,
             timeout,
+            tls,
             in_flight: Semaphore::new(max_in_flight),
             state: Mutex::new(HashMap::new()),
         }
@@ -170,6 +179,11 @@ impl Connections {
         } else {
             plain
         };
+        if let Some(name) = &pod.tls_name {
+            let stream = self.byte_stream(pod).await?;
+            let secured = self.secure(name, stream.0).await?;
+            return multiplex(secured, stream.1, &login, config, &pod.name).await;
+        }
         match self.route {
             Route::Direct => {
                 let address = ::redis::ConnectionAddr::Tcp(pod.ip.clone(), REDIS_PORT);
@@ -183,29 +197,51 @@ impl Connections {
                     .map_err(|e| e.to_string())
             }
             Route::PortForward => {
+                let (stream, forwarder) = self.byte_stream(pod).await?;
+                multiplex(stream, forwarder, &login, config, &pod.name).await
+            }
+        }
+    }
+
+    /// A byte stream to the pod's Redis: TCP to its IP, or the API server's port-forward (with
+    /// the forwarder, which must outlive the connection).
+    async fn byte_stream(
+        &self,
+        pod: &PodAddress,
+    ) -> Result<(Box<dyn Stream>, Option<Portforwarder>), String> {
+        match self.route {
+            Route::Direct => {
+                let tcp = tokio::net::TcpStream::connect((pod.ip.as_str(), REDIS_PORT))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((Box::new(tcp), None))
+            }
+            Route::PortForward => {
                 let pods = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace);
-                let port = REDIS_PORT;
                 let mut forwarder = pods
-                    .portforward(&pod.name, &[port])
+                    .portforward(&pod.name, &[REDIS_PORT])
                     .await
                     .map_err(|e| format!("port-forward: {e}"))?;
                 let stream = forwarder
-                    .take_stream(port)
+                    .take_stream(REDIS_PORT)
                     .ok_or("port-forward gave no stream")?;
-                let (connection, driver) =
-                    MultiplexedConnection::new_with_config(&login, stream, config)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                let name = pod.name.clone();
-                tokio::spawn(async move {
-                    driver.await;
-                    // The connection is gone (dropped or failed): so is the forward.
-                    forwarder.abort();
-                    debug!(pod = %name, "port-forward closed");
-                });
-                Ok(connection)
+                Ok((Box::new(stream), Some(forwarder)))
             }
         }
+    }
+
+    /// TLS over `stream`, the pod's certificate verified for `name` against the operator's CAs.
+    async fn secure(&self, name: &str, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, String> {
+        let tls = self.tls.clone().ok_or(
+            "the pod serves TLS, and the operator has no --tls-ca-file to verify its certificate",
+        )?;
+        let server = rustls_pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| format!("{name}: {e}"))?;
+        let secured = tokio_rustls::TlsConnector::from(tls)
+            .connect(server, stream)
+            .await
+            .map_err(|e| format!("TLS with {name}: {e}"))?;
+        Ok(Box::new(secured))
     }
 
     /// Runs `request` on the pod's connection within the timeout; a failure drops the
@@ -273,11 +309,18 @@ impl Connections {
 }
 
 /// Whether an error is Redis refusing the operator (a wrong password, a user without the
-/// permission), not a Redis that does not answer.
+/// permission) or a certificate the operator cannot trust, not a Redis that does not answer.
 pub fn refused(error: &str) -> bool {
-    ["WRONGPASS", "NOAUTH", "NOPERM", "authentication failed"]
-        .iter()
-        .any(|refusal| error.contains(refusal))
+    [
+        "WRONGPASS",
+        "NOAUTH",
+        "NOPERM",
+        "authentication failed",
+        "invalid peer certificate",
+        "--tls-ca-file",
+    ]
+    .iter()
+    .any(|refusal| error.contains(refusal))
 }
 
 /// Why a call got no answer: it failed now, or it was not sent because the pod failed lately.
@@ -290,6 +333,57 @@ impl From<String> for Failure {
     fn from(error: String) -> Self {
         Failure::Error(error)
     }
+}
+
+/// A Redis connection over `stream`, its driver running until the connection is dropped or
+/// fails, and then the port-forward (if any) closed with it.
+async fn multiplex(
+    stream: Box<dyn Stream>,
+    forwarder: Option<Portforwarder>,
+    login: &::redis::RedisConnectionInfo,
+    config: AsyncConnectionConfig,
+    pod: &str,
+) -> Result<MultiplexedConnection, String> {
+    let (connection, driver) = MultiplexedConnection::new_with_config(login, stream, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pod = pod.to_owned();
+    tokio::spawn(async move {
+        driver.await;
+        if let Some(forwarder) = forwarder {
+            forwarder.abort();
+            debug!(%pod, "port-forward closed");
+        }
+    });
+    Ok(connection)
+}
+
+/// A byte stream to a pod's Redis: TCP or a port-forward, maybe with TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The operator's TLS client: the CAs in `path` (PEM), nothing else trusted.
+pub fn tls_client(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The replies to the probe's pipeline: `INFO replication`, `INFO keyspace`, `CONFIG GET` of
@@ -473,6 +567,45 @@ impl RedisAccess for Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tls_client_trusts_the_cas_of_its_file_and_refuses_a_file_without_one() {
+        let dir = std::env::temp_dir().join(format!("tls-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, empty) = (dir.join("ca.crt"), dir.join("empty.crt"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=test-ca", "-keyout"])
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(&ca)
+            .output();
+        std::fs::write(&empty, "").unwrap();
+        if made.is_ok_and(|out| out.status.success()) {
+            assert!(tls_client(&ca).is_ok());
+        }
+        assert!(tls_client(&empty).unwrap_err().contains("no certificate"));
+        assert!(tls_client(&dir.join("absent")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refusals_are_told_from_silence() {
+        for refusal in [
+            "WRONGPASS invalid username-password pair",
+            "Password authentication failed - AuthenticationFailed",
+            "NOPERM this user has no permissions to run the 'config|set' command",
+            "TLS with a.b.c.svc: invalid peer certificate: UnknownIssuer",
+            "the pod serves TLS, and the operator has no --tls-ca-file to verify its certificate",
+        ] {
+            assert!(refused(refusal), "{refusal}");
+        }
+        for silence in ["no answer within 1s", "Connection refused (os error 111)"] {
+            assert!(!refused(silence), "{silence}");
+        }
+    }
 
     #[test]
     fn backoff_stays_at_one_second_then_doubles_to_five() {

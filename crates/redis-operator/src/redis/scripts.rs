@@ -8,24 +8,33 @@
 //! at start ([`start`]), passed in `REDISCLI_AUTH`: no password is ever on a command line.
 
 use super::REDIS_PORT;
-use crate::auth::{self, AUTH_DIR, PROBE_USER, PasswordSecret, RUN_DIR};
+use crate::auth::{self, AUTH_DIR, PROBE_USER, PasswordSecret, RUN_DIR, TLS_DIR};
 
 /// Whether the pod's Redis asks for a password.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Login {
     None,
-    /// As the `probe` user.
-    Probe,
+    /// As the `probe` user; over TLS (checked against the Secret's CA) with `tls`.
+    Probe {
+        tls: bool,
+    },
 }
 
 /// The pod's own Redis, asked with a 2 s bound.
 fn ask(login: Login, command: &str) -> String {
     match login {
         Login::None => format!("timeout 2 redis-cli -p {REDIS_PORT} {command}"),
-        Login::Probe => format!(
-            "REDISCLI_AUTH=$(cat {RUN_DIR}/{PROBE_USER}) \
-             timeout 2 redis-cli --user {PROBE_USER} -p {REDIS_PORT} {command}"
-        ),
+        Login::Probe { tls } => {
+            let tls = if tls {
+                format!(" --tls --cacert {TLS_DIR}/ca.crt")
+            } else {
+                String::new()
+            };
+            format!(
+                "REDISCLI_AUTH=$(cat {RUN_DIR}/{PROBE_USER}) \
+                 timeout 2 redis-cli{tls} --user {PROBE_USER} -p {REDIS_PORT} {command}"
+            )
+        }
     }
 }
 
@@ -71,8 +80,8 @@ pub fn pre_stop(login: Login) -> String {
 /// resetpass #<new> #<current>`); `previous_seconds` later, only the new one. A missing or empty
 /// password changes nothing. The pod does it because only the pod reads the Secret; a probe
 /// that fails here only tries again at the next one, and readiness is decided as before.
-pub fn rotate(previous_seconds: u32) -> String {
-    let set = ask(Login::Probe, "acl setuser default resetpass");
+pub fn rotate(login: Login, previous_seconds: u32) -> String {
+    let set = ask(login, "acl setuser default resetpass");
     format!(
         "r={RUN_DIR}; f={AUTH_DIR}/password; now=$(date +%s); \
          new=$( [ -s $f ] && sha256sum < $f | cut -c1-64 ); cur=$(cat $r/current); \
@@ -83,19 +92,46 @@ pub fn rotate(previous_seconds: u32) -> String {
     )
 }
 
+/// The reload of a renewed certificate, run before each readiness probe of a pod with TLS:
+/// when the mounted `tls.crt` is not the one Redis loaded (`cert` in the run directory), Redis
+/// loads the certificate and key again by `CONFIG SET` of their paths. Redis reloads only on
+/// a changed value, so the paths alternate between the Secret's two names for the same files
+/// (`tls.crt` and `..data/tls.crt`), which the kubelet swaps at once.
+pub fn reload_certificate() -> String {
+    let set = ask(Login::Probe { tls: true }, "config set");
+    format!(
+        "r={RUN_DIR}; c=$(sha256sum < {TLS_DIR}/tls.crt | cut -c1-64); \
+         if [ -n \"$c\" ] && [ \"$c\" != \"$(cat $r/cert)\" ]; then \
+         d={TLS_DIR}/; [ \"$(cat $r/tls-dir)\" = {TLS_DIR}/ ] && d={TLS_DIR}/..data/; \
+         {set} tls-cert-file ${{d}}tls.crt tls-key-file ${{d}}tls.key tls-ca-cert-file ${{d}}ca.crt \
+         | grep -q OK && echo $c > $r/cert && echo $d > $r/tls-dir; fi; "
+    )
+}
+
 /// The command of a pod with auth, which runs Redis (its arguments follow) with an ACL file it
 /// writes first, in memory: the SHA-256 of the `default` password (from the mounted Secret), a
 /// `probe` password of its own (random, kept in the run directory for the other scripts), and
 /// the SHA-256 of the operator's and replicas' passwords (`operator`, `replica`), given here.
 /// Without a password it exits at once and says why (the pod's last termination message,
 /// which the cluster's status shows): running Redis open would be worse.
-pub fn start(secret: &PasswordSecret, operator: &str, replica: &str) -> String {
+pub fn start(secret: &PasswordSecret, operator: &str, replica: &str, tls: Option<&str>) -> String {
     let acl = auth::acl("$d", "$p", operator, replica);
+    // With TLS, the certificate, key and CA must be there too; the one loaded is noted for
+    // `reload_certificate`.
+    let tls = tls.map_or_else(String::new, |name| {
+        format!(
+            "for t in tls.crt tls.key ca.crt; do if [ ! -s {TLS_DIR}/$t ]; then \
+             echo \"no $t: Secret {name} is missing, or has no key $t\" \
+             | tee /dev/termination-log >&2; exit 1; fi; done; \
+             sha256sum < {TLS_DIR}/tls.crt | cut -c1-64 > {RUN_DIR}/cert; \
+             echo {TLS_DIR}/ > {RUN_DIR}/tls-dir; "
+        )
+    });
     format!(
         "set -e; umask 077; f={AUTH_DIR}/password; \
          if [ ! -s $f ]; then \
          echo \"no password: Secret {name} is missing, or has no key {key}, or it is empty\" \
-         | tee /dev/termination-log >&2; exit 1; fi; \
+         | tee /dev/termination-log >&2; exit 1; fi; {tls}\
          head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {RUN_DIR}/{PROBE_USER}; \
          d=$(sha256sum < $f | cut -c1-64); echo $d > {RUN_DIR}/current; \
          p=$(sha256sum < {RUN_DIR}/{PROBE_USER} | cut -c1-64); \
