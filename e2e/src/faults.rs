@@ -53,11 +53,7 @@ impl Writer {
     /// Starts the writer with the cluster's `image` (it brings redis-cli) and waits until its
     /// writes are acknowledged.
     pub async fn start(setup: &Setup, image: &str) -> TestResult<Self> {
-        let service = setup.services.get(&format!("{NAME}-primary")).await?;
-        let address = service
-            .spec
-            .and_then(|s| s.cluster_ip)
-            .ok_or("the primary Service has no ClusterIP")?;
+        let address = setup.primary_address().await?;
         let script = format!(
             "{}i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); read s _ < /proc/uptime; \
              r=$(timeout 1 redis-cli -h {address} set w$i $s 2>&1); \

@@ -264,14 +264,8 @@ impl Clients {
     /// Starts them all on the Running cluster of `setup`; None (said) where the host cannot
     /// reach a ClusterIP.
     pub async fn start(setup: &Setup) -> TestResult<Option<Self>> {
-        let address = setup
-            .services
-            .get(&format!("{NAME}-primary"))
-            .await?
-            .spec
-            .and_then(|s| s.cluster_ip)
-            .ok_or("the primary Service has no ClusterIP")?;
-        let password = password(&setup.client, &setup.namespace.name, NAME).await?;
+        let address = setup.primary_address().await?;
+        let password = setup.password().await?;
         let Some(pooled) = PooledWriter::start(&address, password.as_deref()).await? else {
             eprintln!(
                 "SKIPPED: the host cannot reach the primary Service's ClusterIP (start the node \

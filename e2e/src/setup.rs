@@ -176,6 +176,40 @@ impl Setup {
         Ok(Some(Self::running_sample(test, replicas).await?))
     }
 
+    /// Where pods really run (`None`, said, elsewhere): a namespace with its own operator and
+    /// the cluster at `replicas` with `fields` in its spec, Running and serving.
+    pub async fn running_on_real_pods(
+        test: &str,
+        replicas: i32,
+        fields: serde_json::Value,
+    ) -> TestResult<Option<(Self, Operator)>> {
+        let Some(setup) = Self::on_real_pods(test).await? else {
+            return Ok(None);
+        };
+        let operator = Operator::start(&setup.namespace.name)?;
+        setup
+            .create_cluster_with("redis:7.0", replicas, fields)
+            .await?;
+        setup.wait_running(replicas).await?;
+        Ok(Some((setup, operator)))
+    }
+
+    /// The ClusterIP of the `<name>-primary` Service, where applications write.
+    pub async fn primary_address(&self) -> TestResult<String> {
+        Ok(self
+            .services
+            .get(&format!("{NAME}-primary"))
+            .await?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .ok_or("the primary Service has no ClusterIP")?)
+    }
+
+    /// The cluster's password (`redis::password`), None without auth.
+    pub async fn password(&self) -> TestResult<Option<String>> {
+        crate::password(&self.client, &self.namespace.name, NAME).await
+    }
+
     /// Merge-patches the cluster's spec, as `kubectl patch --type=merge` does.
     pub async fn patch_spec(&self, spec: serde_json::Value) -> TestResult {
         use kube::api::{Patch, PatchParams};

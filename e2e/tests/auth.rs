@@ -10,7 +10,7 @@ use std::time::Duration;
 use e2e::faults::{clock, figures, keys_on_primary};
 use e2e::fencing::PooledWriter;
 use e2e::{
-    NAME, Operator, Setup, TestResult, cluster_pods, exec, kubectl, password, redis_cli,
+    NAME, Operator, Setup, TestResult, cluster_pods, exec, kubectl, redis_cli,
     redis_command_counts, redis_url, reports, wait_for, wait_for_within,
 };
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -22,21 +22,22 @@ use rediscluster_crd::RedisCluster;
 use rediscluster_crd::conditions::{PASSWORDS_AGREE, PRIMARY_AVAILABLE};
 use serde_json::json;
 
-/// A namespace with its own operator and a Running cluster of 3 with `fields` in its spec;
-/// None (said) where pods do not really run.
+/// A Running cluster of 3 with `fields` in its spec (`Setup::running_on_real_pods`).
 async fn running(test: &str, fields: serde_json::Value) -> TestResult<Option<(Setup, Operator)>> {
-    let Some(setup) = Setup::on_real_pods(test).await? else {
-        return Ok(None);
-    };
-    let operator = Operator::start(&setup.namespace.name)?;
-    setup.create_cluster_with("redis:7.0", 3, fields).await?;
-    setup.wait_running(3).await?;
-    Ok(Some((setup, operator)))
+    Setup::running_on_real_pods(test, 3, fields).await
 }
 
 /// The reason of the cluster's condition `type_`, if it has one.
 fn reason(cluster: Option<&RedisCluster>, type_: &str) -> Option<String> {
     Some(cluster?.status.as_ref()?.condition(type_)?.reason.clone())
+}
+
+async fn pod_uids(setup: &Setup) -> TestResult<Vec<String>> {
+    Ok(cluster_pods(&setup.client, &setup.namespace.name, NAME)
+        .await?
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect())
 }
 
 async fn pod_ips(setup: &Setup) -> TestResult<Vec<(String, String)>> {
@@ -65,7 +66,8 @@ async fn a_new_cluster_asks_every_client_for_its_password_and_shows_it_nowhere()
         return Ok(());
     };
     let ns = setup.namespace.name.clone();
-    let password = password(&setup.client, &ns, NAME)
+    let password = setup
+        .password()
         .await?
         .ok_or("a new cluster has no password Secret")?;
     assert_eq!(password.len(), 64, "a random password");
@@ -182,9 +184,7 @@ async fn a_rotated_password_fails_no_write_and_the_old_one_is_refused_after() ->
         return Ok(());
     };
     let ns = setup.namespace.name.clone();
-    let old = password(&setup.client, &ns, NAME)
-        .await?
-        .ok_or("no Secret")?;
+    let old = setup.password().await?.ok_or("no Secret")?;
     let primary = setup.assert_one_primary_and_linked_replicas().await?;
     let ips = pod_ips(&setup).await?;
     let primary_ip = ips
@@ -293,11 +293,7 @@ async fn an_operator_whose_login_is_refused_says_so_and_fails_nothing_over() -> 
         return Ok(());
     }
     let ns = setup.namespace.name.clone();
-    let uids_before: Vec<String> = cluster_pods(&setup.client, &ns, NAME)
-        .await?
-        .iter()
-        .filter_map(|p| p.uid())
-        .collect();
+    let uids_before = pod_uids(&setup).await?;
     let primary = setup.assert_one_primary_and_linked_replicas().await?;
     operator.kill();
     // Another key: every password it derives is wrong.
@@ -324,11 +320,7 @@ async fn an_operator_whose_login_is_refused_says_so_and_fails_nothing_over() -> 
     let sent: f64 = redis_command_counts(port)?.values().sum::<f64>() - sent_before;
     eprintln!("refused operator: {sent} Redis requests in 30 s to 3 pods");
     assert!(sent <= 3.0 * 30.0, "{sent} requests in 30 s: a retry storm");
-    let uids_after: Vec<String> = cluster_pods(&setup.client, &ns, NAME)
-        .await?
-        .iter()
-        .filter_map(|p| p.uid())
-        .collect();
+    let uids_after = pod_uids(&setup).await?;
     assert_eq!(uids_after, uids_before, "no pod stopped or replaced");
     assert_eq!(
         setup
@@ -364,26 +356,20 @@ async fn turning_auth_on_replaces_every_pod_and_loses_no_acknowledged_write() ->
         return Ok(());
     };
     let ns = setup.namespace.name.clone();
-    assert!(password(&setup.client, &ns, NAME).await?.is_none());
+    assert!(setup.password().await?.is_none());
     let primary = setup.assert_one_primary_and_linked_replicas().await?;
     assert_eq!(
         exec(&ns, &primary, &["redis-cli", "set", "open", "1"]).await?,
         "OK"
     );
-    let address = setup
-        .services
-        .get(&format!("{NAME}-primary"))
-        .await?
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .ok_or("no ClusterIP")?;
+    let address = setup.primary_address().await?;
 
     setup
         .patch_spec(json!({"auth": {"insecureAllowUnauthenticated": null}}))
         .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let secret = loop {
-        if let Some(secret) = password(&setup.client, &ns, NAME).await? {
+        if let Some(secret) = setup.password().await? {
             break secret;
         }
         if tokio::time::Instant::now() > deadline {

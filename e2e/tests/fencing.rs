@@ -9,9 +9,7 @@ mod fencing {
 
     use e2e::faults::{clock, redis_pid, signal, wait_primary_other_than};
     use e2e::fencing::{Clients, CutOff, FenceFigures, OperatorCgroup};
-    use e2e::{
-        NAME, Operator, Setup, TestResult, password, real_node_or_skip, redis_url, wait_for,
-    };
+    use e2e::{NAME, Operator, Setup, TestResult, real_node_or_skip, redis_url, wait_for};
     use kube::api::DeleteParams;
 
     /// The operator's default `--failover-after`.
@@ -227,7 +225,7 @@ mod fencing {
             let script = "local t = redis.call('TIME'); local s = t[1] + 8; \
                           while tonumber(redis.call('TIME')[1]) < s do end; return 1";
             let busy = async {
-                let password = password(&setup.client, &setup.namespace.name, NAME).await?;
+                let password = setup.password().await?;
                 let client = redis::Client::open(redis_url(&ip, password.as_deref()))?;
                 let mut connection = client.get_multiplexed_async_connection().await?;
                 // Its answer does not matter: the Redis may be stopped before it ends.

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use e2e::{
-    NAME, Operator, Setup, StatusLog, TestResult, cli_login, exec, password_volume,
-    real_node_or_skip, redis_cli, reports, test_keys, wait_for,
+    NAME, Setup, StatusLog, TestResult, cli_login, exec, password_volume, redis_cli, reports,
+    test_keys, wait_for,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -16,32 +16,14 @@ use kube::{Api, ResourceExt};
 use rediscluster_crd::{Phase, RedisCluster};
 use serde_json::json;
 
-/// A namespace with its own operator and the cluster with `fields` in its spec, Running with
-/// `replicas`; None (said) where pods do not really run.
-async fn running(
-    test: &str,
-    replicas: i32,
-    fields: serde_json::Value,
-) -> TestResult<Option<(Setup, Operator)>> {
-    if !real_node_or_skip(&e2e::client().await?, test).await? {
-        return Ok(None);
-    }
-    let setup = Setup::new(test).await?;
-    let operator = Operator::start(&setup.namespace.name)?;
-    setup
-        .create_cluster_with("redis:7.0", replicas, fields)
-        .await?;
-    setup.wait_running(replicas).await?;
-    Ok(Some((setup, operator)))
-}
-
 const STORAGE: &str = "64Mi";
 
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn keys_outlive_every_pod_of_a_cluster_with_storage() -> TestResult {
     let storage = json!({"storage": {"size": STORAGE}});
-    let Some((setup, _operator)) = running("keep-data", 3, storage).await? else {
+    let Some((setup, _operator)) = Setup::running_on_real_pods("keep-data", 3, storage).await?
+    else {
         return Ok(());
     };
     assert_eq!(setup.mounted_claims().await?, e2e::claims_of_pods(3));
@@ -85,7 +67,8 @@ async fn keys_outlive_every_pod_of_a_cluster_with_storage() -> TestResult {
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn claims_are_kept_on_scale_down_and_reused_on_scale_up_or_deleted_if_asked() -> TestResult {
     let storage = json!({"storage": {"size": STORAGE}});
-    let Some((setup, _operator)) = running("retain-claims", 3, storage).await? else {
+    let Some((setup, _operator)) = Setup::running_on_real_pods("retain-claims", 3, storage).await?
+    else {
         return Ok(());
     };
     let keys = test_keys(100);
@@ -210,7 +193,8 @@ fn restarts(pod: &Pod) -> i32 {
 async fn a_memory_limit_makes_redis_evict_or_refuse_writes_instead_of_being_killed() -> TestResult {
     let limited =
         json!({"resources": {"limits": {"memory": "64Mi"}}, "maxmemoryPolicy": "allkeys-lru"});
-    let Some((setup, _operator)) = running("memory-limit", 1, limited).await? else {
+    let Some((setup, _operator)) = Setup::running_on_real_pods("memory-limit", 1, limited).await?
+    else {
         return Ok(());
     };
     let pod = format!("{NAME}-0");
@@ -305,7 +289,8 @@ async fn evict(setup: &Setup, pod: &str) -> TestResult {
 #[tokio::test]
 #[ignore = "live: needs a cluster (make e2e-local)"]
 async fn evictions_take_one_pod_at_a_time() -> TestResult {
-    let Some((setup, _operator)) = running("evictions", 3, json!({})).await? else {
+    let Some((setup, _operator)) = Setup::running_on_real_pods("evictions", 3, json!({})).await?
+    else {
         return Ok(());
     };
     let budgets: Api<PodDisruptionBudget> =

@@ -22,7 +22,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use rediscluster_crd::{
-    DEFAULT_PASSWORD_KEY, DEFAULT_PREVIOUS_PASSWORD_SECONDS, RedisCluster, generated_secret_name,
+    DEFAULT_PASSWORD_KEY, DEFAULT_PREVIOUS_PASSWORD_SECONDS, RedisCluster, RedisClusterSpec,
+    generated_secret_name,
 };
 use ring::rand::SecureRandom;
 use serde::Serialize;
@@ -135,25 +136,39 @@ pub fn auth<'a>(
     }
 }
 
-fn spec_has_auth(spec: Option<&PodSpec>) -> bool {
+/// Whether a pod spec has the volume `name` (the auth or the TLS volume).
+fn has_volume(spec: Option<&PodSpec>, name: &str) -> bool {
     spec.into_iter()
         .flat_map(|spec| spec.volumes.iter().flatten())
-        .any(|volume| volume.name == AUTH_VOLUME)
+        .any(|volume| volume.name == name)
 }
 
 /// Whether a StatefulSet's pods are made with auth.
 pub fn statefulset_has_auth(statefulset: &StatefulSet) -> bool {
-    spec_has_auth(
-        statefulset
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.template.spec.as_ref()),
-    )
+    let template = statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref());
+    has_volume(template, AUTH_VOLUME)
 }
 
 /// Whether a pod's Redis asks for passwords (it was made with auth).
 pub fn pod_has_auth(pod: &Pod) -> bool {
-    spec_has_auth(pod.spec.as_ref())
+    has_volume(pod.spec.as_ref(), AUTH_VOLUME)
+}
+
+/// Whether a pod's Redis serves TLS (it was made with `spec.tls`).
+pub fn pod_has_tls(pod: &Pod) -> bool {
+    has_volume(pod.spec.as_ref(), TLS_VOLUME)
+}
+
+/// The TLS Secret the pods are made with: the spec's, with auth on (TLS needs it).
+pub fn tls_secret<'a>(
+    spec: &'a RedisClusterSpec,
+    auth: Option<&PasswordSecret>,
+) -> Option<&'a str> {
+    auth.and(spec.tls.as_ref())
+        .map(|tls| tls.secret_name.as_str())
 }
 
 /// The name a pod's certificate must carry: `<pod>.<cluster>.<namespace>.svc`, its DNS name
@@ -166,14 +181,6 @@ pub fn pod_dns_name(pod: &Pod) -> String {
         .unwrap_or_default();
     let namespace = pod.namespace().unwrap_or_default();
     format!("{}.{cluster}.{namespace}.svc", pod.name_any())
-}
-
-/// Whether a pod's Redis serves TLS (it was made with `spec.tls`).
-pub fn pod_has_tls(pod: &Pod) -> bool {
-    pod.spec
-        .iter()
-        .flat_map(|spec| spec.volumes.iter().flatten())
-        .any(|volume| volume.name == TLS_VOLUME)
 }
 
 /// A password: shown nowhere (its `Debug` says only that it is one).

@@ -75,9 +75,7 @@ pub fn pod_config(
             .maxmemory()
             .map(|(bytes, policy)| (bytes, policy.as_str())),
         foreign,
-        tls: auth
-            .and(spec.tls.as_ref())
-            .map(|tls| tls.secret_name.as_str()),
+        tls: crate::auth::tls_secret(spec, auth),
         auth,
     }
     .digest()

@@ -256,11 +256,7 @@ fn plan(
     let pod_auth = auth.secret().map(|secret| desired::PodAuth {
         secret,
         credentials: &observed.credentials,
-        tls: cluster
-            .spec
-            .tls
-            .as_ref()
-            .map(|tls| tls.secret_name.as_str()),
+        tls: auth::tls_secret(&cluster.spec, Some(secret)),
     });
     Ok(Ok(Desired {
         statefulset: desired::statefulset(cluster, &pod_config, kept, pod_auth)?,
