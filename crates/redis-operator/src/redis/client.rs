@@ -403,18 +403,6 @@ type Probed = (
 /// `replica` user too, so that the replicas made with auth can sync from it while the pods
 /// are replaced one by one.
 fn configure(request: &mut ::redis::Pipeline, pod: &PodAddress, settings: &Settings) {
-    for (name, value) in [
-        ("min-replicas-to-write", settings.min_replicas),
-        ("min-replicas-max-lag", settings.max_lag),
-        ("repl-ping-replica-period", settings.ping_period),
-    ] {
-        request
-            .cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .ignore();
-    }
     let replica = &pod.credentials.replica;
     if settings.replication_auth && !pod.login {
         request
@@ -432,14 +420,21 @@ fn configure(request: &mut ::redis::Pipeline, pod: &PodAddress, settings: &Setti
     } else {
         ("", "")
     };
-    request
-        .cmd("CONFIG")
-        .arg("SET")
-        .arg("masteruser")
-        .arg(user)
-        .arg("masterauth")
-        .arg(password)
-        .ignore();
+    // One parameter per CONFIG SET: Redis before 7 takes no more.
+    for (name, value) in [
+        ("min-replicas-to-write", settings.min_replicas.to_string()),
+        ("min-replicas-max-lag", settings.max_lag.to_string()),
+        ("repl-ping-replica-period", settings.ping_period.to_string()),
+        ("masteruser", user.to_owned()),
+        ("masterauth", password.to_owned()),
+    ] {
+        request
+            .cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .ignore();
+    }
 }
 
 /// 1 s after each of the first four failures in a row (a primary that stops answering is
