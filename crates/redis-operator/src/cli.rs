@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// How long a pod may be stuck (image pull, crash loop) before the cluster is Failed.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub failure_grace_period: Duration,
+    /// How long a cluster on its way to Running may go without a pod being created, becoming
+    /// ready or being updated before it is Failed (slow but healthy progress: a large image,
+    /// a cluster autoscaler adding a node), like a Deployment's progressDeadlineSeconds.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub progress_deadline: Duration,
     /// How often each cluster's Redis is asked about replication, besides pod events.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub redis_probe_interval: Duration,
@@ -139,6 +144,7 @@ impl TryFrom<RunArgs> for RunConfig {
             concurrency: args.concurrency,
             settings: Settings {
                 failure_grace: args.failure_grace_period,
+                progress_deadline: args.progress_deadline,
                 resync_interval: args.resync_interval,
                 redis_probe_interval: args.redis_probe_interval,
                 failover_after: args.failover_after,
@@ -260,6 +266,7 @@ mod tests {
         assert!(config.election.is_none());
         assert_eq!(config.settings.resync_interval, Duration::from_secs(600));
         assert_eq!(config.settings.failure_grace, Duration::from_secs(120));
+        assert_eq!(config.settings.progress_deadline, Duration::from_secs(600));
         assert_eq!(config.settings.failover_after, Duration::from_secs(5));
         assert_eq!(config.namespace, None);
     }

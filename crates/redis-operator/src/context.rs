@@ -24,6 +24,9 @@ use crate::redis::client::RedisAccess;
 pub struct Settings {
     /// How long a pod may sit in ImagePullBackOff and the like before the cluster is `Failed`.
     pub failure_grace: Duration,
+    /// How long the pod counts of a cluster on its way to Running may stand still before it
+    /// is `Failed`.
+    pub progress_deadline: Duration,
     /// How often every cluster is looked at again even when nothing changed.
     pub resync_interval: Duration,
     /// How often the Redis of a cluster whose pods have addresses is asked about replication
@@ -37,6 +40,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             failure_grace: Duration::from_secs(120),
+            progress_deadline: Duration::from_secs(600),
             resync_interval: Duration::from_secs(600),
             redis_probe_interval: Duration::from_secs(5),
             failover_after: Duration::from_secs(5),

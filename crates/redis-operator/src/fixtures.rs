@@ -30,6 +30,9 @@ pub fn cluster(replicas: i32, image: &str) -> RedisCluster {
             fencing: None,
             auth: None,
             tls: None,
+            pod: None,
+            service: None,
+            config: None,
         },
     );
     cluster.metadata.namespace = Some(NAMESPACE.to_owned());

@@ -16,6 +16,13 @@ pub const ROLE_LABEL: &str = "cache.example.com/role";
 pub const APP_NAME: &str = "redis";
 /// The pod template's annotation naming what a pod was made for (`pod_config`).
 pub const POD_CONFIG_ANNOTATION: &str = "cache.example.com/pod-config";
+/// The pod template's annotation of the `spec.config` directives its Redis starts with that
+/// could be set at run time: `<digest>;<name>,<name>...` (`pod_config::LiveConfig`).
+pub const START_CONFIG_ANNOTATION: &str = "cache.example.com/start-config";
+/// A pod's annotation of what the operator set at run time: `<run_id>;<digest>;<names>`.
+pub const LIVE_CONFIG_ANNOTATION: &str = "cache.example.com/live-config";
+/// On the `-primary` and `-replicas` Services: a digest of the spec's `service`.
+pub const SERVICE_CONFIG_ANNOTATION: &str = "cache.example.com/service-config";
 /// The StatefulSet's annotation by which the operator makes the StatefulSet controller retry
 /// creating pods at once (`children::nudge_due`): when it was last touched, RFC 3339.
 pub const NUDGED_AT_ANNOTATION: &str = "cache.example.com/nudged-at";

@@ -38,7 +38,7 @@ use crate::observed::{
     controller_uid, desired_replicas, immutable_changes, is_controlled_by, is_on_delete,
 };
 use crate::pod;
-use crate::pod_config::{foreign_template, pod_config};
+use crate::pod_config::{LiveConfig, foreign_template, pod_config};
 use crate::redis;
 use crate::roles::{self, PodView, Roles};
 use crate::status::{self, Assessment, Blocker, Facts};
@@ -228,7 +228,7 @@ fn plan(
     }
     let ours = observed.ours();
     let invalid_spec = rediscluster_crd::spec_problem(&cluster.spec).map(Blocker::InvalidSpec);
-    let foreign = ours.and_then(|sts| foreign_template(sts, &name));
+    let foreign = ours.and_then(|sts| foreign_template(sts, &name, cluster.spec.pod.as_ref()));
     let auth = auth::auth(cluster, ours, observed.pods.iter().map(Arc::as_ref));
     let pod_config = pod_config(&cluster.spec, foreign.as_deref(), auth.secret());
     let in_place = ours.is_some_and(|sts| sts.metadata.deletion_timestamp.is_none());
@@ -252,6 +252,7 @@ fn plan(
             ping_period: redis::PING_PERIOD_SECONDS,
             replication_auth: auth.secret().is_some(),
         },
+        live_config: LiveConfig::of(&cluster.spec),
     };
     let pod_auth = auth.secret().map(|secret| desired::PodAuth {
         secret,
@@ -496,6 +497,7 @@ impl Applied {
                 .map(|_| self.roles.passwords.as_slice()),
             now: observed.now,
             failure_grace: settings.failure_grace,
+            progress_deadline: settings.progress_deadline,
         }
     }
 
@@ -549,6 +551,7 @@ async fn report_blocked(
         passwords: None,
         now: observed.now,
         failure_grace: ctx.settings.failure_grace,
+        progress_deadline: ctx.settings.progress_deadline,
     };
     let status = status::assess(cluster, &facts).status;
     report(ctx, cluster, &status, Vec::new()).await?;

@@ -17,7 +17,7 @@ use tracing::info;
 use crate::auth::{self, ClusterCredentials};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::names::ROLE_LABEL;
+use crate::names::{LIVE_CONFIG_ANNOTATION, ROLE_LABEL};
 use crate::redis::client::{PodAddress, Unanswered};
 use crate::redis::{Command, HANDOVER_PAUSE_MS};
 use crate::topology::{
@@ -212,7 +212,7 @@ async fn execute(
     }
     relabel_all(api, &plan.demote, places).await?;
     note_demoted(ctx, cluster_uid, &plan.demote, places);
-    let outcome = run_commands(ctx, plan, places).await;
+    let outcome = run_commands(ctx, api, plan, places).await;
     relabel_all(api, &plan.relabel_after(&outcome), places).await?;
     let retire = plan.retire_after(&outcome);
     relabel_all(api, retire, places).await?;
@@ -229,13 +229,19 @@ async fn execute(
 }
 
 /// Sends the plan's Redis commands, all at once; what failed is the outcome.
-async fn run_commands(ctx: &Context, plan: &Plan, places: &Places) -> Outcome {
+async fn run_commands(ctx: &Context, api: &Api<Pod>, plan: &Plan, places: &Places) -> Outcome {
     let run = plan.commands.iter().map(|(pod, command)| async move {
         let result = match (places.target(pod), command) {
             (Some(from), Command::HandOver { to, .. }) => match places.target(to) {
                 Some(to) => hand_over(ctx, from, to).await,
                 None => Err(format!("{to} has no address")),
             },
+            (Some(target), Command::SetConfig { annotation, .. }) => {
+                match ctx.redis.run(target, command).await {
+                    Ok(()) => note_live_config(api, pod, &target.uid, annotation).await,
+                    failed => failed,
+                }
+            }
             (Some(target), _) => ctx.redis.run(target, command).await,
             (None, _) => Err("no address".to_owned()),
         };
@@ -249,6 +255,26 @@ async fn run_commands(ctx: &Context, plan: &Plan, places: &Places) -> Outcome {
         }
     }
     outcome
+}
+
+/// Records on the pod which run of its Redis has the live config: the pod's own uid as the
+/// precondition, so that a pod recreated under the name is not marked.
+async fn note_live_config(
+    api: &Api<Pod>,
+    pod: &str,
+    uid: &str,
+    annotation: &str,
+) -> Result<(), String> {
+    let patch = json!({
+        "metadata": {
+            "uid": uid,
+            "annotations": {LIVE_CONFIG_ANNOTATION: annotation},
+        }
+    });
+    api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("the pod's {LIVE_CONFIG_ANNOTATION} annotation: {e}"))
 }
 
 /// Counts, logs and tells (as an event) a change of primary; `since` is when the trouble that

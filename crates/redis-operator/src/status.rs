@@ -86,6 +86,7 @@ pub struct Facts<'a> {
     pub passwords: Option<&'a [(String, Vec<String>)]>,
     pub now: Timestamp,
     pub failure_grace: Duration,
+    pub progress_deadline: Duration,
 }
 
 /// The status to write, and when to look again if time alone can change it.
@@ -262,8 +263,10 @@ fn progress_verdict(
     }
 }
 
-/// The progress deadline: counts that have not moved for the grace period, on the way to
-/// Running, mean something outside the pods' containers holds the cluster up.
+/// The progress deadline: counts that have not moved for that long, on the way to Running,
+/// mean something outside the pods' containers holds the cluster up. It is longer than the
+/// grace period of a stuck container: slow progress (a large image, a new node) is not an
+/// error.
 struct Progress {
     /// Since when the counts stand as they are.
     since: Timestamp,
@@ -295,7 +298,7 @@ impl Progress {
         Self { since, stalled_for }
     }
 
-    /// The verdict, turned Failed if the counts stalled past the grace period on the way to
+    /// The verdict, turned Failed if the counts stalled past the progress deadline on the way to
     /// Running; and how long until they would.
     fn check(
         &self,
@@ -306,14 +309,14 @@ impl Progress {
     ) -> (Verdict, Option<Duration>) {
         match facts.statefulset {
             Some(sts) if matches!(verdict.phase, Phase::Pending | Phase::Scaling) => {
-                if self.stalled_for >= facts.failure_grace {
+                if self.stalled_for >= facts.progress_deadline {
                     let failed =
-                        stall_verdict(sts, counts, facts.pods, waiting, facts.failure_grace);
+                        stall_verdict(sts, counts, facts.pods, waiting, facts.progress_deadline);
                     (failed, None)
                 } else {
                     (
                         verdict,
-                        Some(facts.failure_grace.saturating_sub(self.stalled_for)),
+                        Some(facts.progress_deadline.saturating_sub(self.stalled_for)),
                     )
                 }
             }
@@ -418,7 +421,7 @@ fn primary_availability<'a>(
     }
 }
 
-/// Why a cluster whose counts have not moved for the grace period is stuck, as precisely as the
+/// Why a cluster whose counts have not moved until the progress deadline is stuck, as precisely as the
 /// StatefulSet's counts and its pods say: pods never created, pods never scheduled, containers
 /// that do not start, or else plainly no progress.
 fn stall_verdict(

@@ -32,8 +32,8 @@ pub fn keep<K>(_: &mut K) {}
 
 /// Pods are cached to find which cluster they belong to, where their Redis is, which role it
 /// has, whether one is stuck and why one is not ready, and what it was made for: keep the name,
-/// namespace, uid, controller reference, instance and role labels, the pod-config annotation
-/// (or, on a pod of an earlier release that has none, the Redis container's image and
+/// namespace, uid, controller reference, instance and role labels, the pod-config and
+/// live-config annotations (or, on a pod of an earlier release that has none, the Redis container's image and
 /// arguments), whether its data volume is a claim, whether it has an auth or TLS volume, creation and deletion time, the pod IP, a
 /// phase that means it will never run again (Failed, Succeeded: an evicted primary is
 /// replaced at once), the ContainersReady and PodScheduled conditions, the deletion's grace
@@ -41,10 +41,20 @@ pub fn keep<K>(_: &mut K) {}
 /// terminated state, restart count and last termination (with its message).
 pub fn pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
-    let config = metadata
+    let annotations: BTreeMap<String, String> = metadata
         .annotations
-        .and_then(|mut annotations| annotations.remove_entry(names::POD_CONFIG_ANNOTATION));
-    let made_before_annotation = config.is_none();
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| {
+            [
+                names::POD_CONFIG_ANNOTATION,
+                names::START_CONFIG_ANNOTATION,
+                names::LIVE_CONFIG_ANNOTATION,
+            ]
+            .contains(&key.as_str())
+        })
+        .collect();
+    let made_before_annotation = !annotations.contains_key(names::POD_CONFIG_ANNOTATION);
     pod.spec = pod
         .spec
         .take()
@@ -98,7 +108,7 @@ pub fn pod(pod: &mut Pod) {
                 .filter(|owner| owner.controller == Some(true))
                 .collect()
         }),
-        annotations: config.map(|entry| BTreeMap::from([entry])),
+        annotations: (!annotations.is_empty()).then_some(annotations),
         creation_timestamp: metadata.creation_timestamp,
         deletion_timestamp: metadata.deletion_timestamp,
         deletion_grace_period_seconds: metadata.deletion_grace_period_seconds,

@@ -17,7 +17,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod quantity;
+mod settings;
 pub use quantity::{cel_bytes, quantity_value};
+pub use settings::{
+    MEMORY_DIRECTIVES, OWNED_DIRECTIVES, OWNED_PREFIXES, PodSettings, RESTART_DIRECTIVES,
+    ServiceSettings, ServiceType, needs_restart, owned_directive,
+};
 
 /// The least and most Redis pods one cluster may ask for.
 pub const MIN_REPLICAS: i32 = 1;
@@ -178,6 +183,28 @@ pub struct RedisClusterSpec {
     /// a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+
+    /// Scheduling and metadata of the pods: node selector, tolerations, affinity, topology
+    /// spread, priority class, service account, extra labels and annotations. Changing it
+    /// replaces the pods one at a time, the primary handing over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSettings>,
+
+    /// The type and annotations of the `<name>-primary` and `<name>-replicas` Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSettings>,
+
+    /// `redis.conf` directives for every Redis, name to value as `redis.conf` spells it (for
+    /// example `notify-keyspace-events: KEA`). A change is applied to the running Redis with
+    /// `CONFIG SET`, no restart; one to a directive Redis takes only at start (`databases`,
+    /// `io-threads`, `logfile`...) replaces the pods one at a time. Directives the operator
+    /// sets are refused: replication and the write fence, persistence and `dir`, `port` and
+    /// `bind`, auth (`requirepass`, `aclfile`, `user`), `tls-*`, `include`,
+    /// `rename-command`, `daemonize`, `cluster-*`, and with a memory limit `maxmemory` and
+    /// `maxmemory-policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "settings::config_schema")]
+    pub config: Option<BTreeMap<String, String>>,
 }
 
 /// Where a cluster's Redis finds its certificate.
@@ -461,6 +488,14 @@ pub fn spec_problem(spec: &RedisClusterSpec) -> Option<String> {
         );
     }
     let memory = spec.memory_limit();
+    let owned = spec
+        .config
+        .iter()
+        .flatten()
+        .find_map(|(directive, _)| owned_directive(directive, memory.is_some()));
+    if owned.is_some() {
+        return owned;
+    }
     let size = spec.storage.as_ref().map(|storage| &storage.size);
     memory
         .and_then(|limit| at_least("spec.resources.limits.memory", &limit.0, MIN_MEMORY_LIMIT))
@@ -652,6 +687,15 @@ fn rule(rule: String, message: &str) -> ValidationRule {
     }
 }
 
+/// A rule whose message is a CEL expression (naming what it refused).
+fn message_rule(rule: String, message_expression: String) -> ValidationRule {
+    ValidationRule {
+        rule,
+        message_expression: Some(message_expression),
+        ..ValidationRule::default()
+    }
+}
+
 /// CEL rules of fields, and the changes they may not make (rules that read `oldSelf` run only
 /// on an update that keeps the field). A quantity in a form CEL does not size (an exponent)
 /// passes here, and the operator reports it in the status when it is too small. So does the
@@ -670,13 +714,53 @@ fn field_rules() -> Vec<(&'static [&'static str], Vec<ValidationRule>)> {
     };
     let class =
         |object: &str| format!("(has({object}.storageClassName) ? {object}.storageClassName : '')");
+    let memory_limit = "has(self.resources) && has(self.resources.limits) && \
+                        'memory' in self.resources.limits";
     vec![
         (
             &["spec"],
+            vec![
+                rule(
+                    "!has(oldSelf.storage) || has(self.storage)".to_owned(),
+                    "spec.storage cannot be removed: the data is on the claims; delete the \
+                     RedisCluster (and, if retained, its claims) to go back to emptyDir",
+                ),
+                rule(
+                    format!(
+                        "!has(self.config) || !({memory_limit}) || \
+                         !self.config.exists(k, {})",
+                        settings::cel_memory_directive()
+                    ),
+                    "spec.config cannot set maxmemory or maxmemory-policy with a memory limit: \
+                     the operator sets them from spec.resources.limits.memory and \
+                     spec.maxmemoryPolicy",
+                ),
+            ],
+        ),
+        (
+            &["spec", "config"],
+            vec![message_rule(
+                format!("self.all(k, {})", settings::cel_allowed_directive()),
+                format!(
+                    "'spec.config cannot set ' + self.filter(k, !({}))[0] + ': the operator \
+                     sets it (replication, fencing, persistence, port, auth, TLS)'",
+                    settings::cel_allowed_directive()
+                ),
+            )],
+        ),
+        (
+            &["spec", "pod", "labels"],
             vec![rule(
-                "!has(oldSelf.storage) || has(self.storage)".to_owned(),
-                "spec.storage cannot be removed: the data is on the claims; delete the \
-                 RedisCluster (and, if retained, its claims) to go back to emptyDir",
+                format!("self.all(k, {})", settings::cel_allowed_label()),
+                "spec.pod.labels cannot set the operator's labels (app.kubernetes.io/name, \
+                 instance, managed-by, cache.example.com/*)",
+            )],
+        ),
+        (
+            &["spec", "pod", "annotations"],
+            vec![rule(
+                "self.all(k, !k.startsWith('cache.example.com/'))".to_owned(),
+                "spec.pod.annotations cannot set the operator's annotations (cache.example.com/*)",
             )],
         ),
         (

@@ -192,6 +192,9 @@ fn sample_round_trips() {
             fencing: None,
             auth: None,
             tls: None,
+            pod: None,
+            service: None,
+            config: None,
         }
     );
     assert_eq!(sample.status, None);
@@ -448,6 +451,9 @@ fn spec_with(
         fencing: None,
         auth: None,
         tls: None,
+        pod: None,
+        service: None,
+        config: None,
     }
 }
 

@@ -13,7 +13,7 @@ use rediscluster_crd::RedisCluster;
 use crate::auth::{Password, PasswordSecret};
 use crate::error::{Error, Result};
 use crate::names::Role;
-use crate::names::{ROLE_LABEL, labels, selector_labels};
+use crate::names::{ROLE_LABEL, SERVICE_CONFIG_ANNOTATION, labels, selector_labels};
 use crate::redis::{REDIS_PORT, REDIS_PORT_NAME};
 
 mod statefulset;
@@ -74,18 +74,41 @@ fn owner_reference(cluster: &RedisCluster) -> Result<OwnerReference> {
 }
 
 /// The Services of a cluster: the headless one for per-pod DNS, then `<name>-primary` (writes)
-/// and `<name>-replicas` (reads), which route to pods by their role label, so that a change of
+/// and `<name>-replicas` (reads), of the type and with the annotations of `spec.service`,
+/// which route to pods by their role label, so that a change of
 /// primary moves the label and never rewrites a Service.
 pub fn services(cluster: &RedisCluster) -> Result<[Service; 3]> {
     let name = cluster.name_any();
+    let exposure = cluster.spec.service.as_ref();
+    // What the drift check cannot see otherwise: an annotation or type the spec no longer
+    // asks for (it compares only what is applied). A new digest makes the apply, which drops
+    // them.
+    let exposure_digest = crate::pod_config::digest(
+        &serde_json::to_string(&cluster.spec.service).unwrap_or_default(),
+    );
     let by_role = |role: Role| -> Result<Service> {
         let mut selector = selector_labels(&name);
         selector.insert(ROLE_LABEL.to_owned(), role.as_str().to_owned());
         let mut metadata = child_meta(cluster)?;
         metadata.name = Some(role_service_name(&name, role));
+        let mut annotations = exposure
+            .and_then(|s| s.annotations.clone())
+            .unwrap_or_default();
+        annotations.insert(
+            SERVICE_CONFIG_ANNOTATION.to_owned(),
+            exposure_digest.clone(),
+        );
+        metadata.annotations = Some(annotations);
         Ok(Service {
             metadata,
             spec: Some(ServiceSpec {
+                type_: Some(
+                    exposure
+                        .and_then(|s| s.type_)
+                        .unwrap_or_default()
+                        .as_str()
+                        .to_owned(),
+                ),
                 selector: Some(selector),
                 ports: Some(vec![redis_service_port()]),
                 // The primary role is the operator's to give and take, from its own probe of

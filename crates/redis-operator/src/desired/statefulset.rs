@@ -26,7 +26,11 @@ use crate::auth::{
     TLS_VOLUME,
 };
 use crate::error::Result;
-use crate::names::{DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, labels, selector_labels};
+use crate::names::{
+    DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, START_CONFIG_ANNOTATION, labels,
+    selector_labels,
+};
+use crate::pod_config::LiveConfig;
 use crate::redis::scripts::{self, Login};
 use crate::redis::{REDIS_PORT, REDIS_PORT_NAME, UNASSIGNED_HOST, UNASSIGNED_PORT};
 
@@ -78,14 +82,7 @@ pub fn statefulset(
                 rolling_update: None,
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name)),
-                    annotations: Some(BTreeMap::from([(
-                        POD_CONFIG_ANNOTATION.to_owned(),
-                        pod_config.to_owned(),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
+                metadata: Some(pod_meta(&cluster.spec, &name, pod_config)),
                 spec: Some(pod_spec(&cluster.spec, &name, auth)),
             },
             volume_claim_templates: storage.map(|storage| {
@@ -125,6 +122,30 @@ pub fn statefulset(
         }),
         ..StatefulSet::default()
     })
+}
+
+/// The pods' labels and annotations: the user's (`spec.pod`), then the operator's, which the
+/// schema keeps the user from setting and which win here all the same.
+fn pod_meta(spec: &RedisClusterSpec, cluster_name: &str, pod_config: &str) -> ObjectMeta {
+    let settings = spec.pod.as_ref();
+    let mut pod_labels = settings
+        .and_then(|pod| pod.labels.clone())
+        .unwrap_or_default();
+    pod_labels.extend(labels(cluster_name));
+    let mut annotations = settings
+        .and_then(|pod| pod.annotations.clone())
+        .unwrap_or_default();
+    annotations.insert(POD_CONFIG_ANNOTATION.to_owned(), pod_config.to_owned());
+    let live = LiveConfig::of(spec);
+    // Only with directives: the templates of clusters without stay as they were.
+    if !live.directives.is_empty() {
+        annotations.insert(START_CONFIG_ANNOTATION.to_owned(), live.start_annotation());
+    }
+    ObjectMeta {
+        labels: Some(pod_labels),
+        annotations: Some(annotations),
+        ..ObjectMeta::default()
+    }
 }
 
 /// How long a pod may take to stop: a primary's wait for its handover (`scripts::pre_stop`),
@@ -168,6 +189,7 @@ fn spread_over_nodes(cluster_name: &str) -> (Affinity, TopologySpreadConstraint)
 
 fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str, auth: Option<PodAuth<'_>>) -> PodSpec {
     let (affinity, spread) = spread_over_nodes(cluster_name);
+    let settings = spec.pod.clone().unwrap_or_default();
     // With storage, the claim template provides the data volume.
     let data = spec.storage.is_none().then(|| Volume {
         name: DATA_VOLUME.to_owned(),
@@ -200,8 +222,16 @@ fn pod_spec(spec: &RedisClusterSpec, cluster_name: &str, auth: Option<PodAuth<'_
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
-        affinity: Some(affinity),
-        topology_spread_constraints: Some(vec![spread]),
+        affinity: Some(settings.affinity.unwrap_or(affinity)),
+        topology_spread_constraints: Some(
+            settings
+                .topology_spread_constraints
+                .unwrap_or_else(|| vec![spread]),
+        ),
+        node_selector: settings.node_selector,
+        tolerations: settings.tolerations,
+        priority_class_name: settings.priority_class_name,
+        service_account_name: settings.service_account_name,
         containers: vec![redis_container(spec, auth)],
         volumes: (!volumes.is_empty()).then_some(volumes),
         ..PodSpec::default()
@@ -237,6 +267,11 @@ fn redis_args(spec: &RedisClusterSpec, tls: bool) -> Vec<String> {
             "--maxmemory-policy".to_owned(),
             policy.as_str().to_owned(),
         ]);
+    }
+    // The user's directives, as `redis.conf` spells them (Redis splits the value the same
+    // way); the schema refuses the ones set here.
+    for (directive, value) in spec.config.iter().flatten() {
+        args.extend([format!("--{directive}"), value.clone()]);
     }
     if tls {
         // TLS on Redis's port, the plain port closed; replicas sync over TLS. Clients need no

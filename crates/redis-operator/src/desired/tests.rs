@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use super::*;
 use crate::fixtures::{NAME, NAMESPACE, UID, cluster};
 use crate::names::{
-    INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, POD_CONFIG_ANNOTATION, REDIS_CONTAINER,
-    selector_string,
+    INSTANCE_LABEL, LIVE_CONFIG_ANNOTATION, MANAGED_BY_LABEL, NAME_LABEL, POD_CONFIG_ANNOTATION,
+    REDIS_CONTAINER, SERVICE_CONFIG_ANNOTATION, START_CONFIG_ANNOTATION, selector_string,
 };
 use crate::observed::{desired_replicas, immutable_changes, is_controlled_by, redis_image};
 use crate::pod_config::{foreign_template, pod_config, pod_config_of};
@@ -653,7 +653,11 @@ fn only_what_needs_a_new_pod_changes_its_config() {
 fn what_others_add_to_the_pod_template_is_part_of_the_config() {
     let cluster = cluster(3, "redis:7.0");
     let ours = statefulset(&cluster).unwrap();
-    assert_eq!(foreign_template(&ours, NAME), None, "nothing but ours");
+    assert_eq!(
+        foreign_template(&ours, NAME, None),
+        None,
+        "nothing but ours"
+    );
     let mut injected = ours.clone();
     let template = &mut injected.spec.as_mut().unwrap().template;
     template.spec.as_mut().unwrap().containers.push(Container {
@@ -661,7 +665,7 @@ fn what_others_add_to_the_pod_template_is_part_of_the_config() {
         image: Some("proxy:1".to_owned()),
         ..Container::default()
     });
-    let sidecar = foreign_template(&injected, NAME);
+    let sidecar = foreign_template(&injected, NAME, None);
     assert!(sidecar.is_some());
     let mut restarted = ours.clone();
     restarted
@@ -678,7 +682,7 @@ fn what_others_add_to_the_pod_template_is_part_of_the_config() {
             "kubectl.kubernetes.io/restartedAt".to_owned(),
             "now".to_owned(),
         );
-    let restart = foreign_template(&restarted, NAME);
+    let restart = foreign_template(&restarted, NAME, None);
     assert!(restart.is_some() && restart != sidecar);
     // Changes to the operator's own fields are not others'.
     let mut changed = ours;
@@ -703,7 +707,7 @@ fn what_others_add_to_the_pod_template_is_part_of_the_config() {
         .annotations
         .get_or_insert_default()
         .insert(POD_CONFIG_ANNOTATION.to_owned(), "another".to_owned());
-    assert_eq!(foreign_template(&changed, NAME), None);
+    assert_eq!(foreign_template(&changed, NAME, None), None);
     // And the config follows.
     let spec = &cluster.spec;
     assert_ne!(
@@ -799,4 +803,203 @@ fn a_cluster_with_tls_serves_only_tls_and_its_probes_speak_it() {
         pod_config(&cluster(3, "redis:7.0").spec, None, Some(&secret)),
         "TLS on replaces the pods"
     );
+}
+
+/// `cluster` with `spec.pod`, `spec.service` and `spec.config` from JSON.
+fn with_settings(
+    pod: serde_json::Value,
+    service: serde_json::Value,
+    config: serde_json::Value,
+) -> RedisCluster {
+    let mut cluster = cluster(3, "redis:7.0");
+    cluster.spec.pod = serde_json::from_value(pod).unwrap();
+    cluster.spec.service = serde_json::from_value(service).unwrap();
+    cluster.spec.config = serde_json::from_value(config).unwrap();
+    cluster
+}
+
+#[test]
+fn spec_pod_reaches_the_pods_and_replaces_the_default_spreading() {
+    let custom = with_settings(
+        serde_json::json!({
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [{"key": "redis", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+            "topologySpreadConstraints": [{"maxSkew": 2, "topologyKey": "zone",
+                "whenUnsatisfiable": "DoNotSchedule"}],
+            "priorityClassName": "critical",
+            "serviceAccountName": "redis",
+            "labels": {"team": "cache", "app.kubernetes.io/name": "not-redis"},
+            "annotations": {"backup": "daily"}
+        }),
+        serde_json::Value::Null,
+        serde_json::Value::Null,
+    );
+    let template = statefulset(&custom).unwrap().spec.unwrap().template;
+    let pod = template.spec.unwrap();
+    assert_eq!(pod.node_selector.unwrap()["disk"], "ssd");
+    assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("redis"));
+    let affinity = pod.affinity.unwrap();
+    assert!(affinity.node_affinity.is_some() && affinity.pod_anti_affinity.is_none());
+    let spread = pod.topology_spread_constraints.unwrap();
+    assert_eq!((spread.len(), spread[0].topology_key.as_str()), (1, "zone"));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("critical"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("redis"));
+    // Still no token for Redis, and the operator's security context stays.
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert!(pod.security_context.unwrap().run_as_non_root.unwrap());
+    let meta = template.metadata.unwrap();
+    let labels = meta.labels.unwrap();
+    assert_eq!(labels["team"], "cache");
+    assert_eq!(labels[NAME_LABEL], "redis", "the operator's labels win");
+    let annotations = meta.annotations.unwrap();
+    assert_eq!(annotations["backup"], "daily");
+    assert!(annotations.contains_key(POD_CONFIG_ANNOTATION));
+
+    // Without spec.pod: the soft spreading over nodes.
+    let plain = statefulset(&cluster(3, "redis:7.0")).unwrap();
+    let pod = plain.spec.unwrap().template.spec.unwrap();
+    assert!(pod.affinity.unwrap().pod_anti_affinity.is_some());
+    assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+}
+
+#[test]
+fn spec_pod_rolls_the_pods_and_is_not_counted_as_someone_elses() {
+    let plain = cluster(3, "redis:7.0");
+    let pinned = with_settings(
+        serde_json::json!({"nodeSelector": {"disk": "ssd"}, "labels": {"team": "cache"}}),
+        serde_json::Value::Null,
+        serde_json::Value::Null,
+    );
+    assert_ne!(
+        pod_config(&pinned.spec, None, None),
+        pod_config(&plain.spec, None, None),
+        "a change of spec.pod replaces the pods"
+    );
+    let ours = statefulset(&pinned).unwrap();
+    assert_eq!(
+        foreign_template(&ours, NAME, pinned.spec.pod.as_ref()),
+        None,
+        "what spec.pod sets is the spec's"
+    );
+    // Set by someone else, the same fields are theirs.
+    assert!(foreign_template(&ours, NAME, None).is_some());
+}
+
+#[test]
+fn spec_config_reaches_redis_and_only_restart_directives_roll() {
+    let config = |directives: serde_json::Value| {
+        with_settings(serde_json::Value::Null, serde_json::Value::Null, directives)
+    };
+    let events = config(serde_json::json!({"notify-keyspace-events": "KEA"}));
+    let args = statefulset(&events)
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let at = args
+        .iter()
+        .position(|a| a == "--notify-keyspace-events")
+        .unwrap();
+    assert_eq!(args[at + 1], "KEA");
+    assert!(
+        at < args.iter().position(|a| a == "--replicaof").unwrap(),
+        "the operator's own arguments come last"
+    );
+    let plain = pod_config(&cluster(3, "redis:7.0").spec, None, None);
+    assert_eq!(
+        pod_config(&events.spec, None, None),
+        plain,
+        "set on the running Redis: no new pods"
+    );
+    let databases = config(serde_json::json!({"Databases": "32"}));
+    assert_ne!(
+        pod_config(&databases.spec, None, None),
+        plain,
+        "only at start"
+    );
+}
+
+#[test]
+fn spec_service_sets_the_type_and_annotations_of_the_role_services() {
+    let exposed = with_settings(
+        serde_json::Value::Null,
+        serde_json::json!({"type": "NodePort", "annotations": {"lb": "internal"}}),
+        serde_json::Value::Null,
+    );
+    let [headless, primary, replicas] = services(&exposed).unwrap();
+    for service in [&primary, &replicas] {
+        assert_eq!(
+            service.spec.as_ref().unwrap().type_.as_deref(),
+            Some("NodePort")
+        );
+        assert_eq!(
+            service.metadata.annotations.as_ref().unwrap()["lb"],
+            "internal"
+        );
+    }
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    // Back to the default: the type is said, and the digest differs, so that the apply that
+    // drops the annotation is made.
+    let [_, plain, _] = services(&cluster(3, "redis:7.0")).unwrap();
+    assert_eq!(
+        plain.spec.as_ref().unwrap().type_.as_deref(),
+        Some("ClusterIP")
+    );
+    let digest =
+        |s: &Service| s.metadata.annotations.as_ref().unwrap()[SERVICE_CONFIG_ANNOTATION].clone();
+    assert_ne!(digest(&plain), digest(&primary));
+    assert!(!crate::drift::is_applied(&plain, &primary));
+}
+
+#[test]
+fn the_live_config_is_given_to_each_run_of_redis_once_and_a_dropped_directive_rolls() {
+    use crate::pod_config::{LiveConfig, PodLiveConfig};
+    let live = |directives: serde_json::Value| {
+        LiveConfig::of(
+            &with_settings(serde_json::Value::Null, serde_json::Value::Null, directives).spec,
+        )
+    };
+    let events = live(serde_json::json!({"Notify-Keyspace-Events": "KEA", "databases": "4"}));
+    assert_eq!(
+        events.directives.keys().collect::<Vec<_>>(),
+        ["notify-keyspace-events"],
+        "lower case; databases only at start"
+    );
+    let pod = |annotations: &[(&str, String)]| {
+        let mut pod = Pod::default();
+        for (key, value) in annotations {
+            pod.annotations_mut()
+                .insert((*key).to_owned(), value.clone());
+        }
+        PodLiveConfig::of(&pod)
+    };
+    // A pod made before spec.config existed has no directive in effect.
+    let bare = pod(&[]);
+    assert!(bare.in_effect(&LiveConfig::default(), "run1"));
+    assert!(!bare.in_effect(&events, "run1"));
+    // Started with it (the template's annotation): in effect for every run of its Redis.
+    let started = pod(&[(START_CONFIG_ANNOTATION, events.start_annotation())]);
+    assert!(started.in_effect(&events, "run1") && started.in_effect(&events, "run2"));
+    // Given at run time: only to that run; a restarted Redis starts from its arguments.
+    let given = pod(&[(
+        LIVE_CONFIG_ANNOTATION,
+        events.live_annotation("run1", bare.carried()),
+    )]);
+    assert!(given.in_effect(&events, "run1"));
+    assert!(!given.in_effect(&events, "run2"));
+    let changed = live(serde_json::json!({"notify-keyspace-events": "Ex"}));
+    assert!(!given.in_effect(&changed, "run1"), "a new value");
+    // Dropping a directive needs a new pod: Redis has no way back to its default.
+    let none = LiveConfig::default();
+    assert!(given.carries_dropped(&none) && started.carries_dropped(&none));
+    assert!(!given.carries_dropped(&changed) && !bare.carries_dropped(&none));
 }

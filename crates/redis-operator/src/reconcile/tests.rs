@@ -406,6 +406,8 @@ impl FakeRedis {
     fn primary() -> Result<Replication, String> {
         Ok(Replication {
             passwords: Vec::new(),
+            run_id: String::new(),
+            stats: crate::redis::info::Stats::default(),
             role: RedisRole::Primary,
             offset: 100,
             keys: 10,
@@ -418,6 +420,8 @@ impl FakeRedis {
     fn replica_of(index: i32, linked: bool) -> Result<Replication, String> {
         Ok(Replication {
             passwords: Vec::new(),
+            run_id: String::new(),
+            stats: crate::redis::info::Stats::default(),
             role: RedisRole::Replica {
                 host: pod_ip(index),
                 port: 6379,
@@ -435,6 +439,8 @@ impl FakeRedis {
     fn unassigned() -> Result<Replication, String> {
         Ok(Replication {
             passwords: Vec::new(),
+            run_id: String::new(),
+            stats: crate::redis::info::Stats::default(),
             role: RedisRole::Replica {
                 host: crate::redis::UNASSIGNED_HOST.to_owned(),
                 port: crate::redis::UNASSIGNED_PORT,
@@ -498,7 +504,7 @@ impl RedisAccess for FakeRedis {
                 }
                 self.answer(&pod.name, demoted);
             }
-            Command::HandOver { .. } | Command::Configure(_) => {}
+            Command::HandOver { .. } | Command::Configure(_) | Command::SetConfig { .. } => {}
         }
         Box::pin(async { Ok(()) })
     }

@@ -386,17 +386,20 @@ pub fn tls_client(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, S
     Ok(Arc::new(config))
 }
 
-/// The replies to the probe's pipeline: `INFO replication`, `INFO keyspace`, `CONFIG GET` of
-/// the fence, the ping period and the replication user, and `ACL GETUSER default` (nil where
-/// not asked).
-type Probed = (
-    String,
-    String,
-    Vec<String>,
-    Vec<String>,
-    Vec<String>,
-    ::redis::Value,
-);
+/// The sections of `INFO` the probe asks for: replication and data for the decisions, the
+/// server's run (`run_id`) for the live config, and clients, memory and stats for the metrics.
+const INFO_SECTIONS: [&str; 6] = [
+    "replication",
+    "keyspace",
+    "server",
+    "clients",
+    "memory",
+    "stats",
+];
+
+/// The replies to the probe's pipeline after the `INFO` sections: `CONFIG GET` of the fence,
+/// the ping period and the replication user, and `ACL GETUSER default` (nil where not asked).
+type Probed = (Vec<String>, Vec<String>, Vec<String>, ::redis::Value);
 
 /// `CONFIG SET` of the settings. With replication auth, the credentials this Redis gives its
 /// primary; and a Redis that asks no password (made before its cluster had auth) gets the
@@ -452,11 +455,10 @@ impl RedisAccess for Connections {
             // One round trip: Redis before 7 takes one INFO section (and one CONFIG GET
             // parameter or pattern) at a time.
             let mut request = ::redis::pipe();
+            for section in INFO_SECTIONS {
+                request.cmd("INFO").arg(section);
+            }
             request
-                .cmd("INFO")
-                .arg("replication")
-                .cmd("INFO")
-                .arg("keyspace")
                 .cmd("CONFIG")
                 .arg("GET")
                 .arg("min-replicas-*")
@@ -475,22 +477,18 @@ impl RedisAccess for Connections {
             if !pod.login {
                 replies.push(::redis::Value::Nil);
             }
-            let (replication, keyspace, fence, ping, user, acl): Probed =
-                ::redis::from_redis_value(::redis::Value::Array(replies)).map_err(|why| {
-                    Unanswered {
-                        why: why.to_string(),
-                        for_: Duration::ZERO,
-                        refused: false,
-                    }
-                })?;
-            let mut parsed =
-                Replication::parse(&format!("{replication}\n{keyspace}")).map_err(|why| {
-                    Unanswered {
-                        why,
-                        for_: Duration::ZERO,
-                        refused: false,
-                    }
-                })?;
+            let unreadable = |why: String| Unanswered {
+                why,
+                for_: Duration::ZERO,
+                refused: false,
+            };
+            let rest = replies.split_off(INFO_SECTIONS.len().min(replies.len()));
+            let info: Vec<String> = ::redis::from_redis_value(::redis::Value::Array(replies))
+                .map_err(|why| unreadable(why.to_string()))?;
+            let (fence, ping, user, acl): Probed =
+                ::redis::from_redis_value(::redis::Value::Array(rest))
+                    .map_err(|why| unreadable(why.to_string()))?;
+            let mut parsed = Replication::parse(&info.join("\n")).map_err(unreadable)?;
             parsed.settings = Settings::parse(&[fence, ping, user].concat());
             parsed.passwords = acl_passwords(&acl);
             Ok(parsed)
@@ -529,6 +527,17 @@ impl RedisAccess for Connections {
                 }
                 Command::Configure(settings) => {
                     configure(&mut request, pod, settings);
+                    "config_set"
+                }
+                Command::SetConfig { directives, .. } => {
+                    for (name, value) in directives {
+                        request
+                            .cmd("CONFIG")
+                            .arg("SET")
+                            .arg(name)
+                            .arg(value)
+                            .ignore();
+                    }
                     "config_set"
                 }
                 Command::HandOver { .. } => {

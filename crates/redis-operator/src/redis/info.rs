@@ -25,6 +25,71 @@ pub struct Replication {
     /// The SHA-256 of each password its `default` user accepts (`ACL GETUSER default`), the
     /// one it took last first: two while a rotated password's predecessor still works.
     pub passwords: Vec<String>,
+    /// This run of Redis (`run_id`): a restart makes a new one.
+    pub run_id: String,
+    /// What the metrics say of it (`INFO clients`, `memory`, `stats`, and a primary's
+    /// replicas).
+    pub stats: Stats,
+}
+
+/// The value of `name` in an `INFO` reply (`name:value` lines).
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (key, value) = line.trim_end().split_once(':')?;
+        (key == name).then_some(value)
+    })
+}
+
+/// Figures of one Redis for the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connected_clients: u64,
+    pub used_memory: u64,
+    /// 0: no limit.
+    pub maxmemory: u64,
+    pub evicted_keys: u64,
+    pub expired_keys: u64,
+    /// Of a primary: each replica's address, the offset it acknowledged, and how many seconds
+    /// ago it last did (`slaveN:ip=...,port=...,offset=...,lag=...`).
+    pub replicas: Vec<ReplicaLink>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaLink {
+    pub ip: String,
+    pub offset: i64,
+    pub lag_seconds: u64,
+}
+
+impl Stats {
+    fn parse(info: &str) -> Stats {
+        let count = |name: &str| field(info, name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let replicas = info
+            .lines()
+            .filter(|line| line.starts_with("slave") && line.contains(":ip="))
+            .filter_map(|line| {
+                let (_, stats) = line.trim_end().split_once(':')?;
+                let stat = |name: &str| {
+                    stats
+                        .split(',')
+                        .find_map(|s| s.strip_prefix(name)?.strip_prefix('='))
+                };
+                Some(ReplicaLink {
+                    ip: stat("ip")?.to_owned(),
+                    offset: stat("offset")?.parse().ok()?,
+                    lag_seconds: stat("lag").and_then(|l| l.parse().ok()).unwrap_or(0),
+                })
+            })
+            .collect();
+        Stats {
+            connected_clients: count("connected_clients"),
+            used_memory: count("used_memory"),
+            maxmemory: count("maxmemory"),
+            evicted_keys: count("evicted_keys"),
+            expired_keys: count("expired_keys"),
+            replicas,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,12 +109,7 @@ impl Replication {
     /// Parses the replies to `INFO replication` and `INFO keyspace` (in either order, or
     /// concatenated).
     pub fn parse(info: &str) -> Result<Replication, String> {
-        let field = |name: &str| {
-            info.lines().find_map(|line| {
-                let (key, value) = line.trim_end().split_once(':')?;
-                (key == name).then_some(value)
-            })
-        };
+        let field = |name: &str| field(info, name);
         let number = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok());
         let role = match field("role") {
             Some("master") => RedisRole::Primary,
@@ -94,6 +154,8 @@ impl Replication {
             heard_from_primary,
             settings: None,
             passwords: Vec::new(),
+            run_id: field("run_id").unwrap_or_default().to_owned(),
+            stats: Stats::parse(info),
         })
     }
 

@@ -86,6 +86,12 @@ pub enum Command {
     Demote { host: String },
     /// `CONFIG SET` of the [`Settings`].
     Configure(Settings),
+    /// `CONFIG SET` of each of the spec's live directives (name, value), then the pod's
+    /// `LIVE_CONFIG_ANNOTATION` set to `annotation`, which says which run of Redis has them.
+    SetConfig {
+        directives: Vec<(String, String)>,
+        annotation: String,
+    },
     /// To the primary: pause writes, wait until the replica `to` (at `host`) has every one of
     /// them, demote the primary (it follows `to`, and refuses writes from then on), check that
     /// `to` still has every write the old primary took (one that slipped in after the pause
@@ -118,6 +124,10 @@ impl fmt::Display for Command {
                 }
             ),
             Command::HandOver { to, host } => write!(f, "HAND OVER TO {to} ({host})"),
+            Command::SetConfig { directives, .. } => {
+                let names: Vec<&str> = directives.iter().map(|(name, _)| name.as_str()).collect();
+                write!(f, "CONFIG SET {}", names.join(" "))
+            }
         }
     }
 }

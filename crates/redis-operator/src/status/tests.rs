@@ -8,6 +8,7 @@ use crate::fixtures::{at, cluster, restarted, statefulset, sts_status, waiting_p
 use crate::topology::{Change, Outage, Reason, RoleReport};
 
 const GRACE: Duration = Duration::from_secs(120);
+const DEADLINE: Duration = Duration::from_secs(600);
 
 fn previous(phase: Phase) -> RedisClusterStatus {
     RedisClusterStatus {
@@ -80,6 +81,7 @@ fn run(case: &Case) -> Assessment {
             passwords: None,
             now: at(0),
             failure_grace: GRACE,
+            progress_deadline: DEADLINE,
         },
     )
 }
@@ -106,6 +108,7 @@ fn look(
             passwords: None,
             now,
             failure_grace: GRACE,
+            progress_deadline: DEADLINE,
         },
     )
 }
@@ -302,10 +305,10 @@ fn phase_table() {
             "{}",
             case.name
         );
-        // On the way to Running with a StatefulSet, the progress deadline is a grace away.
+        // On the way to Running with a StatefulSet, the progress deadline is the deadline away.
         let deadline = (matches!(case.phase, Phase::Pending | Phase::Scaling)
             && case.statefulset.is_some())
-        .then_some(GRACE);
+        .then_some(DEADLINE);
         assert_eq!(assessment.recheck_after, deadline, "{}", case.name);
     }
 }
@@ -496,7 +499,7 @@ fn waiting_for_other_reasons_is_not_stuck() {
     let assessment = look(&cluster, &sts, &[&pod], None, at(3600));
     assert_eq!(assessment.status.phase, Phase::Scaling);
     // Not stuck by its reason; only the progress deadline (from now, the first look) applies.
-    assert_eq!(assessment.recheck_after, Some(GRACE));
+    assert_eq!(assessment.recheck_after, Some(DEADLINE));
 }
 
 #[test]
@@ -525,7 +528,7 @@ fn a_stuck_pod_made_for_an_earlier_spec_is_not_waited_for() {
     assert_eq!(assessment.status.phase, Phase::Scaling, "outdated pod");
     assert_eq!(
         assessment.recheck_after,
-        Some(GRACE),
+        Some(DEADLINE),
         "only the progress deadline"
     );
 
@@ -583,9 +586,12 @@ fn stalled(desired: i32, exist: i32, ready: i32, since: i64) -> (RedisCluster, S
 }
 
 #[test]
-fn counts_that_do_not_move_for_the_grace_period_fail_the_cluster() {
+fn counts_that_do_not_move_until_the_progress_deadline_fail_the_cluster() {
     let (cluster, sts) = stalled(3, 1, 1, 0);
-    let early = look(&cluster, &sts, &[], None, at(119));
+    // Slow progress is not an error: the grace period of a stuck container does not apply.
+    let past_grace = look(&cluster, &sts, &[], None, at(121));
+    assert_eq!(past_grace.status.phase, Phase::Scaling);
+    let early = look(&cluster, &sts, &[], None, at(599));
     assert_eq!(early.status.phase, Phase::Scaling);
     assert_eq!(early.recheck_after, Some(Duration::from_secs(1)));
     assert_eq!(
@@ -594,7 +600,7 @@ fn counts_that_do_not_move_for_the_grace_period_fail_the_cluster() {
         "nothing to write yet"
     );
 
-    let late = look(&cluster, &sts, &[], None, at(120));
+    let late = look(&cluster, &sts, &[], None, at(600));
     assert_eq!(late.status.phase, Phase::Failed);
     let degraded = late.status.condition(DEGRADED).unwrap();
     assert_eq!(degraded.reason, "PodsNotCreated");
@@ -660,7 +666,7 @@ fn a_stall_says_what_holds_the_pods() {
         ),
     ];
     for (pods, reason, says) in cases {
-        let status = look(&cluster, &sts, &pods, None, at(120)).status;
+        let status = look(&cluster, &sts, &pods, None, at(600)).status;
         assert_eq!(status.phase, Phase::Failed, "{reason}");
         let degraded = status.condition(DEGRADED).unwrap();
         assert_eq!(degraded.reason, reason);
@@ -731,6 +737,7 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
                 passwords: None,
                 now: at(0),
                 failure_grace: GRACE,
+                progress_deadline: DEADLINE,
             },
         )
         .status;

@@ -192,6 +192,9 @@ fn assign(
             plan.commands
                 .push((member.name.clone(), Command::Configure(settings)));
         }
+        if let Some(command) = member.live_config_command(policy) {
+            plan.commands.push((member.name.clone(), command));
+        }
     }
     let present: Vec<i32> = active.iter().map(|m| m.ordinal).collect();
     if let Some(missing) = (0..policy.kept).find(|o| !present.contains(o)) {

@@ -16,7 +16,7 @@ use kube::ResourceExt;
 
 pub use crate::names::Role;
 use crate::pod;
-use crate::pod_config;
+use crate::pod_config::{self, LiveConfig, PodLiveConfig};
 pub use crate::redis::info::{RedisRole, Replication};
 use crate::redis::{Command, Settings};
 
@@ -83,6 +83,8 @@ pub struct Member {
     /// Being deleted with a grace period of [`STOP_GRACE_SECONDS`] or less (its Redis is being
     /// killed): for how long.
     pub stopping: Option<Duration>,
+    /// What its Redis was given of the spec's live config.
+    pub live: PodLiveConfig,
     pub seen: Seen,
 }
 
@@ -122,6 +124,7 @@ impl Member {
             settling: pod.uid().is_some_and(|uid| settling.contains(&uid)),
             stopped: pod::redis_stopped(pod),
             stopping: stopping_for(pod, now),
+            live: PodLiveConfig::of(pod),
             seen: pod::never_started(pod)
                 .map_or(Seen::NoAddress, |why| Seen::NeverStarted(why.to_owned())),
         })
@@ -136,9 +139,21 @@ impl Member {
             && (!self.terminating || self.label == Some(Role::Primary))
     }
 
-    /// Made for a config other than the one the policy asks for.
+    /// Made for a config other than the one the policy asks for, or carrying a live directive
+    /// the spec dropped.
     fn is_outdated(&self, policy: &Policy) -> bool {
         pod_config::is_outdated(self.config.as_deref(), policy.config.as_deref())
+            || (policy.config.is_some() && self.live.carries_dropped(&policy.live_config))
+    }
+
+    /// The `CONFIG SET` that gives its Redis the live config, unless that is in effect.
+    pub fn live_config_command(&self, policy: &Policy) -> Option<Command> {
+        let run_id = &self.replication()?.run_id;
+        let wanted = &policy.live_config;
+        (!run_id.is_empty() && !self.live.in_effect(wanted, run_id)).then(|| Command::SetConfig {
+            directives: wanted.directives.clone().into_iter().collect(),
+            annotation: wanted.live_annotation(run_id, self.live.carried()),
+        })
     }
 }
 
@@ -302,6 +317,8 @@ pub struct Policy {
     /// The settings every Redis should have, the fence at the strength the spec asks for
     /// (`RedisClusterSpec::fencing`); the primary gets it once enough replicas are in sync.
     pub settings: Settings,
+    /// The spec's directives Redis takes at run time.
+    pub live_config: LiveConfig,
 }
 
 /// What to do, in this order: `demote` (labels that take the primary role from a Redis that

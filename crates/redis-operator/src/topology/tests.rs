@@ -11,6 +11,15 @@ fn info_replication_parses_each_role() {
         Replication::parse(INFO_PRIMARY),
         Ok(Replication {
             passwords: Vec::new(),
+            run_id: String::new(),
+            stats: crate::redis::info::Stats {
+                replicas: vec![crate::redis::info::ReplicaLink {
+                    ip: "10.244.0.7".into(),
+                    offset: 1180,
+                    lag_seconds: 0,
+                }],
+                ..Default::default()
+            },
             role: RedisRole::Primary,
             offset: 1180,
             keys: 0,
@@ -23,6 +32,8 @@ fn info_replication_parses_each_role() {
         Replication::parse(INFO_REPLICA),
         Ok(Replication {
             passwords: Vec::new(),
+            run_id: String::new(),
+            stats: crate::redis::info::Stats::default(),
             role: RedisRole::Replica {
                 host: "10.244.0.5".into(),
                 port: 6379,
@@ -40,6 +51,8 @@ fn info_replication_parses_each_role() {
         Replication::parse(INFO_UNASSIGNED),
         Ok(Replication {
             passwords: Vec::new(),
+            run_id: String::new(),
+            stats: crate::redis::info::Stats::default(),
             role: RedisRole::Replica {
                 host: crate::redis::UNASSIGNED_HOST.into(),
                 port: crate::redis::UNASSIGNED_PORT,
@@ -83,6 +96,8 @@ fn ip(ordinal: i32) -> String {
 fn redis(role: RedisRole, offset: i64) -> Replication {
     Replication {
         passwords: Vec::new(),
+        run_id: String::new(),
+        stats: crate::redis::info::Stats::default(),
         role,
         offset,
         keys: 0,
@@ -147,6 +162,7 @@ fn policy(pods: i32) -> Policy {
         in_ordinal_order: false,
         handover_held: false,
         settings: SETTINGS,
+        live_config: Default::default(),
     }
 }
 
@@ -175,6 +191,7 @@ fn member(ordinal: i32, label: Option<Role>, ready: bool, seen: Seen) -> Member 
         settling: false,
         stopped: false,
         stopping: None,
+        live: Default::default(),
         seen,
     }
 }

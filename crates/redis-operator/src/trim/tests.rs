@@ -149,6 +149,7 @@ fn assess_at(cluster: &RedisCluster, sts: &StatefulSet, pods: &[Pod], seconds: i
             passwords: None,
             now: at(seconds),
             failure_grace: Duration::from_secs(120),
+            progress_deadline: Duration::from_secs(600),
         },
     )
 }
