@@ -1,9 +1,10 @@
 //! Prometheus metrics, served as text on `/metrics`.
 
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -43,6 +44,10 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+mod redis;
+
+pub use redis::{PodSample, RedisFigures, samples};
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -57,6 +62,7 @@ pub struct Metrics {
     failovers: Family<ReasonLabels, Counter>,
     failover_duration: Histogram,
     process: ProcessMetrics,
+    redis: Mutex<RedisFigures>,
 }
 
 /// What `process_*` metrics usually say, read from /proc at scrape time.
@@ -139,6 +145,7 @@ impl Default for Metrics {
             failovers,
             failover_duration,
             process,
+            redis: Mutex::default(),
         }
     }
 }
@@ -222,6 +229,29 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+        if !leader {
+            self.redis_figures(RedisFigures::clear);
+        }
+    }
+
+    /// What the probe of the cluster `name` saw of its pods' Redis.
+    pub fn observe_redis(&self, namespace: &str, name: &str, pods: Vec<PodSample>) {
+        self.redis_figures(|figures| figures.observe(namespace, name, pods));
+    }
+
+    /// The primary of the cluster `name` failed over now.
+    pub fn cluster_failed_over(&self, namespace: &str, name: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.redis_figures(|figures| figures.failed_over(namespace, name, now));
+    }
+
+    fn redis_figures<T>(&self, f: impl FnOnce(&mut RedisFigures) -> T) -> T {
+        // A panic elsewhere while holding the lock leaves figures that are still figures.
+        let mut figures = self.redis.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut figures)
     }
 
     /// The metrics in the Prometheus text format, with the gauges that are read rather than
@@ -234,7 +264,18 @@ impl Metrics {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        let redis = self.redis_figures(|figures| {
+            figures.render(|namespace, name| {
+                clusters.is_none_or(|store| {
+                    store.get(&ObjectRef::new(name).within(namespace)).is_some()
+                })
+            })
+        });
+        // The Redis families go before the OpenMetrics end marker.
+        match text.strip_suffix("# EOF\n") {
+            Some(head) => format!("{head}{redis}# EOF\n"),
+            None => text + &redis,
+        }
     }
 
     /// Counted from the cache at scrape time, so deleted clusters drop out by themselves.

@@ -289,10 +289,12 @@ async fn apply(
     desired: &Desired,
 ) -> Result<Applied> {
     let namespace = &observed.namespace;
+    let name = cluster.name_any();
     make_password_secret(ctx, cluster, observed, &desired.auth).await?;
     let run_roles = |policy: Policy| {
         let members = observed.members.clone();
-        async move { roles::ensure(ctx, namespace, &observed.uid, members, &policy).await }
+        let name = &name;
+        async move { roles::ensure(ctx, namespace, name, &observed.uid, members, &policy).await }
     };
     let current = observed.ours().map(desired_replicas);
     let (roles_first, held) = match current {

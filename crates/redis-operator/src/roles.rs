@@ -90,15 +90,24 @@ impl PodView {
 pub async fn ensure(
     ctx: &Context,
     namespace: &str,
+    cluster_name: &str,
     cluster_uid: &str,
     pods: Vec<PodView>,
     policy: &Policy,
 ) -> Result<Roles> {
-    let (first, handed_over) = round(ctx, namespace, cluster_uid, pods.clone(), policy).await?;
+    let (first, handed_over) = round(
+        ctx,
+        namespace,
+        cluster_name,
+        cluster_uid,
+        pods.clone(),
+        policy,
+    )
+    .await?;
     if !handed_over {
         return Ok(first);
     }
-    let (mut second, _) = round(ctx, namespace, cluster_uid, pods, policy).await?;
+    let (mut second, _) = round(ctx, namespace, cluster_name, cluster_uid, pods, policy).await?;
     let mut events = first.events;
     events.append(&mut second.events);
     Ok(Roles { events, ..second })
@@ -140,12 +149,16 @@ impl Places {
 async fn round(
     ctx: &Context,
     namespace: &str,
+    cluster_name: &str,
     cluster_uid: &str,
     pods: Vec<PodView>,
     policy: &Policy,
 ) -> Result<(Roles, bool)> {
     let started = Instant::now();
     let pods = probe(ctx, pods).await;
+    let seen: Vec<Member> = pods.iter().map(|p| p.member.clone()).collect();
+    ctx.metrics
+        .observe_redis(namespace, cluster_name, crate::metrics::samples(&seen));
     let reachable = pods.iter().any(|p| p.target.is_some());
     let mut members = Vec::with_capacity(pods.len());
     let mut places = HashMap::new();
@@ -182,6 +195,9 @@ async fn round(
     if let Some(change) = report.change.as_ref().filter(|_| new_change) {
         let since =
             trouble_seen.unwrap_or_else(|| started.checked_sub(change.trouble).unwrap_or(started));
+        if change.reason.is_failover() {
+            ctx.metrics.cluster_failed_over(namespace, cluster_name);
+        }
         events.push(primary_changed(ctx, namespace, change, since, &places));
     }
     let roles = Roles {
