@@ -115,14 +115,20 @@ async fn the_metrics_show_a_failover_then_the_lag_of_a_stopped_replica() -> Test
         }
         TestResult::Ok(())
     };
-    let lagging = scrape_until(port, "the stopped replica's lag", |t| {
+    let lagging = scrape_until(port, "the stopped replica down and lagging", |t| {
         pod_value(t, "redis_replica_lag_seconds", &replica.name_any()).is_some_and(|l| l >= 5.0)
+            && pod_value(t, "redis_up", &replica.name_any()) == Some(0.0)
     });
     let (written, lagging) = tokio::join!(writes, lagging);
     signal(pid, "-CONT").await?;
     written?;
     let text = lagging?;
-    assert_eq!(pod_value(&text, "redis_up", &replica.name_any()), Some(0.0));
+    assert!(
+        pod_value(&text, "redis_replica_lag_bytes", &replica.name_any()).is_some_and(|b| b > 0.0),
+        "it missed the writes"
+    );
+    let phase = by_labels(&text, "redis_cluster_status_phase", &["cluster", "phase"]);
+    assert!(phase.keys().any(|k| k.starts_with(NAME)), "{phase:?}");
     scrape_until(port, "the replica caught up", |t| {
         pod_value(t, "redis_replica_lag_bytes", &replica.name_any()) == Some(0.0)
             && pod_value(t, "redis_replica_lag_seconds", &replica.name_any())
@@ -248,6 +254,46 @@ async fn tolerations_priority_class_and_labels_reach_the_pods() -> TestResult {
                 Some("daily")
             );
         }
+        // Dropped from the spec, what the cluster was created with goes from the template and,
+        // by a roll, from the pods.
+        let before: Vec<String> = setup
+            .live_pods()
+            .await?
+            .iter()
+            .filter_map(|p| p.uid())
+            .collect();
+        setup.patch_spec(json!({"pod": null})).await?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let pods = setup.live_pods().await?;
+            let replaced = pods.len() == 2
+                && pods
+                    .iter()
+                    .all(|p| p.uid().is_some_and(|uid| !before.contains(&uid)));
+            if replaced {
+                for pod in &pods {
+                    let spec = pod.spec.as_ref().ok_or("no pod spec")?;
+                    assert_eq!(spec.priority_class_name, None);
+                    assert!(
+                        !spec
+                            .tolerations
+                            .iter()
+                            .flatten()
+                            .any(|t| t.key.as_deref() == Some("dedicated"))
+                    );
+                    assert!(!pod.labels().contains_key("team"));
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("the pods were not replaced after spec.pod was removed".into());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        setup.wait_running(2).await?;
+        let sts = setup.statefulsets.get(NAME).await?;
+        let template = sts.spec.ok_or("no StatefulSet spec")?.template;
+        assert_eq!(template.spec.ok_or("no template spec")?.tolerations, None);
         TestResult::Ok(())
     }
     .await;
@@ -305,15 +351,19 @@ async fn a_node_port_primary_answers_on_the_nodes_port() -> TestResult {
         "the node port reaches the primary"
     );
 
-    // Back to ClusterIP.
+    // Back to ClusterIP: the operator takes the type and the annotation it set at the create
+    // away.
     setup.patch_spec(json!({"service": null})).await?;
     wait_for_within(
         WAIT,
         &setup.services,
         &format!("{NAME}-primary"),
-        "ClusterIP",
+        "ClusterIP without the annotation",
         |s: Option<&k8s_openapi::api::core::v1::Service>| {
-            s.is_some_and(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ClusterIP"))
+            s.is_some_and(|s| {
+                s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ClusterIP")
+                    && !s.annotations().contains_key("example.com/lb")
+            })
         },
     )
     .await?;

@@ -6,6 +6,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::events::{Event, EventType};
@@ -178,15 +179,112 @@ pub async fn switch_to_on_delete(api: &Api<StatefulSet>, sts: &StatefulSet) -> R
 }
 
 /// Server-side apply, forced: fields we own that someone else changed are taken back.
+/// What a create sets belongs to our manager's `Update` entry, and server-side apply never
+/// takes back a field another entry owns: a field the spec stops asking for (an annotation, a
+/// node selector) would stay. These are the object's managed fields with that entry merged
+/// into our `Apply` entry, as client-go's `csaupgrade` does; None when there is no such entry.
+pub fn fields_for_apply(entries: &[ManagedFieldsEntry]) -> Option<Vec<ManagedFieldsEntry>> {
+    let ours = |entry: &ManagedFieldsEntry, operation: &str| {
+        entry.manager.as_deref() == Some(MANAGER)
+            && entry.operation.as_deref() == Some(operation)
+            && entry.subresource.is_none()
+    };
+    let created = entries.iter().find(|e| ours(e, "Update"))?;
+    let applied = entries.iter().find(|e| ours(e, "Apply"));
+    let mut fields = created
+        .fields_v1
+        .as_ref()
+        .map_or(serde_json::Value::Null, |f| f.0.clone());
+    if let Some(applied) = applied.and_then(|a| a.fields_v1.as_ref()) {
+        merge_fields(&mut fields, &applied.0);
+    }
+    let merged = ManagedFieldsEntry {
+        operation: Some("Apply".to_owned()),
+        fields_v1: Some(FieldsV1(fields)),
+        api_version: applied.unwrap_or(created).api_version.clone(),
+        ..created.clone()
+    };
+    let others = entries
+        .iter()
+        .filter(|e| !ours(e, "Update") && !ours(e, "Apply"))
+        .cloned();
+    Some(others.chain([merged]).collect())
+}
+
+/// Whether our create's entry owns a field our apply's does not: one the spec stopped
+/// asking for.
+pub fn left_by_apply(entries: &[ManagedFieldsEntry]) -> bool {
+    let ours = |operation: &str| {
+        entries.iter().find(|e| {
+            e.manager.as_deref() == Some(MANAGER)
+                && e.operation.as_deref() == Some(operation)
+                && e.subresource.is_none()
+        })
+    };
+    let fields = |entry: Option<&ManagedFieldsEntry>| {
+        entry
+            .and_then(|e| e.fields_v1.as_ref())
+            .map_or(serde_json::Value::Null, |f| f.0.clone())
+    };
+    ours("Update").is_some() && !covers(&fields(ours("Apply")), &fields(ours("Update")))
+}
+
+/// Whether every field of the set `inner` is in the set `outer` (`.` marks only the element
+/// itself, which its fields imply).
+fn covers(outer: &serde_json::Value, inner: &serde_json::Value) -> bool {
+    match inner {
+        serde_json::Value::Object(fields) => fields.iter().all(|(key, value)| {
+            key == "." || outer.get(key).is_some_and(|outer| covers(outer, value))
+        }),
+        _ => true,
+    }
+}
+
+/// `into` ∪ `from`, for the field sets of managed fields (objects of objects).
+fn merge_fields(into: &mut serde_json::Value, from: &serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(into), serde_json::Value::Object(from)) => {
+            for (key, value) in from {
+                merge_fields(
+                    into.entry(key.clone()).or_insert(serde_json::Value::Null),
+                    value,
+                );
+            }
+        }
+        (into, from) if into.is_null() => *into = from.clone(),
+        _ => {}
+    }
+}
+
 async fn apply<K>(api: &Api<K>, desired: &K) -> Result<ChildOutcome<K>>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let params = PatchParams::apply(MANAGER).force();
-    match api
-        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
-        .await
-    {
+    let name = desired.name_any();
+    let applied = match api.patch(&name, &params, &Patch::Apply(desired)).await {
+        Ok(applied) => applied,
+        Err(error) => return rejected_or(error, &K::kind(&())),
+    };
+    // A field our create set and this apply no longer does stays under the create's entry:
+    // that entry becomes our apply's, and the apply is made again, which takes the field
+    // away. Once in an object's life, and only when the spec dropped such a field.
+    let entries = applied.meta().managed_fields.as_deref().unwrap_or_default();
+    let Some(entries) = left_by_apply(entries)
+        .then(|| fields_for_apply(entries))
+        .flatten()
+    else {
+        return Ok(ChildOutcome::Updated(applied));
+    };
+    let patch = serde_json::json!({
+        "metadata": {
+            "managedFields": entries,
+            "resourceVersion": applied.meta().resource_version,
+        }
+    });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    match api.patch(&name, &params, &Patch::Apply(desired)).await {
         Ok(applied) => Ok(ChildOutcome::Updated(applied)),
         Err(error) => rejected_or(error, &K::kind(&())),
     }
@@ -300,5 +398,63 @@ pub async fn nudge(
         // Gone, or recreated meanwhile: the next look sees it.
         Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
         Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry(manager: &str, operation: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            operation: Some(operation.to_owned()),
+            api_version: Some("v1".to_owned()),
+            fields_type: Some("FieldsV1".to_owned()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    #[test]
+    fn what_our_create_set_becomes_our_applys_to_take_back() {
+        let created = entry(
+            MANAGER,
+            "Update",
+            json!({"f:metadata": {"f:annotations": {"f:lb": {}}}, "f:spec": {"f:type": {}}}),
+        );
+        let applied = entry(MANAGER, "Apply", json!({"f:spec": {"f:selector": {}}}));
+        let theirs = entry("kube-controller-manager", "Update", json!({"f:status": {}}));
+        let upgraded =
+            fields_for_apply(&[created.clone(), theirs.clone(), applied.clone()]).unwrap();
+        assert_eq!(upgraded.len(), 2);
+        assert_eq!(upgraded[0], theirs, "others' entries stay as they are");
+        assert_eq!(upgraded[1].operation.as_deref(), Some("Apply"));
+        assert_eq!(
+            upgraded[1].fields_v1.as_ref().unwrap().0,
+            json!({
+                "f:metadata": {"f:annotations": {"f:lb": {}}},
+                "f:spec": {"f:type": {}, "f:selector": {}},
+            })
+        );
+        // Only what the apply left is worth the extra writes.
+        assert!(
+            left_by_apply(&[created.clone(), applied.clone()]),
+            "f:lb and f:type"
+        );
+        let full = entry(
+            MANAGER,
+            "Apply",
+            json!({"f:metadata": {"f:annotations": {"f:lb": {}}}, "f:spec": {"f:type": {}}}),
+        );
+        assert!(!left_by_apply(&[created.clone(), full]));
+        assert!(!left_by_apply(&[applied.clone()]));
+        // Only our create's entry is taken over; with none, nothing is sent.
+        assert_eq!(fields_for_apply(&[applied, theirs.clone()]), None);
+        assert_eq!(fields_for_apply(&[theirs]), None);
+        let upgraded = fields_for_apply(&[created]).unwrap();
+        assert_eq!(upgraded[0].operation.as_deref(), Some("Apply"));
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -229,9 +230,7 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
-        if !leader {
-            self.redis_figures(RedisFigures::clear);
-        }
+        self.redis_figures(|figures| figures.set_leading(leader));
     }
 
     /// What the probe of the cluster `name` saw of its pods' Redis.
@@ -264,13 +263,19 @@ impl Metrics {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        let redis = self.redis_figures(|figures| {
-            figures.render(|namespace, name| {
-                clusters.is_none_or(|store| {
-                    store.get(&ObjectRef::new(name).within(namespace)).is_some()
-                })
+        let phases: Vec<(String, String, &str)> = clusters
+            .into_iter()
+            .flat_map(Store::state)
+            .filter_map(|cluster| {
+                let phase = cluster.status.as_ref()?.phase.as_str();
+                Some((cluster.namespace()?, cluster.name_any(), phase))
             })
-        });
+            .collect();
+        let exists = |namespace: &str, name: &str| {
+            clusters
+                .is_none_or(|store| store.get(&ObjectRef::new(name).within(namespace)).is_some())
+        };
+        let redis = self.redis_figures(|figures| figures.render(exists, &phases));
         // The Redis families go before the OpenMetrics end marker.
         match text.strip_suffix("# EOF\n") {
             Some(head) => format!("{head}{redis}# EOF\n"),

@@ -21,6 +21,9 @@ pub const POD_CONFIG_ANNOTATION: &str = "cache.example.com/pod-config";
 pub const START_CONFIG_ANNOTATION: &str = "cache.example.com/start-config";
 /// A pod's annotation of what the operator set at run time: `<run_id>;<digest>;<names>`.
 pub const LIVE_CONFIG_ANNOTATION: &str = "cache.example.com/live-config";
+/// On the StatefulSet: the pod template fields `spec.pod` set, which are the operator's and
+/// not someone else's (`pod_config::foreign_template`), comma-separated.
+pub const POD_FIELDS_ANNOTATION: &str = "cache.example.com/pod-fields";
 /// On the `-primary` and `-replicas` Services: a digest of the spec's `service`.
 pub const SERVICE_CONFIG_ANNOTATION: &str = "cache.example.com/service-config";
 /// The StatefulSet's annotation by which the operator makes the StatefulSet controller retry

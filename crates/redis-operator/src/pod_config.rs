@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::auth::{AUTH_VOLUME, PasswordSecret, RUN_VOLUME, TLS_VOLUME};
 use crate::names::{
-    DATA_VOLUME, LIVE_CONFIG_ANNOTATION, POD_CONFIG_ANNOTATION, REDIS_CONTAINER,
-    START_CONFIG_ANNOTATION, labels,
+    DATA_VOLUME, LIVE_CONFIG_ANNOTATION, POD_CONFIG_ANNOTATION, POD_FIELDS_ANNOTATION,
+    REDIS_CONTAINER, START_CONFIG_ANNOTATION, labels,
 };
 
 /// What a pod is made for that only replacing it can change: the image, storage or not, the
@@ -168,7 +168,7 @@ fn list<T>(list: Option<&Option<Vec<T>>>) -> &[T] {
 /// make and rolls the pods, as it would with any StatefulSet. Fields the operator sets, and
 /// what the API server defaults, are left out, so that a release of the operator that
 /// changes its own fields rolls nothing. So are the fields `spec.pod` sets (`ours`): they
-/// are the spec's, part of the pod config already.
+/// are the spec's, part of the pod config already; and those the last apply set from it.
 pub fn foreign_template(
     statefulset: &StatefulSet,
     cluster_name: &str,
@@ -176,9 +176,18 @@ pub fn foreign_template(
 ) -> Option<String> {
     let template = &statefulset.spec.as_ref()?.template;
     let settings = ours.cloned().unwrap_or_default();
+    // What the last apply set from spec.pod is ours too: the spec may have just dropped it,
+    // and the apply that takes it away has not run yet.
+    let applied: Vec<&str> = statefulset
+        .annotations()
+        .get(POD_FIELDS_ANNOTATION)
+        .map(|fields| fields.split(',').collect())
+        .unwrap_or_default();
+    let managed = |field: &str| applied.contains(&field);
     let mut ours = labels(cluster_name);
     ours.extend(settings.labels.clone().unwrap_or_default());
     let our_annotations = settings.annotations.clone().unwrap_or_default();
+    let theirs = |set_by_spec: bool, field: &str| !set_by_spec && !managed(field);
     let metadata = template.metadata.as_ref();
     let spec = template.spec.as_ref();
     let foreign = ForeignTemplate {
@@ -188,12 +197,13 @@ pub fn foreign_template(
             .filter(|(key, _)| {
                 ![POD_CONFIG_ANNOTATION, START_CONFIG_ANNOTATION].contains(&key.as_str())
                     && !our_annotations.contains_key(*key)
+                    && !managed(&format!("annotation:{key}"))
             })
             .collect(),
         labels: metadata
             .into_iter()
             .flat_map(|m| m.labels.iter().flatten())
-            .filter(|(key, _)| !ours.contains_key(*key))
+            .filter(|(key, _)| !ours.contains_key(*key) && !managed(&format!("label:{key}")))
             .collect(),
         containers: spec
             .into_iter()
@@ -210,23 +220,55 @@ pub fn foreign_template(
             .collect(),
         tolerations: list(
             spec.map(|s| &s.tolerations)
-                .filter(|_| settings.tolerations.is_none()),
+                .filter(|_| theirs(settings.tolerations.is_some(), "tolerations")),
         ),
         node_selector: spec
             .and_then(|s| s.node_selector.as_ref())
-            .filter(|_| settings.node_selector.is_none()),
+            .filter(|_| theirs(settings.node_selector.is_some(), "nodeSelector")),
         priority_class_name: spec
             .and_then(|s| s.priority_class_name.as_ref())
-            .filter(|_| settings.priority_class_name.is_none()),
+            .filter(|_| theirs(settings.priority_class_name.is_some(), "priorityClassName")),
         service_account_name: spec
             .and_then(|s| s.service_account_name.as_ref())
-            .filter(|_| settings.service_account_name.is_none()),
+            .filter(|_| {
+                theirs(
+                    settings.service_account_name.is_some(),
+                    "serviceAccountName",
+                )
+            }),
         image_pull_secrets: list(spec.map(|s| &s.image_pull_secrets)),
         runtime_class_name: spec.and_then(|s| s.runtime_class_name.as_ref()),
     };
     let json = serde_json::to_string(&foreign).unwrap_or_default();
     (json != "{}").then(|| digest(&json))
 }
+/// The pod template fields `settings` sets, as the StatefulSet's [`POD_FIELDS_ANNOTATION`]
+/// lists them: `nodeSelector`, `tolerations`, `priorityClassName`, `serviceAccountName`,
+/// `label:<key>`, `annotation:<key>`.
+pub fn pod_fields(settings: &PodSettings) -> Vec<String> {
+    let set = [
+        ("nodeSelector", settings.node_selector.is_some()),
+        ("tolerations", settings.tolerations.is_some()),
+        ("priorityClassName", settings.priority_class_name.is_some()),
+        (
+            "serviceAccountName",
+            settings.service_account_name.is_some(),
+        ),
+    ];
+    let keys = |prefix: &str, map: &Option<BTreeMap<String, String>>| -> Vec<String> {
+        map.iter()
+            .flatten()
+            .map(|(k, _)| format!("{prefix}:{k}"))
+            .collect()
+    };
+    set.iter()
+        .filter(|(_, set)| *set)
+        .map(|(field, _)| (*field).to_owned())
+        .chain(keys("label", &settings.labels))
+        .chain(keys("annotation", &settings.annotations))
+        .collect()
+}
+
 /// Whether a pod made for `made_for` is outdated when the spec asks for `wanted`: both known,
 /// and different. A pod whose config cannot be told, or a spec that changes no pod (invalid,
 /// or no StatefulSet to make it again), makes no pod outdated.

@@ -27,10 +27,10 @@ use crate::auth::{
 };
 use crate::error::Result;
 use crate::names::{
-    DATA_VOLUME, POD_CONFIG_ANNOTATION, REDIS_CONTAINER, START_CONFIG_ANNOTATION, labels,
-    selector_labels,
+    DATA_VOLUME, POD_CONFIG_ANNOTATION, POD_FIELDS_ANNOTATION, REDIS_CONTAINER,
+    START_CONFIG_ANNOTATION, labels, selector_labels,
 };
-use crate::pod_config::LiveConfig;
+use crate::pod_config::{LiveConfig, pod_fields};
 use crate::redis::scripts::{self, Login};
 use crate::redis::{REDIS_PORT, REDIS_PORT_NAME, UNASSIGNED_HOST, UNASSIGNED_PORT};
 
@@ -62,8 +62,21 @@ pub fn statefulset(
 ) -> Result<StatefulSet> {
     let name = cluster.name_any();
     let storage = cluster.spec.storage.as_ref();
+    let mut metadata = child_meta(cluster)?;
+    let pod_fields = cluster
+        .spec
+        .pod
+        .as_ref()
+        .map(pod_fields)
+        .unwrap_or_default();
+    if !pod_fields.is_empty() {
+        metadata.annotations = Some(BTreeMap::from([(
+            POD_FIELDS_ANNOTATION.to_owned(),
+            pod_fields.join(","),
+        )]));
+    }
     Ok(StatefulSet {
-        metadata: child_meta(cluster)?,
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
             service_name: Some(name.clone()),

@@ -884,8 +884,19 @@ fn spec_pod_rolls_the_pods_and_is_not_counted_as_someone_elses() {
         None,
         "what spec.pod sets is the spec's"
     );
-    // Set by someone else, the same fields are theirs.
-    assert!(foreign_template(&ours, NAME, None).is_some());
+    // Dropped from the spec, but the last apply set them: the StatefulSet says so until the
+    // apply that takes them away.
+    assert_eq!(
+        ours.annotations()[crate::names::POD_FIELDS_ANNOTATION],
+        "nodeSelector,label:team"
+    );
+    assert_eq!(foreign_template(&ours, NAME, None), None);
+    let mut edited = ours.clone();
+    edited.annotations_mut().clear();
+    assert!(
+        foreign_template(&edited, NAME, None).is_some(),
+        "someone else's"
+    );
 }
 
 #[test]

@@ -33,7 +33,10 @@ pub struct PodSample {
     pub expired_keys: u64,
 }
 
-/// The figures of a cluster's pods, from what the probe saw of each member.
+/// The figures of a cluster's pods, from what the probe saw of each member. A replica's lag
+/// is what its primary says of it (seconds since its last acknowledgement; bytes behind, from
+/// its own offset if it answered, else from the offset it last acknowledged), so that a
+/// replica that stopped answering still shows how far behind it falls.
 pub fn samples(members: &[Member]) -> Vec<PodSample> {
     let primary = members
         .iter()
@@ -43,9 +46,15 @@ pub fn samples(members: &[Member]) -> Vec<PodSample> {
         .iter()
         .filter(|m| !matches!(m.seen, Seen::NoAddress | Seen::NeverStarted(_)))
         .map(|member| {
+            let link = primary
+                .zip(member.address.as_ref())
+                .and_then(|(p, ip)| p.stats.replicas.iter().find(|link| link.ip == *ip));
+            let behind = |offset: i64| primary.map(|p| (p.offset - offset).max(0));
             let Some(redis) = member.replication() else {
                 return PodSample {
                     pod: member.name.clone(),
+                    lag_bytes: link.and_then(|link| behind(link.offset)),
+                    lag_seconds: link.map(|link| link.lag_seconds),
                     ..PodSample::default()
                 };
             };
@@ -53,18 +62,13 @@ pub fn samples(members: &[Member]) -> Vec<PodSample> {
                 RedisRole::Primary => None,
                 RedisRole::Replica { link_up, .. } => Some(*link_up),
             };
-            let acknowledged = primary
-                .zip(member.address.as_ref())
-                .and_then(|(p, ip)| p.stats.replicas.iter().find(|link| link.ip == *ip));
             PodSample {
                 pod: member.name.clone(),
                 up: true,
                 primary: replica.is_none(),
                 offset: redis.offset,
-                lag_bytes: replica
-                    .and(primary)
-                    .map(|p| (p.offset - redis.offset).max(0)),
-                lag_seconds: replica.and(acknowledged).map(|link| link.lag_seconds),
+                lag_bytes: replica.and_then(|_| behind(redis.offset)),
+                lag_seconds: replica.and(link).map(|link| link.lag_seconds),
                 link_up: replica,
                 last_io_seconds: replica.and(redis.heard_from_primary),
                 connected_clients: redis.stats.connected_clients,
@@ -87,10 +91,20 @@ struct ClusterSample {
     last_failover: Option<f64>,
 }
 
-/// The figures of every cluster this operator looks at, by (namespace, name).
-#[derive(Default)]
+/// The figures of every cluster this operator looks at, by (namespace, name), while it leads.
 pub struct RedisFigures {
     clusters: HashMap<(String, String), ClusterSample>,
+    /// Without leader election the one instance leads.
+    leading: bool,
+}
+
+impl Default for RedisFigures {
+    fn default() -> Self {
+        RedisFigures {
+            clusters: HashMap::new(),
+            leading: true,
+        }
+    }
 }
 
 /// (name, type, help, value of a sample), in the order they are written.
@@ -196,14 +210,26 @@ impl RedisFigures {
             .last_failover = Some(unix_seconds);
     }
 
-    /// Forgets every cluster (this instance no longer leads: another one exports them).
-    pub fn clear(&mut self) {
-        self.clusters.clear();
+    /// Whether this instance leads: one that does not exports nothing here (the leader
+    /// does), and forgets what it had.
+    pub fn set_leading(&mut self, leading: bool) {
+        self.leading = leading;
+        if !leading {
+            self.clusters.clear();
+        }
     }
 
     /// Forgets the clusters `exists` denies, then writes the rest in the OpenMetrics text
-    /// format (without the final `# EOF`).
-    pub fn render(&mut self, exists: impl Fn(&str, &str) -> bool) -> String {
+    /// format (without the final `# EOF`), with the phase of each cluster in `phases`
+    /// (namespace, name, phase).
+    pub fn render(
+        &mut self,
+        exists: impl Fn(&str, &str) -> bool,
+        phases: &[(String, String, &str)],
+    ) -> String {
+        if !self.leading {
+            return String::new();
+        }
         self.clusters
             .retain(|(namespace, name), _| exists(namespace, name));
         let mut clusters: Vec<_> = self.clusters.iter().collect();
@@ -223,6 +249,18 @@ impl RedisFigures {
                     }
                 }
             }
+        }
+        let family = "redis_cluster_status_phase";
+        let _ = writeln!(
+            text,
+            "# HELP {family} 1 for the cluster's phase (Pending, Running, Scaling, Failed).\n\
+             # TYPE {family} gauge"
+        );
+        for (namespace, cluster, phase) in phases {
+            let _ = writeln!(
+                text,
+                "{family}{{namespace=\"{namespace}\",cluster=\"{cluster}\",phase=\"{phase}\"}} 1"
+            );
         }
         let family = "redis_cluster_last_failover_timestamp_seconds";
         let _ = writeln!(
@@ -282,15 +320,22 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_reports_its_lag_behind_the_primary_and_a_silent_pod_is_down() {
+    fn a_replica_reports_its_lag_behind_the_primary_even_when_it_stops_answering() {
         let primary = Stats {
             connected_clients: 5,
             used_memory: 1000,
-            replicas: vec![ReplicaLink {
-                ip: "10.0.0.1".to_owned(),
-                offset: 90,
-                lag_seconds: 2,
-            }],
+            replicas: vec![
+                ReplicaLink {
+                    ip: "10.0.0.1".to_owned(),
+                    offset: 90,
+                    lag_seconds: 2,
+                },
+                ReplicaLink {
+                    ip: "10.0.0.2".to_owned(),
+                    offset: 40,
+                    lag_seconds: 9,
+                },
+            ],
             ..Stats::default()
         };
         let linked = RedisRole::Replica {
@@ -329,11 +374,17 @@ mod tests {
             (Some(true), Some(1))
         );
         assert!(!silent.up);
+        assert_eq!(
+            (silent.lag_seconds, silent.lag_bytes),
+            (Some(9), Some(60)),
+            "a silent replica's lag, as its primary sees it"
+        );
 
         let mut figures = RedisFigures::default();
         figures.observe("ns", "c", samples);
         figures.failed_over("ns", "c", 1700000000.5);
-        let text = figures.render(|_, _| true);
+        let phases = [("ns".to_owned(), "c".to_owned(), "Running")];
+        let text = figures.render(|_, _| true, &phases);
         for line in [
             r#"redis_up{namespace="ns",cluster="c",pod="r-2"} 0"#,
             r#"redis_primary{namespace="ns",cluster="c",pod="r-0"} 1"#,
@@ -341,17 +392,22 @@ mod tests {
             r#"redis_keys{namespace="ns",cluster="c",pod="r-1"} 7"#,
             r#"redis_evicted_keys_total{namespace="ns",cluster="c",pod="r-0"} 0"#,
             r#"redis_cluster_last_failover_timestamp_seconds{namespace="ns",cluster="c"} 1700000000.5"#,
+            r#"redis_cluster_status_phase{namespace="ns",cluster="c",phase="Running"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
         assert!(!text.contains(r#"redis_keys{namespace="ns",cluster="c",pod="r-2"}"#));
         // The next look replaces the pods; a deleted cluster goes at the next scrape.
         figures.observe("ns", "c", Vec::new());
-        assert!(!figures.render(|_, _| true).contains("pod=\"r-0\""));
-        assert!(!figures.render(|_, _| false).contains("cluster=\"c\""));
+        assert!(!figures.render(|_, _| true, &[]).contains("pod=\"r-0\""));
+        assert!(!figures.render(|_, _| false, &[]).contains("cluster=\"c\""));
         assert!(
-            !figures.render(|_, _| true).contains("cluster=\"c\""),
+            !figures.render(|_, _| true, &[]).contains("cluster=\"c\""),
             "forgotten"
         );
+        // An instance that does not lead exports none of it.
+        figures.observe("ns", "c", vec![PodSample::default()]);
+        figures.set_leading(false);
+        assert_eq!(figures.render(|_, _| true, &phases), "");
     }
 }
