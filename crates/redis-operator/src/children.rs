@@ -450,7 +450,7 @@ mod tests {
             json!({"f:metadata": {"f:annotations": {"f:lb": {}}}, "f:spec": {"f:type": {}}}),
         );
         assert!(!left_by_apply(&[created.clone(), full]));
-        assert!(!left_by_apply(&[applied.clone()]));
+        assert!(!left_by_apply(std::slice::from_ref(&applied)));
         // Only our create's entry is taken over; with none, nothing is sent.
         assert_eq!(fields_for_apply(&[applied, theirs.clone()]), None);
         assert_eq!(fields_for_apply(&[theirs]), None);
