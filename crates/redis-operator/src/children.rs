@@ -179,6 +179,38 @@ pub async fn switch_to_on_delete(api: &Api<StatefulSet>, sts: &StatefulSet) -> R
 }
 
 /// Server-side apply, forced: fields we own that someone else changed are taken back.
+/// Makes our create's managed-fields entry our apply's (`fields_for_apply`), on the object as
+/// it stands: a controller's status write between the read and the patch (its resource
+/// version is the precondition) means reading it again, a few times.
+async fn take_over_created_fields<K>(api: &Api<K>, mut object: K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    for _ in 0..5 {
+        let entries = object.meta().managed_fields.as_deref().unwrap_or_default();
+        let Some(entries) = fields_for_apply(entries) else {
+            return Ok(());
+        };
+        let patch = serde_json::json!({
+            "metadata": {
+                "managedFields": entries,
+                "resourceVersion": object.meta().resource_version,
+            }
+        });
+        let name = object.name_any();
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                object = api.get(&name).await?;
+            }
+            result => return result.map(|_| ()).map_err(Into::into),
+        }
+    }
+    Ok(())
+}
+
 /// What a create sets belongs to our manager's `Update` entry, and server-side apply never
 /// takes back a field another entry owns: a field the spec stops asking for (an annotation, a
 /// node selector) would stay. These are the object's managed fields with that entry merged
@@ -269,21 +301,10 @@ where
     // A field our create set and this apply no longer does stays under the create's entry:
     // that entry becomes our apply's, and the apply is made again, which takes the field
     // away. Once in an object's life, and only when the spec dropped such a field.
-    let entries = applied.meta().managed_fields.as_deref().unwrap_or_default();
-    let Some(entries) = left_by_apply(entries)
-        .then(|| fields_for_apply(entries))
-        .flatten()
-    else {
+    if !left_by_apply(applied.meta().managed_fields.as_deref().unwrap_or_default()) {
         return Ok(ChildOutcome::Updated(applied));
-    };
-    let patch = serde_json::json!({
-        "metadata": {
-            "managedFields": entries,
-            "resourceVersion": applied.meta().resource_version,
-        }
-    });
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    }
+    take_over_created_fields(api, applied).await?;
     match api.patch(&name, &params, &Patch::Apply(desired)).await {
         Ok(applied) => Ok(ChildOutcome::Updated(applied)),
         Err(error) => rejected_or(error, &K::kind(&())),
