@@ -20,7 +20,7 @@ pub mod waits;
 
 pub use metrics::{http_get, metric, reconciles_total, redis_command_counts, request_counts};
 pub use namespace::{TestNamespace, client, has_real_node, real_node_or_skip};
-pub use operator::{Operator, failure_grace, in_cluster};
+pub use operator::{Operator, failure_grace, in_cluster, progress_deadline};
 pub use redis::{
     PASSWORD_FILE, assert_redis_serves, cli_login, cluster_pods, exec, kubectl, password,
     password_volume, redis_cli, redis_url, replication_info, test_keys,

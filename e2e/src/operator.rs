@@ -88,6 +88,12 @@ impl Operator {
         } else {
             &["--http-addr", "127.0.0.1:0"][..]
         };
+        let deadline = format!("{}s", LOCAL_PROGRESS_DEADLINE.as_secs());
+        let default_deadline = if extra.contains(&"--progress-deadline") {
+            vec![]
+        } else {
+            vec!["--progress-deadline", deadline.as_str()]
+        };
         let child = Command::new(&binary)
             .args([
                 "run",
@@ -97,6 +103,7 @@ impl Operator {
                 &format!("{}s", LOCAL_FAILURE_GRACE.as_secs()),
             ])
             .args(default_http)
+            .args(default_deadline)
             .args(extra)
             .envs(env.iter().copied())
             .stdout(log.try_clone()?)
@@ -224,6 +231,20 @@ pub fn failure_grace() -> Duration {
 
 /// The grace period each local operator gets, short so that Failed comes within a test.
 const LOCAL_FAILURE_GRACE: Duration = Duration::from_secs(10);
+
+/// The `--progress-deadline` of the operator under test: what local mode passes, or the
+/// default of the deployed operator.
+pub fn progress_deadline() -> Duration {
+    if in_cluster() {
+        Duration::from_secs(600)
+    } else {
+        LOCAL_PROGRESS_DEADLINE
+    }
+}
+
+/// The progress deadline each local operator gets unless the test says another: longer than
+/// the grace period, as the default is, and short enough for a test.
+const LOCAL_PROGRESS_DEADLINE: Duration = Duration::from_secs(20);
 
 /// `text` without the terminal colour codes (`ESC [ ... m`) the operator's text log carries.
 fn without_colours(text: &str) -> String {

@@ -15,8 +15,8 @@ use serde_json::json;
 
 use crate::{
     NAME, Operator, StatusLog, TestNamespace, TestResult, WAIT, assert_redis_serves, client,
-    cluster_pods, failure_grace, has_real_node, real_node_or_skip, redis_cli, replication_info,
-    reports, wait_for, wait_for_within,
+    cluster_pods, failure_grace, has_real_node, progress_deadline, real_node_or_skip, redis_cli,
+    replication_info, reports, wait_for, wait_for_within,
 };
 
 /// A RedisCluster manifest as JSON.
@@ -112,7 +112,7 @@ impl Setup {
     /// its Degraded condition, which must be True.
     pub async fn wait_failed(&self) -> TestResult<Condition> {
         let failed = wait_for_within(
-            failure_grace() + WAIT,
+            failure_grace().max(progress_deadline()) + WAIT,
             &self.clusters,
             NAME,
             "Failed",

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    NAME, Operator, Setup, TestResult, WAIT, failure_grace, kubectl, request_counts,
+    NAME, Operator, Setup, TestResult, WAIT, kubectl, progress_deadline, request_counts,
     wait_for_within,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -70,7 +70,7 @@ async fn pods_that_cannot_be_created_fail_the_cluster_until_the_cause_goes() -> 
     assert_eq!(degraded.reason, "PodsNotCreated", "{degraded:?}");
     assert!(degraded.message.contains("1/3"), "{}", degraded.message);
     assert!(
-        after < failure_grace() + Duration::from_secs(30),
+        after < progress_deadline() + Duration::from_secs(30),
         "Failed only after {after:?}"
     );
 

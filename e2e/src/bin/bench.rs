@@ -600,7 +600,7 @@ async fn convergence(
             "every pod ready (kubelet) after {:.3} s",
             (pods_ready - started).as_secs_f64()
         );
-        tokio::time::sleep(e2e::failure_grace() + Duration::from_secs(1)).await;
+        tokio::time::sleep(e2e::progress_deadline() + Duration::from_secs(1)).await;
         return Ok((to_sts - started, None));
     }
     let to_running = tokio::time::timeout(limit, running_done).await???;
