@@ -42,6 +42,7 @@ mod controller;
 pub mod desired;
 mod drift;
 mod error;
+mod figures;
 #[cfg(test)]
 mod fixtures;
 mod http;

@@ -47,7 +47,7 @@ pub struct PhaseLabels {
 
 mod redis;
 
-pub use redis::{PodSample, RedisFigures, samples};
+pub use redis::{PodSample, RedisFigures};
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 

@@ -158,7 +158,7 @@ async fn round(
     let pods = probe(ctx, pods).await;
     let seen: Vec<Member> = pods.iter().map(|p| p.member.clone()).collect();
     ctx.metrics
-        .observe_redis(namespace, cluster_name, crate::metrics::samples(&seen));
+        .observe_redis(namespace, cluster_name, crate::figures::samples(&seen));
     let reachable = pods.iter().any(|p| p.target.is_some());
     let mut members = Vec::with_capacity(pods.len());
     let mut places = HashMap::new();

@@ -39,10 +39,9 @@ pub fn keep<K>(_: &mut K) {}
 /// replaced at once), the ContainersReady and PodScheduled conditions, the deletion's grace
 /// period, and, of each container that waits, has stopped or has restarted, its waiting or
 /// terminated state, restart count and last termination (with its message).
-pub fn pod(pod: &mut Pod) {
-    let metadata = std::mem::take(&mut pod.metadata);
-    let annotations: BTreeMap<String, String> = metadata
-        .annotations
+/// The annotations that say what a pod was made for and what its Redis was given.
+fn what_it_was_made_for(annotations: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    annotations
         .into_iter()
         .flatten()
         .filter(|(key, _)| {
@@ -53,7 +52,12 @@ pub fn pod(pod: &mut Pod) {
             ]
             .contains(&key.as_str())
         })
-        .collect();
+        .collect()
+}
+
+pub fn pod(pod: &mut Pod) {
+    let metadata = std::mem::take(&mut pod.metadata);
+    let annotations = what_it_was_made_for(metadata.annotations);
     let made_before_annotation = !annotations.contains_key(names::POD_CONFIG_ANNOTATION);
     pod.spec = pod
         .spec

@@ -643,9 +643,12 @@ pub fn crd() -> CustomResourceDefinition {
         {
             schema.x_kubernetes_validations = Some(rules.clone());
             tidy(schema);
-            for (path, rules) in field_rules() {
+            for (path, rules) in field_rules().into_iter().chain(settings_rules()) {
                 if let Some(field) = property(schema, path) {
-                    field.x_kubernetes_validations = Some(rules);
+                    field
+                        .x_kubernetes_validations
+                        .get_or_insert_default()
+                        .extend(rules);
                 }
             }
         }
@@ -687,6 +690,53 @@ fn rule(rule: String, message: &str) -> ValidationRule {
     }
 }
 
+/// The rules of `spec.config` and `spec.pod`: directives and labels the operator owns.
+fn settings_rules() -> Vec<(&'static [&'static str], Vec<ValidationRule>)> {
+    let memory_limit = "has(self.resources) && has(self.resources.limits) && \
+                        'memory' in self.resources.limits";
+    vec![
+        (
+            &["spec"],
+            vec![rule(
+                format!(
+                    "!has(self.config) || !({memory_limit}) || \
+                     !self.config.exists(k, {})",
+                    settings::cel_memory_directive()
+                ),
+                "spec.config cannot set maxmemory or maxmemory-policy with a memory limit: \
+                 the operator sets them from spec.resources.limits.memory and \
+                 spec.maxmemoryPolicy",
+            )],
+        ),
+        (
+            &["spec", "config"],
+            vec![message_rule(
+                format!("self.all(k, {})", settings::cel_allowed_directive()),
+                format!(
+                    "'spec.config cannot set ' + self.filter(k, !({}))[0] + ': the operator \
+                     sets it (replication, fencing, persistence, port, auth, TLS)'",
+                    settings::cel_allowed_directive()
+                ),
+            )],
+        ),
+        (
+            &["spec", "pod", "labels"],
+            vec![rule(
+                format!("self.all(k, {})", settings::cel_allowed_label()),
+                "spec.pod.labels cannot set the operator's labels (app.kubernetes.io/name, \
+                 instance, managed-by, cache.example.com/*)",
+            )],
+        ),
+        (
+            &["spec", "pod", "annotations"],
+            vec![rule(
+                "self.all(k, !k.startsWith('cache.example.com/'))".to_owned(),
+                "spec.pod.annotations cannot set the operator's annotations (cache.example.com/*)",
+            )],
+        ),
+    ]
+}
+
 /// A rule whose message is a CEL expression (naming what it refused).
 fn message_rule(rule: String, message_expression: String) -> ValidationRule {
     ValidationRule {
@@ -714,53 +764,13 @@ fn field_rules() -> Vec<(&'static [&'static str], Vec<ValidationRule>)> {
     };
     let class =
         |object: &str| format!("(has({object}.storageClassName) ? {object}.storageClassName : '')");
-    let memory_limit = "has(self.resources) && has(self.resources.limits) && \
-                        'memory' in self.resources.limits";
     vec![
         (
             &["spec"],
-            vec![
-                rule(
-                    "!has(oldSelf.storage) || has(self.storage)".to_owned(),
-                    "spec.storage cannot be removed: the data is on the claims; delete the \
-                     RedisCluster (and, if retained, its claims) to go back to emptyDir",
-                ),
-                rule(
-                    format!(
-                        "!has(self.config) || !({memory_limit}) || \
-                         !self.config.exists(k, {})",
-                        settings::cel_memory_directive()
-                    ),
-                    "spec.config cannot set maxmemory or maxmemory-policy with a memory limit: \
-                     the operator sets them from spec.resources.limits.memory and \
-                     spec.maxmemoryPolicy",
-                ),
-            ],
-        ),
-        (
-            &["spec", "config"],
-            vec![message_rule(
-                format!("self.all(k, {})", settings::cel_allowed_directive()),
-                format!(
-                    "'spec.config cannot set ' + self.filter(k, !({}))[0] + ': the operator \
-                     sets it (replication, fencing, persistence, port, auth, TLS)'",
-                    settings::cel_allowed_directive()
-                ),
-            )],
-        ),
-        (
-            &["spec", "pod", "labels"],
             vec![rule(
-                format!("self.all(k, {})", settings::cel_allowed_label()),
-                "spec.pod.labels cannot set the operator's labels (app.kubernetes.io/name, \
-                 instance, managed-by, cache.example.com/*)",
-            )],
-        ),
-        (
-            &["spec", "pod", "annotations"],
-            vec![rule(
-                "self.all(k, !k.startsWith('cache.example.com/'))".to_owned(),
-                "spec.pod.annotations cannot set the operator's annotations (cache.example.com/*)",
+                "!has(oldSelf.storage) || has(self.storage)".to_owned(),
+                "spec.storage cannot be removed: the data is on the claims; delete the \
+                 RedisCluster (and, if retained, its claims) to go back to emptyDir",
             )],
         ),
         (

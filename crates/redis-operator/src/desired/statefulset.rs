@@ -62,21 +62,8 @@ pub fn statefulset(
 ) -> Result<StatefulSet> {
     let name = cluster.name_any();
     let storage = cluster.spec.storage.as_ref();
-    let mut metadata = child_meta(cluster)?;
-    let pod_fields = cluster
-        .spec
-        .pod
-        .as_ref()
-        .map(pod_fields)
-        .unwrap_or_default();
-    if !pod_fields.is_empty() {
-        metadata.annotations = Some(BTreeMap::from([(
-            POD_FIELDS_ANNOTATION.to_owned(),
-            pod_fields.join(","),
-        )]));
-    }
     Ok(StatefulSet {
-        metadata,
+        metadata: statefulset_meta(cluster)?,
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
             service_name: Some(name.clone()),
@@ -135,6 +122,25 @@ pub fn statefulset(
         }),
         ..StatefulSet::default()
     })
+}
+
+/// The StatefulSet's metadata: a child's, and the template fields `spec.pod` sets
+/// (`pod_config::foreign_template` reads them).
+fn statefulset_meta(cluster: &RedisCluster) -> Result<ObjectMeta> {
+    let mut metadata = child_meta(cluster)?;
+    let pod_fields = cluster
+        .spec
+        .pod
+        .as_ref()
+        .map(pod_fields)
+        .unwrap_or_default();
+    if !pod_fields.is_empty() {
+        metadata.annotations = Some(BTreeMap::from([(
+            POD_FIELDS_ANNOTATION.to_owned(),
+            pod_fields.join(","),
+        )]));
+    }
+    Ok(metadata)
 }
 
 /// The pods' labels and annotations: the user's (`spec.pod`), then the operator's, which the

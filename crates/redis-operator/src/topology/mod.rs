@@ -489,4 +489,4 @@ fn silence(seen: &Seen) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

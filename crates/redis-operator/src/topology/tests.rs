@@ -89,7 +89,7 @@ fn ordinals_come_from_pod_names() {
     assert_eq!(crate::pod::ordinal("x-y"), None);
 }
 
-fn ip(ordinal: i32) -> String {
+pub(crate) fn ip(ordinal: i32) -> String {
     format!("10.244.0.{}", 10 + ordinal)
 }
 
@@ -179,7 +179,7 @@ fn decide_for(members: &[Member], pods: i32) -> Plan {
     decide(members, &policy(pods))
 }
 
-fn member(ordinal: i32, label: Option<Role>, ready: bool, seen: Seen) -> Member {
+pub(crate) fn member(ordinal: i32, label: Option<Role>, ready: bool, seen: Seen) -> Member {
     Member {
         name: format!("r-{ordinal}"),
         ordinal,
