@@ -312,10 +312,13 @@ where
 }
 
 /// An object the API server refuses as invalid, or forbids (a ResourceQuota, a missing RBAC
-/// grant), is the user's to fix, not ours to retry: the status says why.
+/// grant), or cannot make for want of addresses (a full service IP range, which it reports as
+/// an internal error), is the user's to fix, not ours to retry: the status says why.
 fn rejected_or<K>(error: kube::Error, kind: &str) -> Result<ChildOutcome<K>> {
     match error {
-        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
+        kube::Error::Api(status)
+            if matches!(status.code, 400 | 403 | 422) || is_range_full(&status) =>
+        {
             Ok(ChildOutcome::Blocked(Blocker::Rejected {
                 kind: kind.to_owned(),
                 message: status.message,
@@ -323,6 +326,14 @@ fn rejected_or<K>(error: kube::Error, kind: &str) -> Result<ChildOutcome<K>> {
         }
         error => Err(error.into()),
     }
+}
+
+/// The API server's answer when a Service's ClusterIP (or node port) range has no address
+/// left: `Internal error occurred: failed to allocate a serviceIP: range is full`.
+fn is_range_full(status: &kube::core::Status) -> bool {
+    status.code == 500
+        && status.message.contains("failed to allocate")
+        && status.message.contains("range is full")
 }
 
 /// Events for a StatefulSet we are about to change: a scale and an image roll.

@@ -850,6 +850,45 @@ async fn a_rejected_child_fails_the_cluster_without_retrying_hot() {
 }
 
 #[tokio::test]
+async fn a_full_service_ip_range_fails_the_cluster_with_the_servers_message() {
+    let cluster = cluster(3, "redis:7.0");
+    let (result, sent) = Harness::new(move |sent: &Sent, stored: &mut Stored| {
+        if sent.is("POST", "/services")
+            && sent.body["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-primary"))
+        {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                status_body(
+                    500,
+                    "InternalError",
+                    "Internal error occurred: failed to allocate a serviceIP: range is full",
+                ),
+            )
+        } else {
+            healthy(sent, stored)
+        }
+    })
+    .reconcile(&cluster)
+    .await;
+    // Not retried hot: the range is the user's (or the cluster admin's) to widen.
+    assert_eq!(result.unwrap(), Action::requeue(BLOCKED_RECHECK));
+    let status = written_status(&sent).unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    let degraded = status.condition(DEGRADED).unwrap();
+    assert_eq!(degraded.reason, "ChildRejected");
+    assert!(
+        degraded.message.contains("Service")
+            && degraded
+                .message
+                .contains("failed to allocate a serviceIP: range is full"),
+        "{}",
+        degraded.message
+    );
+}
+
+#[tokio::test]
 async fn an_api_error_backs_off_per_object_and_a_success_resets_it() {
     let cluster = cluster(3, "redis:7.0");
     let harness = Harness::new(move |sent: &Sent, stored: &mut Stored| {
