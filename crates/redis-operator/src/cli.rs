@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// a cluster autoscaler adding a node), like a Deployment's progressDeadlineSeconds.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub progress_deadline: Duration,
+    /// How many clusters replace their pods at once (for a new image, resources, spec.pod...);
+    /// the others wait their turn. 0: no limit.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent_rolls: usize,
     /// How often each cluster's Redis is asked about replication, besides pod events.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub redis_probe_interval: Duration,
@@ -145,6 +149,7 @@ impl TryFrom<RunArgs> for RunConfig {
             settings: Settings {
                 failure_grace: args.failure_grace_period,
                 progress_deadline: args.progress_deadline,
+                max_concurrent_rolls: args.max_concurrent_rolls,
                 resync_interval: args.resync_interval,
                 redis_probe_interval: args.redis_probe_interval,
                 failover_after: args.failover_after,
@@ -267,6 +272,7 @@ mod tests {
         assert_eq!(config.settings.resync_interval, Duration::from_secs(600));
         assert_eq!(config.settings.failure_grace, Duration::from_secs(120));
         assert_eq!(config.settings.progress_deadline, Duration::from_secs(600));
+        assert_eq!(config.settings.max_concurrent_rolls, 4);
         assert_eq!(config.settings.failover_after, Duration::from_secs(5));
         assert_eq!(config.namespace, None);
     }

@@ -18,6 +18,7 @@ use crate::leader::Tenure;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::redis::client::RedisAccess;
+use crate::rolls::RollTurns;
 
 /// Tunables of the reconcile loop, from the command line.
 #[derive(Clone, Debug)]
@@ -27,6 +28,8 @@ pub struct Settings {
     /// How long the pod counts of a cluster on its way to Running may stand still before it
     /// is `Failed`.
     pub progress_deadline: Duration,
+    /// How many clusters replace their pods at once (`rolls::RollTurns`); 0: no limit.
+    pub max_concurrent_rolls: usize,
     /// How often every cluster is looked at again even when nothing changed.
     pub resync_interval: Duration,
     /// How often the Redis of a cluster whose pods have addresses is asked about replication
@@ -41,6 +44,7 @@ impl Default for Settings {
         Self {
             failure_grace: Duration::from_secs(120),
             progress_deadline: Duration::from_secs(600),
+            max_concurrent_rolls: 4,
             resync_interval: Duration::from_secs(600),
             redis_probe_interval: Duration::from_secs(5),
             failover_after: Duration::from_secs(5),
@@ -75,6 +79,8 @@ pub struct Context {
     pub tenure: Arc<Tenure>,
     /// The operator's key to every cluster's `operator` and `replica` passwords.
     pub credentials: Credentials,
+    /// Which clusters may replace their pods now.
+    pub rolls: RollTurns,
 }
 
 impl Context {
@@ -91,6 +97,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
+            rolls: RollTurns::new(settings.max_concurrent_rolls),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             stores,

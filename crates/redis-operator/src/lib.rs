@@ -58,6 +58,7 @@ mod pod_config;
 mod reconcile;
 mod redis;
 mod roles;
+mod rolls;
 mod status;
 mod storage;
 mod sync;

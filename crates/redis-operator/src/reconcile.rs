@@ -103,10 +103,13 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         return Err(Error::NotLeading);
     }
     let observed = observe(cluster, ctx)?;
-    let desired = match plan(cluster, &observed, &ctx.settings)? {
+    let mut desired = match plan(cluster, &observed, &ctx.settings)? {
         Ok(desired) => desired,
         Err(blocker) => return report_blocked(ctx, cluster, &observed, blocker).await,
     };
+    let members: Vec<_> = observed.members.iter().map(|p| p.member.clone()).collect();
+    let rolling = topology::rolls(&members, &desired.policy);
+    desired.policy.roll_held = !ctx.rolls.admit(&observed.uid, rolling, Instant::now());
     let mut applied = apply(ctx, cluster, &observed, &desired).await?;
     let pods: Vec<&Pod> = observed.pods.iter().map(Arc::as_ref).collect();
     let facts = applied.facts(&observed, &desired, &pods, &ctx.settings);
@@ -253,6 +256,8 @@ fn plan(
             replication_auth: auth.secret().is_some(),
         },
         live_config: LiveConfig::of(&cluster.spec),
+        // Whether another cluster's roll holds this one's is asked when it is applied.
+        roll_held: false,
     };
     let pod_auth = auth.secret().map(|secret| desired::PodAuth {
         secret,

@@ -319,6 +319,9 @@ pub struct Policy {
     pub settings: Settings,
     /// The spec's directives Redis takes at run time.
     pub live_config: LiveConfig,
+    /// Other clusters hold every turn to roll (`rolls::RollTurns`): no pod that is only
+    /// outdated is replaced, and no primary hands over for it, until one is free.
+    pub roll_held: bool,
 }
 
 /// What to do, in this order: `demote` (labels that take the primary role from a Redis that
@@ -460,6 +463,13 @@ impl Plan {
             matches!(command, Command::HandOver { .. }) && !outcome.failed_on(pod)
         })
     }
+}
+
+/// Whether the cluster has a pod to replace for its config: it needs a turn to roll.
+pub fn rolls(members: &[Member], policy: &Policy) -> bool {
+    members
+        .iter()
+        .any(|m| !m.terminating && m.is_outdated(policy))
 }
 
 /// How many pods the StatefulSet keeps when the spec asks for `desired`: never fewer than it

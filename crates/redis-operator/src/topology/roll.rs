@@ -68,6 +68,27 @@ fn next_outdated<'a>(
     }
 }
 
+/// Whether a roll waits for its turn (`Policy::roll_held`), saying so; a scale-down's
+/// handover does not.
+fn waits_for_a_turn(
+    active: &[&Member],
+    policy: &Policy,
+    scale_down: bool,
+    reasons: &mut Vec<String>,
+) -> bool {
+    if !policy.roll_held || scale_down {
+        return false;
+    }
+    if active.iter().any(|m| m.is_outdated(policy)) {
+        reasons.push(
+            "waiting for a turn to roll: other clusters replace their pods \
+             (--max-concurrent-rolls)"
+                .to_owned(),
+        );
+    }
+    true
+}
+
 /// The next step of a roll or a scale-down, once the roles are settled: a pod to delete, or a
 /// handover to start. Pods of an outdated config that are not ready in their role serve
 /// nothing and go at once; the others one at a time, replicas before the primary.
@@ -90,7 +111,13 @@ pub(super) fn next_step(
         return;
     }
     let scale_down = primary.ordinal >= policy.desired;
-    if let Some(replica) = next_outdated(active, policy, |m| m.name == primary.name) {
+    if waits_for_a_turn(active, policy, scale_down, reasons) {
+        return;
+    }
+    let replace = (!policy.roll_held)
+        .then(|| next_outdated(active, policy, |m| m.name == primary.name))
+        .flatten();
+    if let Some(replica) = replace {
         plan.delete = Some(replica.name.clone());
         reasons.push(format!(
             "pod {} is replaced with the current spec",

@@ -163,6 +163,7 @@ fn policy(pods: i32) -> Policy {
         handover_held: false,
         settings: SETTINGS,
         live_config: Default::default(),
+        roll_held: false,
     }
 }
 
@@ -670,6 +671,42 @@ fn roll_policy() -> Policy {
         config: Some("new".into()),
         ..policy(3)
     }
+}
+
+#[test]
+fn a_cluster_without_a_turn_to_roll_replaces_nothing_and_says_why() {
+    let held = Policy {
+        roll_held: true,
+        ..roll_policy()
+    };
+    for revisions in [["old", "old", "old"], ["old", "new", "new"]] {
+        let members = rolling(revisions, 0);
+        assert!(rolls(&members, &held), "{revisions:?}");
+        let plan = decide(&members, &held);
+        assert_eq!(plan.delete, None, "{revisions:?}");
+        assert!(plan.commands.is_empty(), "no handover: {revisions:?}");
+        assert!(
+            plan.waiting
+                .as_deref()
+                .is_some_and(|w| w.contains("turn to roll")),
+            "{:?}",
+            plan.waiting
+        );
+        // The roles are kept all the same.
+        assert_eq!(plan.primary.as_deref(), Some("r-0"));
+    }
+    assert!(!rolls(&rolling(["new", "new", "new"], 0), &roll_policy()));
+    // A scale-down's handover is not a roll: it goes ahead.
+    let mut members = rolling(["new", "new", "new"], 2);
+    members
+        .iter_mut()
+        .for_each(|m| m.config = Some("new".into()));
+    let scale_down = Policy { desired: 2, ..held };
+    let plan = decide(&members, &scale_down);
+    assert!(
+        matches!(commands(&plan)[..], [(_, Command::HandOver { .. })]),
+        "{plan:?}"
+    );
 }
 
 #[test]
