@@ -46,6 +46,16 @@ impl PooledWriter {
     /// Starts writing to `address` (the primary Service's ClusterIP) with `password`; None
     /// when the host cannot reach it (no kube-proxy on this node).
     pub async fn start(address: &str, password: Option<&str>) -> TestResult<Option<Self>> {
+        Self::start_every(address, password, Duration::from_millis(5)).await
+    }
+
+    /// [`PooledWriter::start`], `pause` between writes (many writers at once write slower, so
+    /// as not to load the machine they measure).
+    pub async fn start_every(
+        address: &str,
+        password: Option<&str>,
+        pause: Duration,
+    ) -> TestResult<Option<Self>> {
         let url = redis_url(address, password);
         let Ok(Ok(first)) = tokio::time::timeout(Duration::from_secs(3), connect(&url)).await
         else {
@@ -96,7 +106,7 @@ impl PooledWriter {
                     acknowledged,
                     reply,
                 });
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(pause).await;
             }
             writes
         });

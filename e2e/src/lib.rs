@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub mod faults;
 pub mod fencing;
+pub mod mass;
 pub mod metrics;
 pub mod namespace;
 pub mod operator;

@@ -54,6 +54,11 @@ struct Args {
     /// beside Redis Sentinel's default detection time.
     #[arg(long)]
     failover: bool,
+    /// Instead of the scale benchmark: `--count` clusters of `--replicas` on a node where pods
+    /// really run (30 of 3 fit at a 10m CPU request): the probes' cost by route, then every
+    /// primary's Redis killed at once.
+    #[arg(long)]
+    mass_failover: bool,
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "target/bench.json")]
     output: PathBuf,
@@ -65,6 +70,24 @@ async fn main() -> TestResult {
     let client = client().await?;
     if args.failover {
         return failover_figures(&args, &client).await;
+    }
+    if args.mass_failover {
+        if !e2e::has_real_node(&client).await? {
+            return Err(
+                "--mass-failover needs a node where pods really run (start-node.sh)".into(),
+            );
+        }
+        let window = Duration::from_secs(args.idle_seconds);
+        let figures = e2e::mass::run(args.count, args.replicas, window).await?;
+        println!(
+            "
+{}",
+            serde_json::to_string_pretty(&figures)?
+        );
+        let output = args.output.with_file_name("bench-mass-failover.json");
+        std::fs::write(&output, serde_json::to_string_pretty(&figures)?)?;
+        println!("figures written to {}", output.display());
+        return Ok(());
     }
     if !args.skip_running && !e2e::has_real_node(&client).await? {
         // No Redis runs in the pods (the fake kubelet): the operator gives no roles, so no
