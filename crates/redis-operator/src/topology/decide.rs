@@ -8,7 +8,7 @@ use super::{
     Change, HANDOVER_RETRY, Member, Outage, Plan, Policy, Reason, RedisRole, Relabel, Replication,
     Role, STOP_TIMEOUT, Seen, silence,
 };
-use crate::redis::{Command, Settings};
+use crate::redis::{Command, Settings, UNASSIGNED_HOST, UNASSIGNED_PORT};
 
 /// Who the primary is after this look.
 enum Choice<'a> {
@@ -267,7 +267,15 @@ fn follow(plan: &mut Plan, member: &Member, primary_address: &str, reasons: &mut
     };
     if !replication.follows(primary_address) {
         let host = primary_address.to_owned();
-        let command = if replication.is_primary() {
+        // A Redis that restarted with data follows nobody, and refuses writes; its clients
+        // came through a route that still led to its pod (the primary Service, while the pod
+        // kept the label): like a demoted primary's, they are disconnected, or a pooled client
+        // would get READONLY from it for as long as its connection lasts. A new, empty one
+        // has had no clients.
+        let restarted = replication.holds_data()
+            && matches!(&replication.role, RedisRole::Replica { host, port, .. }
+                if host == UNASSIGNED_HOST && *port == UNASSIGNED_PORT);
+        let command = if replication.is_primary() || restarted {
             Command::Demote { host }
         } else {
             Command::Follow { host }

@@ -1330,3 +1330,39 @@ fn decide_for_kept(members: &[Member], kept: i32) -> Plan {
         },
     )
 }
+
+#[test]
+fn a_redis_that_restarted_with_data_loses_its_clients_when_it_is_pointed_at_the_primary() {
+    let unassigned = |keys: u64| {
+        let mut restarted = redis(
+            RedisRole::Replica {
+                host: crate::redis::UNASSIGNED_HOST.into(),
+                port: crate::redis::UNASSIGNED_PORT,
+                link_up: false,
+                syncing: false,
+            },
+            0,
+        );
+        restarted.keys = keys;
+        Seen::Answered(restarted)
+    };
+    let members = [
+        member(0, P, true, primary(100)),
+        // The former primary, back from a crash with its data: clients reached it through the
+        // primary Service while its pod had the label.
+        member(1, None, false, unassigned(50)),
+        // A new pod: nobody has connected to it.
+        member(2, None, false, unassigned(0)),
+    ];
+    let plan = decide_for(&members, 3);
+    assert_eq!(
+        commands(&plan)
+            .into_iter()
+            .filter(|(_, c)| !matches!(c, Command::Configure(_)))
+            .collect::<Vec<_>>(),
+        [
+            ("r-1", Command::Demote { host: ip(0) }),
+            ("r-2", Command::Follow { host: ip(0) }),
+        ]
+    );
+}
