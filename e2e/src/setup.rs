@@ -108,11 +108,17 @@ impl Setup {
             .ok_or_else(|| "the RedisCluster vanished".into())
     }
 
-    /// Waits until the cluster is Failed (allowing for the operator's grace period) and returns
-    /// its Degraded condition, which must be True.
+    /// Waits until the cluster is Failed (allowing for the operator's grace period and progress
+    /// deadline) and returns its Degraded condition, which must be True.
     pub async fn wait_failed(&self) -> TestResult<Condition> {
+        self.wait_failed_within(failure_grace().max(progress_deadline()) + WAIT)
+            .await
+    }
+
+    /// [`Setup::wait_failed`], within `limit`.
+    pub async fn wait_failed_within(&self, limit: Duration) -> TestResult<Condition> {
         let failed = wait_for_within(
-            failure_grace().max(progress_deadline()) + WAIT,
+            limit,
             &self.clusters,
             NAME,
             "Failed",
@@ -222,6 +228,16 @@ impl Setup {
 }
 
 impl Setup {
+    /// Each live pod by name and uid: a pod replaced under the same name has another uid.
+    pub async fn pod_uids(&self) -> TestResult<Vec<(String, String)>> {
+        Ok(self
+            .live_pods()
+            .await?
+            .iter()
+            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+            .collect())
+    }
+
     /// The cluster's live pods, by name.
     pub async fn live_pods(&self) -> TestResult<Vec<Pod>> {
         Ok(cluster_pods(&self.client, &self.namespace.name, NAME)

@@ -244,16 +244,7 @@ async fn a_statefulset_of_the_previous_release_switches_to_on_delete_without_a_r
     let Some((setup, _operator)) = Setup::sample_on_real_pods("upgrade-strategy", 3).await? else {
         return Ok(());
     };
-    // Each pod by name and uid: a pod replaced under the same name has another uid.
-    let pod_uids = async || -> TestResult<Vec<(String, String)>> {
-        Ok(setup
-            .live_pods()
-            .await?
-            .iter()
-            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-            .collect())
-    };
-    let pods_before = pod_uids().await?;
+    let pods_before = setup.pod_uids().await?;
     let statuses = StatusLog::start(&setup.clusters, NAME);
     // What the previous release left: RollingUpdate, the partition owned by another writer
     // than the operator's apply (it created the StatefulSet), so an apply cannot drop it.
@@ -291,7 +282,7 @@ async fn a_statefulset_of_the_previous_release_switches_to_on_delete_without_a_r
             .all(|s| s.phase != Phase::Failed),
         "never Failed (the API server refuses rollingUpdate beside OnDelete)"
     );
-    let pods_after = pod_uids().await?;
+    let pods_after = setup.pod_uids().await?;
     assert_eq!(pods_after, pods_before, "no pod was replaced");
     Ok(())
 }

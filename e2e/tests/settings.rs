@@ -14,20 +14,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
-use rediscluster_crd::{Phase, RedisCluster};
+use rediscluster_crd::Phase;
 use serde_json::json;
 
 /// How long the scenarios below wait for a figure or a state.
 const WAIT: Duration = Duration::from_secs(120);
-
-async fn pod_uids(setup: &Setup) -> TestResult<Vec<(String, String)>> {
-    Ok(setup
-        .live_pods()
-        .await?
-        .iter()
-        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-        .collect())
-}
 
 /// Scrapes the operator until `done` holds of the text (or WAIT runs out).
 async fn scrape_until(port: u16, what: &str, done: impl Fn(&str) -> bool) -> TestResult<String> {
@@ -401,7 +392,7 @@ async fn a_config_directive_applies_without_a_restart_and_reaches_new_pods() -> 
     else {
         return Ok(());
     };
-    let before = pod_uids(&setup).await?;
+    let before = setup.pod_uids().await?;
     setup
         .patch_spec(json!({"config": {"notify-keyspace-events": "KEA"}}))
         .await?;
@@ -414,7 +405,7 @@ async fn a_config_directive_applies_without_a_restart_and_reaches_new_pods() -> 
         tokio::time::sleep(Duration::from_secs(1)).await;
         values = keyspace_events(&setup).await?;
     }
-    assert_eq!(pod_uids(&setup).await?, before, "no pod was replaced");
+    assert_eq!(setup.pod_uids().await?, before, "no pod was replaced");
 
     // A pod made later starts with it.
     setup.patch_spec(json!({"replicas": 3})).await?;
@@ -422,7 +413,7 @@ async fn a_config_directive_applies_without_a_restart_and_reaches_new_pods() -> 
     let values = keyspace_events(&setup).await?;
     assert_eq!(values.len(), 3);
     assert!(values.iter().all(|(_, v)| v == "AKE"), "{values:?}");
-    let after = pod_uids(&setup).await?;
+    let after = setup.pod_uids().await?;
     assert_eq!(&after[..2], &before[..], "the first two pods still run");
     println!("figures: notify-keyspace-events on {values:?} with the same pods");
     Ok(())
@@ -460,28 +451,14 @@ async fn an_unschedulable_pod_fails_the_cluster_at_the_progress_deadline_not_the
         "after the grace period: {:?}",
         cluster.status
     );
-    let failed = wait_for_within(
-        deadline + Duration::from_secs(30),
-        &setup.clusters,
-        NAME,
-        "Failed",
-        |c: Option<&RedisCluster>| {
-            c.and_then(|c| c.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Failed)
-        },
-    )
-    .await?
-    .ok_or("the RedisCluster vanished")?;
+    let degraded = setup
+        .wait_failed_within(deadline + Duration::from_secs(30))
+        .await?;
     let after = created.elapsed();
     assert!(
         after >= deadline,
         "Failed after {after:?}, before the deadline"
     );
-    let degraded = failed
-        .status
-        .as_ref()
-        .and_then(|s| s.condition(rediscluster_crd::conditions::DEGRADED))
-        .ok_or("no Degraded condition")?;
     assert_eq!(degraded.reason, "PodsUnschedulable", "{degraded:?}");
     assert!(
         degraded.message.contains("Insufficient cpu"),

@@ -107,8 +107,8 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
         Ok(desired) => desired,
         Err(blocker) => return report_blocked(ctx, cluster, &observed, blocker).await,
     };
-    let members: Vec<_> = observed.members.iter().map(|p| p.member.clone()).collect();
-    let rolling = topology::rolls(&members, &desired.policy);
+    let members = observed.members.iter().map(|p| &p.member);
+    let rolling = topology::rolls(members, &desired.policy);
     desired.policy.roll_held = !ctx.rolls.admit(&observed.uid, rolling, Instant::now());
     let mut applied = apply(ctx, cluster, &observed, &desired).await?;
     let pods: Vec<&Pod> = observed.pods.iter().map(Arc::as_ref).collect();

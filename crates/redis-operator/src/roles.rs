@@ -156,9 +156,6 @@ async fn round(
 ) -> Result<(Roles, bool)> {
     let started = Instant::now();
     let pods = probe(ctx, pods).await;
-    let seen: Vec<Member> = pods.iter().map(|p| p.member.clone()).collect();
-    ctx.metrics
-        .observe_redis(namespace, cluster_name, crate::figures::samples(&seen));
     let reachable = pods.iter().any(|p| p.target.is_some());
     let mut members = Vec::with_capacity(pods.len());
     let mut places = HashMap::new();
@@ -167,6 +164,8 @@ async fn round(
         members.push(pod.member);
     }
     let places = Places(places);
+    ctx.metrics
+        .observe_redis(namespace, cluster_name, crate::figures::samples(&members));
     let plan = topology::decide(&members, policy);
     let mut passwords: Vec<(String, Vec<String>)> = members
         .iter()

@@ -423,7 +423,6 @@ fn configure(request: &mut ::redis::Pipeline, pod: &PodAddress, settings: &Setti
     } else {
         ("", "")
     };
-    // One parameter per CONFIG SET: Redis before 7 takes no more.
     for (name, value) in [
         ("min-replicas-to-write", settings.min_replicas.to_string()),
         ("min-replicas-max-lag", settings.max_lag.to_string()),
@@ -431,13 +430,18 @@ fn configure(request: &mut ::redis::Pipeline, pod: &PodAddress, settings: &Setti
         ("masteruser", user.to_owned()),
         ("masterauth", password.to_owned()),
     ] {
-        request
-            .cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .ignore();
+        config_set(request, name, &value);
     }
+}
+
+/// `CONFIG SET` of one parameter: Redis before 7 takes no more in one command.
+fn config_set(request: &mut ::redis::Pipeline, name: &str, value: &str) {
+    request
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .ignore();
 }
 
 /// 1 s after each of the first four failures in a row (a primary that stops answering is
@@ -531,12 +535,7 @@ impl RedisAccess for Connections {
                 }
                 Command::SetConfig { directives, .. } => {
                     for (name, value) in directives {
-                        request
-                            .cmd("CONFIG")
-                            .arg("SET")
-                            .arg(name)
-                            .arg(value)
-                            .ignore();
+                        config_set(&mut request, name, value);
                     }
                     "config_set"
                 }

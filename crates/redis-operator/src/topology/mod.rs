@@ -466,9 +466,9 @@ impl Plan {
 }
 
 /// Whether the cluster has a pod to replace for its config: it needs a turn to roll.
-pub fn rolls(members: &[Member], policy: &Policy) -> bool {
+pub fn rolls<'a>(members: impl IntoIterator<Item = &'a Member>, policy: &Policy) -> bool {
     members
-        .iter()
+        .into_iter()
         .any(|m| !m.terminating && m.is_outdated(policy))
 }
 
