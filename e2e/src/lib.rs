@@ -19,7 +19,10 @@ pub mod redis;
 pub mod setup;
 pub mod waits;
 
-pub use metrics::{http_get, metric, reconciles_total, redis_command_counts, request_counts};
+pub use metrics::{
+    http_get, metric, reconciles_total, redis_command_counts, request_counts,
+    request_counts_by_resource,
+};
 pub use namespace::{TestNamespace, client, has_real_node, real_node_or_skip};
 pub use operator::{Operator, failure_grace, in_cluster, progress_deadline};
 pub use redis::{

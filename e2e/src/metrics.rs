@@ -81,7 +81,11 @@ pub fn by_labels(text: &str, name: &str, labels: &[&str]) -> BTreeMap<String, f6
                 .collect();
             (key.join("/"), s.value)
         })
-        .collect()
+        .fold(BTreeMap::new(), |mut sums, (key, value)| {
+            // Series that differ only in labels left out add up.
+            *sums.entry(key).or_insert(0.0) += value;
+            sums
+        })
 }
 
 /// Every reconcile an operator ran, whatever its result, from its /metrics text.
@@ -102,6 +106,19 @@ pub fn request_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
         counts.entry(verb.to_owned()).or_insert(0.0);
     }
     Ok(counts)
+}
+
+/// The operator's requests to the API server so far, by `verb resource` (`patch pods`).
+pub fn request_counts_by_resource(port: u16) -> TestResult<BTreeMap<String, f64>> {
+    let text = http_get(port, "/metrics")?;
+    Ok(by_labels(
+        &text,
+        "redis_operator_kube_requests_total",
+        &["verb", "resource"],
+    )
+    .into_iter()
+    .map(|(key, n)| (key.replacen('/', " ", 1), n))
+    .collect())
 }
 
 /// The operator's Redis commands so far, by `command/result` (from its /metrics).
@@ -136,6 +153,11 @@ mod tests {
                 &["command", "result"]
             ),
             BTreeMap::from([("info/ok".to_owned(), 7.0)])
+        );
+        // Series left apart only by a label not asked for add up.
+        assert_eq!(
+            by_labels(text, "redis_operator_reconciles_total", &[]),
+            BTreeMap::from([(String::new(), 7.0)])
         );
     }
 }

@@ -25,8 +25,10 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerbLabels {
+pub struct RequestLabels {
     pub verb: &'static str,
+    /// The resource, with its subresource (`redisclusters/status`): what a write was for.
+    pub resource: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,7 +60,7 @@ pub struct Metrics {
     errors: Family<KindLabels, Counter>,
     clusters: Family<PhaseLabels, Gauge>,
     leader: Gauge,
-    requests: Family<VerbLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     redis_requests: Family<RedisLabels, Counter>,
     failovers: Family<ReasonLabels, Counter>,
     failover_duration: Histogram,
@@ -80,7 +82,7 @@ impl Default for Metrics {
         let errors = Family::<KindLabels, Counter>::default();
         let clusters = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
-        let requests = Family::<VerbLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         let redis_requests = Family::<RedisLabels, Counter>::default();
         let failovers = Family::<ReasonLabels, Counter>::default();
         // 50 ms to about 100 s.
@@ -109,7 +111,7 @@ impl Default for Metrics {
             );
             operator.register(
                 "kube_requests",
-                "Requests this process sent to the Kubernetes API server, by verb",
+                "Requests this process sent to the Kubernetes API server, by verb and resource",
                 requests.clone(),
             );
             operator.register(
@@ -209,8 +211,11 @@ impl Metrics {
 
     /// Counts one request to the API server (called for every request the client sends).
     pub fn count_request(&self, method: &http::Method, uri: &http::Uri) {
-        let verb = verb(method, uri.query().unwrap_or_default());
-        self.requests.get_or_create(&VerbLabels { verb }).inc();
+        let labels = RequestLabels {
+            verb: verb(method, uri.query().unwrap_or_default()),
+            resource: resource(uri.path()),
+        };
+        self.requests.get_or_create(&labels).inc();
     }
 
     /// Counts one command meant for a pod's Redis.
@@ -341,6 +346,27 @@ fn verb(method: &http::Method, query: &str) -> &'static str {
     }
 }
 
+/// The resource a request path names, with its subresource: `statefulsets`,
+/// `redisclusters/status`, `pods/portforward`. Paths are `/api/v1/...` or `/apis/GROUP/VERSION/...`,
+/// then `namespaces/NS/` for namespaced resources, then `RESOURCE[/NAME[/SUBRESOURCE]]`.
+fn resource(path: &str) -> String {
+    let rest = path
+        .strip_prefix("/api/v1/")
+        .or_else(|| path.strip_prefix("/apis/")?.splitn(3, '/').nth(2))
+        .unwrap_or_default();
+    let rest = match rest.strip_prefix("namespaces/") {
+        // A namespace itself, or a resource in one.
+        Some(namespaced) => namespaced.split_once('/').map_or("namespaces", |(_, r)| r),
+        None => rest,
+    };
+    let mut parts = rest.split('/');
+    match (parts.next(), parts.nth(1)) {
+        (Some(""), _) | (None, _) => "other".to_owned(),
+        (Some(kind), Some(subresource)) => format!("{kind}/{subresource}"),
+        (Some(kind), None) => kind.to_owned(),
+    }
+}
+
 /// A `kB` line of /proc/self/status, such as `VmRSS:` or `VmHWM:`.
 pub fn read_status_kib(key: &str) -> Option<i64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -433,54 +459,86 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_counted_by_verb() {
+    fn requests_are_counted_by_verb_and_resource() {
         let cases = [
             (
                 "GET",
                 "/apis/apps/v1/statefulsets?watch=true&resourceVersion=5",
                 "watch",
+                "statefulsets",
             ),
             (
                 "GET",
                 "/apis/apps/v1/statefulsets?labelSelector=a%3Db&limit=500",
                 "list",
+                "statefulsets",
             ),
             (
                 "GET",
                 "/apis/cache.example.com/v1alpha1/redisclusters?limit=1",
                 "list",
+                "redisclusters",
             ),
-            ("GET", "/api/v1/namespaces/a/services/b", "get"),
-            ("POST", "/api/v1/namespaces/a/services", "create"),
+            ("GET", "/api/v1/namespaces/a/services/b", "get", "services"),
+            (
+                "POST",
+                "/api/v1/namespaces/a/services",
+                "create",
+                "services",
+            ),
             (
                 "PATCH",
                 "/apis/apps/v1/namespaces/a/statefulsets/b?fieldManager=x&force=true",
                 "patch",
+                "statefulsets",
             ),
+            (
+                "PATCH",
+                "/apis/cache.example.com/v1alpha1/namespaces/a/redisclusters/b/status",
+                "patch",
+                "redisclusters/status",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/b/portforward?ports=6379",
+                "get",
+                "pods/portforward",
+            ),
+            ("GET", "/api/v1/namespaces/a", "get", "namespaces"),
+            ("GET", "/api/v1/nodes", "get", "nodes"),
+            ("GET", "/version", "get", "other"),
             (
                 "PUT",
                 "/apis/coordination.k8s.io/v1/namespaces/a/leases/b",
                 "update",
+                "leases",
             ),
         ];
         let metrics = Metrics::default();
-        for (method, uri, expected) in cases {
+        for (method, uri, expected_verb, expected_resource) in cases {
             let method: http::Method = method.parse().unwrap();
             let uri: http::Uri = uri.parse().unwrap();
             assert_eq!(
                 verb(&method, uri.query().unwrap_or_default()),
-                expected,
+                expected_verb,
                 "{uri}"
             );
+            assert_eq!(resource(uri.path()), expected_resource, "{uri}");
             metrics.count_request(&method, &uri);
         }
         let text = metrics.render(None);
         assert_eq!(
-            line_value(&text, r#"redis_operator_kube_requests_total{verb="list"}"#),
-            Some(2.0)
+            line_value(
+                &text,
+                r#"redis_operator_kube_requests_total{verb="list",resource="statefulsets"}"#
+            ),
+            Some(1.0)
         );
         assert_eq!(
-            line_value(&text, r#"redis_operator_kube_requests_total{verb="watch"}"#),
+            line_value(
+                &text,
+                r#"redis_operator_kube_requests_total{verb="patch",resource="redisclusters/status"}"#
+            ),
             Some(1.0)
         );
     }
