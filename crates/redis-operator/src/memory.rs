@@ -32,6 +32,12 @@ const REMEMBER_CHANGE: Duration = Duration::from_secs(60);
 /// new connections for the primary still reach the old pod.
 pub const ROUTING_SETTLE: Duration = Duration::from_secs(2);
 
+/// How long a status that only refines the one last written (counts, messages, a first
+/// primary) may wait before it is written: a cluster on its way up moves a count at each pod
+/// event, and writing each would cost the API server a write per event and per cluster.
+/// Anything a client acts on is written at once (`status::when_to_write`).
+pub const DETAIL_HOLD: Duration = Duration::from_secs(5);
+
 /// How soon a claim whose growth the API server refused is asked again: the refusal is about
 /// its StorageClass, which changes rarely, and every look would otherwise repeat it.
 pub const RESIZE_RETRY: Duration = Duration::from_secs(300);
@@ -49,6 +55,8 @@ pub struct ClusterMemory {
     demoted: HashMap<String, Instant>,
     /// Claims whose growth the API server refused lately.
     pub refusals: Refusals,
+    /// When this process last wrote the cluster's status.
+    pub status_written: Option<Instant>,
 }
 
 impl ClusterMemory {
@@ -65,6 +73,9 @@ impl ClusterMemory {
                 .values()
                 .all(|at| at.elapsed() >= ROUTING_SETTLE)
             && self.refusals.is_empty()
+            && self
+                .status_written
+                .is_none_or(|at| at.elapsed() >= DETAIL_HOLD)
     }
 
     /// Whether a handover failed less than [`HANDOVER_RETRY`] ago.

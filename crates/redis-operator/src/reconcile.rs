@@ -115,8 +115,9 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let facts = applied.facts(&observed, &desired, &pods, &ctx.settings);
     let assessment = status::assess(cluster, &facts);
     let events = applied.events(cluster, &observed, &assessment.status);
-    report(ctx, cluster, &assessment.status, events).await?;
-    let action = Action::requeue(requeue_after(&assessment, &applied, &ctx.settings));
+    let held = report(ctx, cluster, &assessment.status, events).await?;
+    let after = requeue_after(&assessment, &applied, &ctx.settings);
+    let action = Action::requeue(held.map_or(after, |held| after.min(held)));
     Ok((action, assessment.status.phase))
 }
 
@@ -561,8 +562,11 @@ async fn report_blocked(
         progress_deadline: ctx.settings.progress_deadline,
     };
     let status = status::assess(cluster, &facts).status;
-    report(ctx, cluster, &status, Vec::new()).await?;
-    Ok((Action::requeue(ctx.settings.resync_interval), status.phase))
+    let held = report(ctx, cluster, &status, Vec::new()).await?;
+    let after = held.map_or(ctx.settings.resync_interval, |held| {
+        held.min(ctx.settings.resync_interval)
+    });
+    Ok((Action::requeue(after), status.phase))
 }
 
 /// When to look again: at the resync, or sooner when time alone changes the status, a child
@@ -615,30 +619,39 @@ fn cluster_pods(ctx: &Context, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
         .collect()
 }
 
-/// Writes the status if it changed, with `events` and, when the cluster has just failed, an
-/// event that says why. Events go out alongside the status write rather than after it: a
-/// reconcile holds its cluster's slot until it returns, and events are for people, not for
-/// correctness.
+/// Writes the status if it changed (or, when it only refines the last one written, once
+/// [`status::DETAIL_HOLD`] has passed: then returns when to look again), with `events` and,
+/// when the cluster has just failed, an event that says why. Events go out alongside the
+/// status write rather than after it: a reconcile holds its cluster's slot until it returns,
+/// and events are for people, not for correctness.
 async fn report(
     ctx: &Context,
     cluster: &RedisCluster,
     status: &RedisClusterStatus,
     mut events: Vec<Event>,
-) -> Result<()> {
+) -> Result<Option<Duration>> {
     let previous_phase = cluster.status.as_ref().map(|s| s.phase);
     if status.phase == Phase::Failed && previous_phase != Some(Phase::Failed) {
         events.push(failure_event(status));
     }
-    let status_changed = cluster.status.as_ref() != Some(status);
+    let uid = cluster.uid().unwrap_or_default();
+    let since_last_write = ctx
+        .memory
+        .recall(&uid, |m| m.status_written.map(|at| at.elapsed()));
+    let when = status::when_to_write(cluster.status.as_ref(), status, since_last_write);
     let write = async {
-        if status_changed {
-            write_status(ctx, cluster, status).await
-        } else {
-            Ok(())
+        if when == status::Write::Now {
+            write_status(ctx, cluster, status).await?;
+            ctx.memory
+                .recall(&uid, |m| m.status_written = Some(Instant::now()));
         }
+        Ok(())
     };
     let (written, ()) = futures::join!(write, publish(ctx, cluster, &events));
-    written
+    written.map(|()| match when {
+        status::Write::After(wait) => Some(wait),
+        _ => None,
+    })
 }
 
 fn failure_event(status: &RedisClusterStatus) -> Event {

@@ -14,6 +14,7 @@ use rediscluster_crd::conditions::{
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
 
 use crate::auth;
+pub use crate::memory::DETAIL_HOLD;
 use crate::names::selector_string;
 use crate::observed::{desired_replicas, is_caught_up};
 use crate::pod::{self, false_condition};
@@ -627,6 +628,49 @@ fn condition(
         message: message.to_owned(),
         observed_generation: generation,
         last_transition_time,
+    }
+}
+
+/// When to write a newly assessed status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// It says what the last one written says.
+    Not,
+    Now,
+    /// It only refines the last one written, which is younger than [`DETAIL_HOLD`]: look again
+    /// after this long, and write then what is true then.
+    After(Duration),
+}
+
+/// Whether `next` is written now, later or not at all, given the status last `written` and
+/// how long ago this process wrote one (`None`: not since it started). A new phase, a spec
+/// newly observed, a condition that turns, and a change of an existing primary go out at
+/// once; a condition's new reason or message within the same phase is a detail.
+pub fn when_to_write(
+    written: Option<&RedisClusterStatus>,
+    next: &RedisClusterStatus,
+    since_last_write: Option<Duration>,
+) -> Write {
+    let Some(written) = written else {
+        return Write::Now;
+    };
+    if written == next {
+        return Write::Not;
+    }
+    let turns = |status: &RedisClusterStatus| -> Vec<(String, String)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone()))
+            .collect()
+    };
+    let acted_on = written.phase != next.phase
+        || written.observed_generation != next.observed_generation
+        || (written.primary.is_some() && written.primary != next.primary)
+        || turns(written) != turns(next);
+    match since_last_write {
+        Some(since) if !acted_on && since < DETAIL_HOLD => Write::After(DETAIL_HOLD - since),
+        _ => Write::Now,
     }
 }
 

@@ -705,6 +705,32 @@ async fn a_running_cluster_that_loses_a_pod_says_so_once() {
 }
 
 #[tokio::test]
+async fn a_status_that_only_moves_a_count_waits_for_the_detail_hold() {
+    // Scaling up: 1 of 3 pods ready, then 2 of 3, moments apart.
+    let cluster = cluster(3, "redis:7.0");
+    let harness =
+        Harness::new(healthy).with_children(&cluster, statefulset(&cluster, sts_status(3, 1)));
+    let (_, sent) = harness.reconcile(&cluster).await;
+    let first = written_status(&sent).expect("the first look writes its status");
+    assert_eq!((first.phase, first.ready_replicas), (Phase::Scaling, 1));
+
+    let cluster = with_status(cluster, first.clone());
+    let harness = harness.with_children(&cluster, statefulset(&cluster, sts_status(3, 2)));
+    let (result, sent) = harness.reconcile(&cluster).await;
+    assert_eq!(written_status(&sent), None, "{sent:#?}");
+    // Looked at again when the hold is over, to write what is true then.
+    // (Action keeps its duration private: its Debug shows it, as 4.99...s here.)
+    let action = format!("{:?}", result.unwrap());
+    assert!(action.contains("requeue_after: Some(4."), "{action}");
+
+    // A change of phase goes out at once, hold or not.
+    let harness = harness.with_children(&cluster, statefulset(&cluster, sts_status(3, 3)));
+    let (_, sent) = harness.reconcile(&cluster).await;
+    let running = written_status(&sent).expect("Running is written at once");
+    assert_eq!((running.phase, running.ready_replicas), (Phase::Running, 3));
+}
+
+#[tokio::test]
 async fn a_replicas_change_sends_one_apply() {
     let before = cluster(3, "redis:7.0");
     let sts = statefulset(&before, sts_status(3, 3));

@@ -802,3 +802,128 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
     );
     assert_eq!(other.reason, "Assigned");
 }
+
+#[test]
+fn a_status_that_only_refines_the_last_one_waits_for_the_detail_hold() {
+    let pending = RedisClusterStatus {
+        phase: Phase::Pending,
+        observed_generation: Some(1),
+        conditions: vec![condition(
+            &[],
+            READY,
+            false,
+            "WaitingForFirstPod",
+            "no pod yet",
+            Some(1),
+            at(0),
+        )],
+        ..RedisClusterStatus::default()
+    };
+    let with = |change: &dyn Fn(&mut RedisClusterStatus)| {
+        let mut status = pending.clone();
+        change(&mut status);
+        status
+    };
+    let counted = with(&|s| s.replicas = 1);
+    let reworded = with(&|s| s.conditions[0].message = "pod a-0 has no address yet".to_owned());
+    let first_primary = with(&|s| s.primary = Some("a-0".to_owned()));
+    let running = with(&|s| s.phase = Phase::Running);
+    let new_generation = with(&|s| s.observed_generation = Some(2));
+    let turned = with(&|s| s.conditions[0].status = "True".to_owned());
+    let new_reason = with(&|s| s.conditions[0].reason = "AllReplicasReady".to_owned());
+    let with_primary = with(&|s| s.primary = Some("a-0".to_owned()));
+    let other_primary = with(&|s| s.primary = Some("a-1".to_owned()));
+    let hold = DETAIL_HOLD;
+    let second = Duration::from_secs(1);
+    // (why, status last written, status now, since the last write, expected)
+    type Case<'a> = (
+        &'a str,
+        Option<&'a RedisClusterStatus>,
+        &'a RedisClusterStatus,
+        Option<Duration>,
+        Write,
+    );
+    let cases: [Case; 12] = [
+        ("no status yet", None, &pending, Some(second), Write::Now),
+        (
+            "nothing new",
+            Some(&pending),
+            &pending,
+            Some(second),
+            Write::Not,
+        ),
+        (
+            "a count, just after a write",
+            Some(&pending),
+            &counted,
+            Some(second),
+            Write::After(hold - second),
+        ),
+        (
+            "a count, long after",
+            Some(&pending),
+            &counted,
+            Some(hold),
+            Write::Now,
+        ),
+        (
+            "a count, nothing written since start",
+            Some(&pending),
+            &counted,
+            None,
+            Write::Now,
+        ),
+        (
+            "a message",
+            Some(&pending),
+            &reworded,
+            Some(second),
+            Write::After(hold - second),
+        ),
+        (
+            "a first primary",
+            Some(&pending),
+            &first_primary,
+            Some(second),
+            Write::After(hold - second),
+        ),
+        (
+            "another primary",
+            Some(&with_primary),
+            &other_primary,
+            Some(second),
+            Write::Now,
+        ),
+        (
+            "a new phase",
+            Some(&pending),
+            &running,
+            Some(second),
+            Write::Now,
+        ),
+        (
+            "a spec newly observed",
+            Some(&pending),
+            &new_generation,
+            Some(second),
+            Write::Now,
+        ),
+        (
+            "a condition turns",
+            Some(&pending),
+            &turned,
+            Some(second),
+            Write::Now,
+        ),
+        (
+            "a condition's new reason, in the same phase",
+            Some(&pending),
+            &new_reason,
+            Some(second),
+            Write::After(hold - second),
+        ),
+    ];
+    for (why, written, next, since, expected) in cases {
+        assert_eq!(when_to_write(written, next, since), expected, "{why}");
+    }
+}
