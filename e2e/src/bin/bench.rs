@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use e2e::faults::{Fault, Figures};
-use e2e::{
-    Operator, TestNamespace, TestResult, client, http_get, reconciles_total, redis_cluster,
-    request_counts,
-};
+use e2e::{Operator, TestNamespace, TestResult, client, http_get, reconciles_total, redis_cluster};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -49,6 +46,12 @@ struct Args {
     /// settled scale latency): for a cluster without a kubelet, or with the fake one paused.
     #[arg(long)]
     skip_running: bool,
+    /// The fake kubelet runs a real Redis per pod (`K8S_LOCAL_FAKE_KUBELET_REDIS=1`), with no
+    /// node: clusters reach Running, the operator dials pod IPs (`--redis-route direct`), and
+    /// the clusters run without auth, since that kubelet starts `redis-server` without the
+    /// pods' start script that reads the password.
+    #[arg(long)]
+    fake_redis: bool,
     /// Instead of the scale benchmark: the failover and handover figures on a node where pods
     /// really run (each fault of the live suite on its own 3-pod cluster, one at a time),
     /// beside Redis Sentinel's default detection time.
@@ -89,7 +92,7 @@ async fn main() -> TestResult {
         println!("figures written to {}", output.display());
         return Ok(());
     }
-    if !args.skip_running && !e2e::has_real_node(&client).await? {
+    if !args.skip_running && !args.fake_redis && !e2e::has_real_node(&client).await? {
         // No Redis runs in the pods (the fake kubelet): the operator gives no roles, so no
         // cluster reaches Running; the figures that need it are left out, and said to be.
         println!("no node runs pods here: convergence stops at the StatefulSets (--skip-running)");
@@ -157,6 +160,10 @@ fn rounded(value: f64, places: i32) -> f64 {
     (value * scale).round() / scale
 }
 
+fn ratio(measured: Duration, floor: Duration) -> f64 {
+    rounded(measured.as_secs_f64() / floor.as_secs_f64(), 2)
+}
+
 fn seconds(duration: Duration) -> f64 {
     rounded(duration.as_secs_f64(), 3)
 }
@@ -170,14 +177,22 @@ struct Results {
     floor_seconds: f64,
     floor_before_seconds: f64,
     floor_after_seconds: f64,
+    /// The floor as it was before `-primary` and `-replicas`: the headless Service only.
+    floor_one_service_seconds: f64,
     convergence_statefulsets_seconds: f64,
     convergence_running_seconds: Option<f64>,
     convergence_statefulsets_over_floor: f64,
+    convergence_statefulsets_over_one_service_floor: f64,
     /// What the operator wrote during convergence, by verb, per cluster.
     operator_writes_per_cluster: BTreeMap<String, f64>,
+    /// The same, by verb and resource: what each write was for.
+    operator_writes_per_cluster_by_resource: BTreeMap<String, f64>,
     scale_latency_ms: BTreeMap<&'static str, Percentiles>,
     idle_requests: BTreeMap<String, f64>,
     idle_redis_commands_per_cluster_minute: BTreeMap<String, f64>,
+    idle_redis_commands_per_second: f64,
+    /// The operator's CPU over the idle window (probes and resyncs), in % of one core.
+    idle_cpu_percent: f64,
     memory_mib: MemoryMib,
     startup_to_ready_seconds: f64,
     startup_to_all_reconciled_seconds: f64,
@@ -218,7 +233,7 @@ async fn run(args: &Args, client: &Client) -> TestResult<Results> {
     let memory_empty = memory(&measured.operator)?;
     let converged = converge(args, client, &floor_ns.name, &operator_ns.name, &measured).await?;
     let memory_full = memory(&measured.operator)?;
-    let (idle_requests, idle_redis) = idle(args, measured.port).await?;
+    let idle = idle(args, &measured).await?;
     let scale_latency_ms = scale(args, client, &operator_ns.name, &floor_ns.name).await?;
     // Start-up with every cluster present.
     measured.operator.kill();
@@ -242,16 +257,21 @@ async fn run(args: &Args, client: &Client) -> TestResult<Results> {
         floor_seconds: seconds(converged.floor),
         floor_before_seconds: seconds(converged.floor_before),
         floor_after_seconds: seconds(converged.floor_after),
+        floor_one_service_seconds: seconds(converged.floor_one_service),
         convergence_statefulsets_seconds: seconds(converged.to_statefulsets),
         convergence_running_seconds: converged.to_running.map(seconds),
-        convergence_statefulsets_over_floor: rounded(
-            converged.to_statefulsets.as_secs_f64() / converged.floor.as_secs_f64(),
-            2,
+        convergence_statefulsets_over_floor: ratio(converged.to_statefulsets, converged.floor),
+        convergence_statefulsets_over_one_service_floor: ratio(
+            converged.to_statefulsets,
+            converged.floor_one_service,
         ),
         operator_writes_per_cluster: converged.writes_per_cluster,
+        operator_writes_per_cluster_by_resource: converged.writes_by_resource,
         scale_latency_ms,
-        idle_requests,
-        idle_redis_commands_per_cluster_minute: idle_redis,
+        idle_requests: idle.requests,
+        idle_redis_commands_per_cluster_minute: idle.redis_per_cluster_minute,
+        idle_redis_commands_per_second: idle.redis_per_second,
+        idle_cpu_percent: idle.cpu_percent,
         memory_mib: MemoryMib {
             empty_rss: kib(memory_empty.0),
             empty_hwm: kib(memory_empty.1),
@@ -274,9 +294,20 @@ struct Converged {
     floor: Duration,
     floor_before: Duration,
     floor_after: Duration,
+    floor_one_service: Duration,
     to_statefulsets: Duration,
     to_running: Option<Duration>,
     writes_per_cluster: BTreeMap<String, f64>,
+    writes_by_resource: BTreeMap<String, f64>,
+}
+
+/// The writes the floor client makes for each cluster besides its StatefulSet and status.
+#[derive(Clone, Copy)]
+enum FloorServices {
+    /// The headless Service only, as before `-primary` and `-replicas` existed.
+    One,
+    /// The headless, `-primary` and `-replicas` Services, as the operator makes today.
+    Three,
 }
 
 /// The floor is measured before and after the operator's run, in namespaces of its own; the
@@ -288,13 +319,19 @@ async fn converge(
     operator_ns: &str,
     measured: &Measured,
 ) -> TestResult<Converged> {
-    let floor_before = floor(client, floor_ns, args).await?;
+    let one_service_ns = TestNamespace::create(client, "bench-floor-one").await?;
+    let floor_one_service = floor(client, &one_service_ns.name, args, FloorServices::One).await?;
+    println!(
+        "floor with one Service: {:.3} s",
+        floor_one_service.as_secs_f64()
+    );
+    let floor_before = floor(client, floor_ns, args, FloorServices::Three).await?;
     println!(
         "floor before: {:.3} s for {} clusters",
         floor_before.as_secs_f64(),
         args.count
     );
-    let requests_before = request_counts(measured.port)?;
+    let requests_before = e2e::request_counts_by_resource(measured.port)?;
     let (to_statefulsets, to_running) = convergence(client, operator_ns, args).await?;
     println!(
         "convergence: StatefulSets {:.3} s, Running {:?}",
@@ -302,45 +339,91 @@ async fn converge(
         to_running
     );
     // What the operator wrote to get there, against the floor's 5 per cluster (StatefulSet, 3 Services, status).
-    let writes_per_cluster: BTreeMap<String, f64> =
-        requests_since(measured.port, &requests_before)?
-            .into_iter()
-            .filter(|(verb, _)| ["create", "patch", "update", "delete"].contains(&verb.as_str()))
-            .map(|(verb, n)| (verb, rounded(n / args.count as f64, 2)))
-            .collect();
-    println!("operator writes per cluster during convergence: {writes_per_cluster:?}");
+    let writes = writes_since(measured.port, &requests_before)?;
+    let per_cluster = |n: f64| rounded(n / args.count as f64, 2);
+    let writes_by_resource: BTreeMap<String, f64> = writes
+        .iter()
+        .map(|(key, n)| (key.clone(), per_cluster(*n)))
+        .collect();
+    let mut writes_per_cluster = BTreeMap::new();
+    for (key, n) in &writes {
+        let verb = key.split(' ').next().unwrap_or_default().to_owned();
+        *writes_per_cluster.entry(verb).or_insert(0.0) += n;
+    }
+    let writes_per_cluster: BTreeMap<String, f64> = writes_per_cluster
+        .into_iter()
+        .map(|(verb, n)| (verb, per_cluster(n)))
+        .collect();
+    println!("operator writes per cluster during convergence: {writes_by_resource:?}");
     let floor_after_ns = TestNamespace::create(client, "bench-floor-after").await?;
-    let floor_after = floor(client, &floor_after_ns.name, args).await?;
+    let floor_after = floor(client, &floor_after_ns.name, args, FloorServices::Three).await?;
     println!("floor after: {:.3} s", floor_after.as_secs_f64());
     Ok(Converged {
         floor: (floor_before + floor_after) / 2,
         floor_before,
         floor_after,
+        floor_one_service,
         to_statefulsets,
         to_running,
         writes_per_cluster,
+        writes_by_resource,
     })
 }
 
-/// Requests to the API server, and Redis commands per cluster per minute (the periodic
-/// probe), in an idle window.
-async fn idle(
-    args: &Args,
-    port: u16,
-) -> TestResult<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
+/// What the operator sent while nothing changed.
+struct Idle {
+    /// Requests to the API server, by verb, leaving out Lease renewals.
+    requests: BTreeMap<String, f64>,
+    /// Redis commands (the periodic probe), by command and result, per cluster per minute.
+    redis_per_cluster_minute: BTreeMap<String, f64>,
+    /// Every Redis command, per second.
+    redis_per_second: f64,
+    cpu_percent: f64,
+}
+
+async fn idle(args: &Args, measured: &Measured) -> TestResult<Idle> {
+    let port = measured.port;
     let redis_before = e2e::redis_command_counts(port)?;
-    let idle = idle_requests(port, Duration::from_secs(args.idle_seconds)).await?;
-    println!("idle requests in {} s: {idle:?}", args.idle_seconds);
+    let before = e2e::request_counts_by_resource(port)?;
+    let cpu_before = cpu_seconds(&measured.operator)?;
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let cpu_percent = rounded(
+        (cpu_seconds(&measured.operator)? - cpu_before) / args.idle_seconds as f64 * 100.0,
+        2,
+    );
+    let mut requests = BTreeMap::new();
+    for (key, n) in requests_since(port, &before)? {
+        let (verb, resource) = key.split_once(' ').unwrap_or((&key, ""));
+        if resource != "leases" {
+            *requests.entry(verb.to_owned()).or_insert(0.0) += n;
+        }
+    }
+    println!("idle requests in {} s: {requests:?}", args.idle_seconds);
     let per_cluster_minute = args.count as f64 * args.idle_seconds as f64 / 60.0;
-    let redis_idle: BTreeMap<String, f64> = e2e::redis_command_counts(port)?
+    let redis_deltas: BTreeMap<String, f64> = e2e::redis_command_counts(port)?
         .into_iter()
         .map(|(series, n)| {
             let delta = n - redis_before.get(&series).copied().unwrap_or(0.0);
-            (series, rounded(delta / per_cluster_minute, 2))
+            (series, delta)
         })
         .collect();
-    println!("idle Redis commands per cluster per minute: {redis_idle:?}");
-    Ok((idle, redis_idle))
+    let redis_per_second = rounded(
+        redis_deltas.values().sum::<f64>() / args.idle_seconds as f64,
+        1,
+    );
+    let redis_per_cluster_minute: BTreeMap<String, f64> = redis_deltas
+        .into_iter()
+        .map(|(series, n)| (series, rounded(n / per_cluster_minute, 2)))
+        .collect();
+    println!(
+        "idle Redis commands: {redis_per_second}/s, per cluster per minute {redis_per_cluster_minute:?}"
+    );
+    Ok(Idle {
+        requests,
+        redis_per_cluster_minute,
+        redis_per_second,
+        cpu_percent,
+    })
 }
 
 /// Scale latency through the operator and, for the floor, on the StatefulSet directly; each
@@ -395,16 +478,16 @@ async fn start_operator(
     args: &Args,
     ready_within: u64,
 ) -> TestResult<Measured> {
-    let mut operator = Operator::start_with(
-        namespace,
-        name,
-        &[
-            "--concurrency",
-            &args.concurrency.to_string(),
-            "--resync-interval",
-            &format!("{}s", args.resync_seconds),
-        ],
-    )?;
+    let concurrency = args.concurrency.to_string();
+    let resync = format!("{}s", args.resync_seconds);
+    let mut flags = vec!["--concurrency", &concurrency, "--resync-interval", &resync];
+    if args.fake_redis {
+        // Clusters reach Running here, so the operator's own default progress deadline
+        // applies, not the live suite's short one: a kubelet slower than 20 s to start 1000
+        // pods would otherwise fail clusters on the way, and count their events and statuses.
+        flags.extend(["--redis-route", "direct", "--progress-deadline", "10m"]);
+    }
+    let mut operator = Operator::start_with(namespace, name, &flags)?;
     let port = operator.http_port()?;
     wait_ready(port, Duration::from_secs(ready_within)).await?;
     Ok(Measured { operator, port })
@@ -434,6 +517,22 @@ async fn wait_ready(port: u16, limit: Duration) -> TestResult {
     Err(format!("operator not ready within {limit:?}").into())
 }
 
+/// The CPU time (user and system) the operator process has used, in seconds.
+fn cpu_seconds(operator: &Operator) -> TestResult<f64> {
+    let pid = operator.pid().ok_or("no operator process")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or("no command name in stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // The kernel's USER_HZ is 100 on Linux.
+    Ok(ticks / 100.0)
+}
+
 /// VmRSS and VmHWM of the operator process, in KiB.
 fn memory(operator: &Operator) -> TestResult<(i64, i64)> {
     let pid = operator.pid().ok_or("no operator process")?;
@@ -448,10 +547,22 @@ fn memory(operator: &Operator) -> TestResult<(i64, i64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// The `i`th cluster of a run.
+fn bench_cluster(i: usize, args: &Args) -> TestResult<RedisCluster> {
+    let mut cluster = redis_cluster(&format!("r{i:04}"), "redis:7.0", args.replicas)?;
+    if args.fake_redis {
+        cluster.spec.auth = Some(rediscluster_crd::Auth {
+            insecure_allow_unauthenticated: Some(true),
+            ..Default::default()
+        });
+    }
+    Ok(cluster)
+}
+
 async fn create_clusters(api: &Api<RedisCluster>, args: &Args, in_flight: usize) -> TestResult {
     stream::iter(0..args.count)
         .map(|i| async move {
-            let cluster = redis_cluster(&format!("r{i:04}"), "redis:7.0", args.replicas)?;
+            let cluster = bench_cluster(i, args)?;
             api.create(&PostParams::default(), &cluster).await?;
             TestResult::Ok(())
         })
@@ -469,7 +580,12 @@ async fn create_clusters(api: &Api<RedisCluster>, args: &Args, in_flight: usize)
 /// controller manager creating them, the kubelet starting them) load the API server in this
 /// window as they do in the operator's; afterwards they are scaled to 0 and their pods drained,
 /// so that neither run pays for the other's pods.
-async fn floor(client: &Client, namespace: &str, args: &Args) -> TestResult<Duration> {
+async fn floor(
+    client: &Client,
+    namespace: &str,
+    args: &Args,
+    kind: FloorServices,
+) -> TestResult<Duration> {
     let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
@@ -480,7 +596,7 @@ async fn floor(client: &Client, namespace: &str, args: &Args) -> TestResult<Dura
         .map(|i| {
             let (clusters, created) = (&clusters, created.clone());
             async move {
-                let cluster = redis_cluster(&format!("r{i:04}"), "redis:7.0", args.replicas)?;
+                let cluster = bench_cluster(i, args)?;
                 let cluster = clusters.create(&PostParams::default(), &cluster).await?;
                 created.unbounded_send(cluster)?;
                 TestResult::Ok(())
@@ -502,9 +618,14 @@ async fn floor(client: &Client, namespace: &str, args: &Args) -> TestResult<Dura
                         &Patch::Apply(&desired::initial_statefulset(&cluster)?),
                     )
                     .await?;
-                for service in desired::services(&cluster)? {
+                let all = desired::services(&cluster)?;
+                let made = match kind {
+                    FloorServices::One => &all[..1],
+                    FloorServices::Three => &all[..],
+                };
+                for service in made {
                     services
-                        .patch(&service.name_any(), apply, &Patch::Apply(&service))
+                        .patch(&service.name_any(), apply, &Patch::Apply(service))
                         .await?;
                 }
                 let status = json!({
@@ -652,16 +773,20 @@ where
     Err("watch ended".into())
 }
 
-/// Requests the operator sent in an idle window, by verb, from its own counter.
-async fn idle_requests(port: u16, window: Duration) -> TestResult<BTreeMap<String, f64>> {
-    let before = request_counts(port)?;
-    tokio::time::sleep(window).await;
-    requests_since(port, &before)
+/// The writes among the requests since `before`, by `verb resource`.
+fn writes_since(port: u16, before: &BTreeMap<String, f64>) -> TestResult<BTreeMap<String, f64>> {
+    Ok(requests_since(port, before)?
+        .into_iter()
+        .filter(|(key, n)| {
+            let verb = key.split(' ').next().unwrap_or_default();
+            *n > 0.0 && ["create", "patch", "update", "delete"].contains(&verb)
+        })
+        .collect())
 }
 
-/// Requests the operator sent since it had sent `before`, by verb.
+/// Requests the operator sent since it had sent `before`, by `verb resource`.
 fn requests_since(port: u16, before: &BTreeMap<String, f64>) -> TestResult<BTreeMap<String, f64>> {
-    Ok(request_counts(port)?
+    Ok(e2e::request_counts_by_resource(port)?
         .into_iter()
         .map(|(verb, n)| {
             let delta = n - before.get(&verb).copied().unwrap_or(0.0);
@@ -808,15 +933,29 @@ fn percentiles(latencies: &[Duration]) -> Percentiles {
     }
 }
 
-fn scale_row(r: &Results, name: &'static str, key: &str) -> (&'static str, String) {
-    let value = r.scale_latency_ms.get(key).map_or_else(
+fn scale_row(r: &Results, name: &'static str, key: &str, floor_key: &str) -> Row {
+    let figures = r.scale_latency_ms.get(key);
+    let value = figures.map_or_else(
         || "-".to_owned(),
         |f| {
             let p99 = f.p99.map_or_else(|| "-".to_owned(), |p| p.to_string());
             format!("{} / {} / {p99} / {}", f.p50, f.p90, f.max)
         },
     );
-    (name, value)
+    let floor_p99 = r.scale_latency_ms.get(floor_key).and_then(|f| f.p99);
+    let target = match (figures.and_then(|f| f.p99), floor_p99) {
+        (Some(p99), Some(floor)) => target("p99 <= 2 x floor's", p99 <= 2.0 * floor),
+        _ => String::new(),
+    };
+    (name, value, target)
+}
+
+/// A row of the table: what, the figure, and its target with whether it was met.
+type Row = (&'static str, String, String);
+
+/// A target and whether the figure met it.
+fn target(target: &str, met: bool) -> String {
+    format!("{target}: {}", if met { "met" } else { "MISSED" })
 }
 
 /// A figure as JSON writes it: `null` when there is none.
@@ -829,65 +968,131 @@ fn print_table(args: &Args, r: &Results) {
         "\nredis-operator benchmark: {} RedisClusters x {} replica(s), concurrency {}",
         args.count, args.replicas, args.concurrency
     );
-    let m = &r.memory_mib;
-    let rows = [
+    for (name, value, target) in convergence_rows(r).into_iter().chain(steady_rows(r)) {
+        println!("  {name:<52} {value:<40} {target}");
+    }
+}
+
+fn convergence_rows(r: &Results) -> Vec<Row> {
+    let writes: f64 = r.operator_writes_per_cluster.values().sum();
+    vec![
         (
-            "floor: create + minimal writes, mean (before / after) (s)",
+            "floor: create, StatefulSet, 3 Services, status (s)",
             format!(
                 "{} ({} / {})",
                 r.floor_seconds, r.floor_before_seconds, r.floor_after_seconds
             ),
+            "mean (before / after)".to_owned(),
+        ),
+        (
+            "floor with one Service, as before replication (s)",
+            r.floor_one_service_seconds.to_string(),
+            String::new(),
         ),
         (
             "convergence to StatefulSets (s)",
             r.convergence_statefulsets_seconds.to_string(),
+            String::new(),
         ),
         (
             "  / floor",
             r.convergence_statefulsets_over_floor.to_string(),
+            target("<= 1.3", r.convergence_statefulsets_over_floor <= 1.3),
+        ),
+        (
+            "  / floor with one Service",
+            r.convergence_statefulsets_over_one_service_floor
+                .to_string(),
+            String::new(),
         ),
         (
             "convergence to Running (s)",
             shown(&r.convergence_running_seconds),
+            String::new(),
         ),
         (
-            "operator writes per cluster, by verb (floor: 5)",
+            "operator writes per cluster, by verb",
             shown(&r.operator_writes_per_cluster),
+            target("<= 8 in all", writes <= 8.0),
         ),
-        scale_row(r, "scale latency, settled: p50/p90/p99/max (ms)", "settled"),
-        scale_row(r, "  floor: StatefulSet patched directly", "settled_floor"),
-        scale_row(r, "scale latency, back to back (ms)", "back_to_back"),
+        (
+            "  by verb and resource",
+            shown(&r.operator_writes_per_cluster_by_resource),
+            String::new(),
+        ),
+    ]
+}
+
+fn steady_rows(r: &Results) -> Vec<Row> {
+    let m = &r.memory_mib;
+    let idle: f64 = r.idle_requests.values().sum();
+    vec![
+        scale_row(
+            r,
+            "scale latency, settled: p50/p90/p99/max (ms)",
+            "settled",
+            "settled_floor",
+        ),
+        scale_row(
+            r,
+            "  floor: StatefulSet patched directly",
+            "settled_floor",
+            "",
+        ),
+        scale_row(
+            r,
+            "scale latency, back to back (ms)",
+            "back_to_back",
+            "back_to_back_floor",
+        ),
         scale_row(
             r,
             "  floor: StatefulSet patched directly",
             "back_to_back_floor",
+            "",
         ),
         (
-            "idle requests (by verb), resync every N s",
+            "idle requests but Leases (by verb), resync every N s",
             format!("{} (N = {})", shown(&r.idle_requests), r.resync_seconds),
+            target("0", idle == 0.0),
         ),
         (
-            "idle Redis commands per cluster per minute",
+            "idle Redis commands per second, in all",
+            r.idle_redis_commands_per_second.to_string(),
+            String::new(),
+        ),
+        (
+            "  per cluster per minute",
             shown(&r.idle_redis_commands_per_cluster_minute),
+            String::new(),
+        ),
+        (
+            "operator CPU while idle (% of a core)",
+            r.idle_cpu_percent.to_string(),
+            String::new(),
         ),
         (
             "RSS empty / converged (MiB)",
             format!("{:.1} / {:.1}", m.empty_rss, m.converged_rss),
+            target("<= 40 at 1000", m.converged_rss <= 40.0),
         ),
         (
             "HWM converged / restarted, at ready (MiB)",
             format!("{:.1} / {:.1}", m.converged_hwm, m.restarted_ready_hwm),
+            String::new(),
         ),
-        ("memory per cluster (KiB)", m.per_cluster_kib.to_string()),
+        (
+            "memory per cluster (KiB)",
+            m.per_cluster_kib.to_string(),
+            String::new(),
+        ),
         (
             "start-up with all present: ready / all reconciled (s)",
             format!(
                 "{} / {}",
                 r.startup_to_ready_seconds, r.startup_to_all_reconciled_seconds
             ),
+            target("ready <= 1 s", r.startup_to_ready_seconds <= 1.0),
         ),
-    ];
-    for (name, value) in rows {
-        println!("  {name:<44} {value}");
-    }
+    ]
 }
