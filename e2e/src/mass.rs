@@ -1,8 +1,8 @@
 //! Many real clusters on one node (`bench --mass-failover`): what the operator's probes cost
-//! in steady state, by route, and how long until every cluster takes writes again when every
-//! primary's Redis is killed at once.
+//! in steady state, by route, how long until every cluster takes writes again when every
+//! primary's Redis is killed at once, and how an image change of every cluster at once goes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::MultiplexedConnection;
@@ -13,7 +13,7 @@ use rediscluster_crd::Phase;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::faults::{Write, clock, redis_pid};
+use crate::faults::{Write, clock, figures, redis_pid};
 use crate::fencing::PooledWriter;
 use crate::metrics::{by_labels, http_get, metric};
 use crate::{
@@ -42,11 +42,32 @@ pub struct MassFailover {
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
+    /// Per cluster: seconds from the kill to the operator's promotion of a replica
+    /// (`redis_cluster_last_failover_timestamp_seconds`); the rest of `writable_after` is the
+    /// Service's routing following the label, and the client reconnecting.
+    pub promoted_after: BTreeMap<String, f64>,
+    pub promoted_p50: f64,
+    pub promoted_max: f64,
     /// Writes acknowledged more than a second before the kill and missing afterwards.
     pub lost_older_than_1s: usize,
     /// Writes acknowledged within the last second before the kill and missing afterwards
     /// (the replication window).
     pub lost_last_second: usize,
+    pub acknowledged: usize,
+}
+
+/// How the clusters went through a new image for all of them at once.
+#[derive(Debug, Serialize)]
+pub struct MassRoll {
+    pub image: String,
+    /// From the change to the last cluster Running on the new image.
+    pub roll_seconds: f64,
+    /// Per cluster: the longest time between two acknowledged writes during the roll.
+    pub longest_pause: BTreeMap<String, f64>,
+    pub pause_p50: f64,
+    pub pause_max: f64,
+    /// Acknowledged writes the new primary does not have.
+    pub lost: usize,
     pub acknowledged: usize,
 }
 
@@ -57,7 +78,11 @@ pub struct MassFigures {
     pub to_running_seconds: f64,
     pub probes: Vec<ProbeCost>,
     pub failover: MassFailover,
+    pub roll: MassRoll,
 }
+
+/// The image every cluster rolls to after the mass failover.
+const ROLL_IMAGE: &str = "redis:7.2";
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -66,7 +91,7 @@ fn cluster_name(i: usize) -> String {
 }
 
 /// `count` clusters of `replicas` on the real node: steady-state probe cost on both routes,
-/// then every primary killed.
+/// then every primary killed, then a new image for all.
 pub async fn run(count: usize, replicas: i32, window: Duration) -> TestResult<MassFigures> {
     let setup = Setup::new("bench-mass").await?;
     let ns = setup.namespace.name.clone();
@@ -102,15 +127,17 @@ pub async fn run(count: usize, replicas: i32, window: Duration) -> TestResult<Ma
     tokio::time::sleep(Duration::from_secs(10)).await;
     probes.push(probe_cost(&mut forwarded, "port-forward", pods, window).await?);
     drop(forwarded);
-    let _operator = start(&ns, "direct")?;
+    let mut operator = start(&ns, "direct")?;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let failover = kill_every_primary(&setup, count, replicas).await?;
+    let failover = kill_every_primary(&setup, count, replicas, operator.http_port()?).await?;
+    let roll = roll_every_cluster(&setup, count, replicas).await?;
     Ok(MassFigures {
         clusters: count,
         pods,
         to_running_seconds: to_running,
         probes,
         failover,
+        roll,
     })
 }
 
@@ -163,13 +190,18 @@ async fn probe_cost(
     Ok(cost)
 }
 
-/// Writers on every cluster's primary Service, every primary's Redis killed (SIGKILL from the
-/// host) at the same moment, and how each cluster came back.
-async fn kill_every_primary(
-    setup: &Setup,
-    count: usize,
-    replicas: i32,
-) -> TestResult<MassFailover> {
+/// A pooled writer on one cluster's primary Service (a SET every 100 ms), with what it takes
+/// to read the keys back.
+struct ClusterWriter {
+    name: String,
+    address: String,
+    password: Option<String>,
+    writer: PooledWriter,
+}
+
+/// A writer for each of the `count` clusters, all in this process: a pod each would take 30
+/// of the kubelet's 110 pods.
+async fn start_writers(setup: &Setup, count: usize) -> TestResult<Vec<ClusterWriter>> {
     let ns = &setup.namespace.name;
     let services: Api<Service> = Api::namespaced(setup.client.clone(), ns);
     let mut writers = Vec::new();
@@ -186,8 +218,26 @@ async fn kill_every_primary(
             PooledWriter::start_every(&address, secret.as_deref(), Duration::from_millis(100))
                 .await?
                 .ok_or_else(|| format!("{name}: no connection to {address}"))?;
-        writers.push((name, address, secret, writer));
+        writers.push(ClusterWriter {
+            name,
+            address,
+            password: secret,
+            writer,
+        });
     }
+    Ok(writers)
+}
+
+/// Writers on every cluster's primary Service, every primary's Redis killed (SIGKILL from the
+/// host) at the same moment, and how each cluster came back.
+async fn kill_every_primary(
+    setup: &Setup,
+    count: usize,
+    replicas: i32,
+    metrics_port: u16,
+) -> TestResult<MassFailover> {
+    let ns = &setup.namespace.name;
+    let writers = start_writers(setup, count).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut pids = Vec::new();
     for i in 0..count {
@@ -205,6 +255,7 @@ async fn kill_every_primary(
     let mut args = vec!["-KILL".to_owned()];
     args.extend(pids.iter().map(i32::to_string));
     let killed = clock()?;
+    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let status = std::process::Command::new("kill").args(&args).status()?;
     if !status.success() {
         return Err(format!("kill {args:?} failed").into());
@@ -212,40 +263,51 @@ async fn kill_every_primary(
     println!("killed {} primaries' Redis at once", pids.len());
     // Every cluster back to Running (it went Scaling on the way), the writers on meanwhile.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    for i in 0..count {
-        crate::wait_for_within(
-            Duration::from_secs(300),
-            &setup.clusters,
-            &cluster_name(i),
-            "Running again",
-            reports(Phase::Running, replicas),
-        )
-        .await?;
-    }
+    all_running(setup, count, replicas, "Running again").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut writable_after = BTreeMap::new();
     let (mut lost_older, mut lost_last, mut acknowledged) = (0, 0, 0);
-    for (name, address, secret, writer) in writers {
-        let writes = writer.stop().await?;
+    for cluster in writers {
+        let writes = cluster.writer.stop().await?;
         let back = writes
             .iter()
             .filter(|w| w.acknowledged && w.sent > killed)
             .map(|w| w.answered - killed)
             .fold(f64::INFINITY, f64::min);
-        writable_after.insert(name.clone(), back);
-        let (older, last) = lost(&address, secret.as_deref(), &writes, killed).await?;
-        lost_older += older;
-        lost_last += last;
+        writable_after.insert(cluster.name.clone(), back);
+        let present = present(&cluster.address, cluster.password.as_deref(), &writes).await?;
+        for write in writes
+            .iter()
+            .filter(|w| w.acknowledged && w.answered < killed)
+        {
+            if !present.contains(&write.key) {
+                if write.answered < killed - 1.0 {
+                    lost_older += 1;
+                } else {
+                    lost_last += 1;
+                }
+            }
+        }
         acknowledged += writes.iter().filter(|w| w.acknowledged).count();
     }
-    let mut times: Vec<f64> = writable_after.values().copied().collect();
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    let times: Vec<f64> = writable_after.values().copied().collect();
+    let promoted_after: BTreeMap<String, f64> = by_labels(
+        &http_get(metrics_port, "/metrics")?,
+        "redis_cluster_last_failover_timestamp_seconds",
+        &["cluster"],
+    )
+    .into_iter()
+    .map(|(cluster, at)| (cluster, at - killed_at.as_secs_f64()))
+    .collect();
+    let promoted: Vec<f64> = promoted_after.values().copied().collect();
     Ok(MassFailover {
         clusters: count,
-        p50: at(0.5),
-        p99: at(0.99),
-        max: times.last().copied().unwrap_or(f64::INFINITY),
+        promoted_p50: quantile(&promoted, 0.5),
+        promoted_max: quantile(&promoted, 1.0),
+        promoted_after,
+        p50: quantile(&times, 0.5),
+        p99: quantile(&times, 0.99),
+        max: quantile(&times, 1.0),
         writable_after,
         lost_older_than_1s: lost_older,
         lost_last_second: lost_last,
@@ -253,38 +315,102 @@ async fn kill_every_primary(
     })
 }
 
-/// Of the writes acknowledged before `killed`, those the cluster no longer has: (older than a
-/// second before it, within that second).
-async fn lost(
+/// The `q` quantile of `values` (the nearest rank).
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or(f64::INFINITY)
+}
+
+/// Waits until each of the `count` clusters reports Running with every pod ready, for its
+/// latest spec.
+async fn all_running(setup: &Setup, count: usize, replicas: i32, what: &str) -> TestResult {
+    for i in 0..count {
+        crate::wait_for_within(
+            Duration::from_secs(600),
+            &setup.clusters,
+            &cluster_name(i),
+            what,
+            reports(Phase::Running, replicas),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writers on every cluster's primary Service while every cluster gets a new image at the
+/// same moment (the operator paces the rolls, `--max-concurrent-rolls`): how long until all
+/// run it, each cluster's longest pause between acknowledged writes, and what was lost.
+async fn roll_every_cluster(setup: &Setup, count: usize, replicas: i32) -> TestResult<MassRoll> {
+    let writers = start_writers(setup, count).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let changed = clock()?;
+    let started = Instant::now();
+    let patch = kube::api::Patch::Merge(json!({"spec": {"image": ROLL_IMAGE}}));
+    let patches = (0..count).map(|i| {
+        let (clusters, patch) = (&setup.clusters, &patch);
+        async move {
+            let params = kube::api::PatchParams::default();
+            clusters.patch(&cluster_name(i), &params, patch).await
+        }
+    });
+    futures::future::try_join_all(patches).await?;
+    println!("changed the image of {count} clusters to {ROLL_IMAGE} at once");
+    all_running(setup, count, replicas, &format!("Running on {ROLL_IMAGE}")).await?;
+    let roll_seconds = started.elapsed().as_secs_f64();
+    println!("every cluster Running on {ROLL_IMAGE} after {roll_seconds:.1} s");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut longest_pause = BTreeMap::new();
+    let (mut lost, mut acknowledged) = (0, 0);
+    for cluster in writers {
+        let writes = cluster.writer.stop().await?;
+        let present = present(&cluster.address, cluster.password.as_deref(), &writes).await?;
+        let figures = figures(
+            &cluster.name,
+            &writes,
+            changed,
+            &present,
+            (0, Duration::ZERO),
+        );
+        longest_pause.insert(cluster.name, figures.longest_gap);
+        lost += figures.lost.len();
+        acknowledged += figures.acknowledged;
+    }
+    let pauses: Vec<f64> = longest_pause.values().copied().collect();
+    Ok(MassRoll {
+        image: ROLL_IMAGE.to_owned(),
+        roll_seconds,
+        pause_p50: quantile(&pauses, 0.5),
+        pause_max: quantile(&pauses, 1.0),
+        longest_pause,
+        lost,
+        acknowledged,
+    })
+}
+
+/// Which of the acknowledged `writes` the primary behind `address` has.
+async fn present(
     address: &str,
     password: Option<&str>,
     writes: &[Write],
-    killed: f64,
-) -> TestResult<(usize, usize)> {
+) -> TestResult<BTreeSet<String>> {
     let client = ::redis::Client::open(redis_url(address, password))?;
     let mut connection: MultiplexedConnection = client.get_multiplexed_async_connection().await?;
     let role: Vec<::redis::Value> = ::redis::cmd("ROLE").query_async(&mut connection).await?;
     if role.first() != Some(&::redis::Value::BulkString(b"master".to_vec())) {
         return Err(format!("{address} does not reach a primary: {role:?}").into());
     }
-    let acknowledged: Vec<&Write> = writes
-        .iter()
-        .filter(|w| w.acknowledged && w.answered < killed)
-        .collect();
+    let acknowledged: Vec<&Write> = writes.iter().filter(|w| w.acknowledged).collect();
     let mut pipe = ::redis::pipe();
     for write in &acknowledged {
         pipe.cmd("EXISTS").arg(&write.key);
     }
-    let present: Vec<i64> = pipe.query_async(&mut connection).await?;
-    let mut lost = (0, 0);
-    for (write, present) in acknowledged.iter().zip(present) {
-        if present == 0 {
-            if write.answered < killed - 1.0 {
-                lost.0 += 1;
-            } else {
-                lost.1 += 1;
-            }
-        }
-    }
-    Ok(lost)
+    let exists: Vec<i64> = pipe.query_async(&mut connection).await?;
+    Ok(acknowledged
+        .iter()
+        .zip(exists)
+        .filter(|(_, exists)| *exists == 1)
+        .map(|(write, _)| write.key.clone())
+        .collect())
 }
