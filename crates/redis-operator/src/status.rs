@@ -643,9 +643,12 @@ pub enum Write {
 }
 
 /// Whether `next` is written now, later or not at all, given the status last `written` and
-/// how long ago this process wrote one (`None`: not since it started). A new phase, a spec
-/// newly observed, a condition that turns, and a change of an existing primary go out at
-/// once; a condition's new reason or message within the same phase is a detail.
+/// how long ago this process wrote one (`None`: not since it started). Only a cluster on its
+/// way up, Pending before and after, waits: its counts and messages move at each pod event
+/// and say nothing a client acts on. Anything else goes out at once, and so does a new phase,
+/// a spec newly observed, a condition that turns, or a change of an existing primary: a
+/// Running or Scaling cluster's status shows every step, a pod's restart of a second
+/// included.
 pub fn when_to_write(
     written: Option<&RedisClusterStatus>,
     next: &RedisClusterStatus,
@@ -664,7 +667,8 @@ pub fn when_to_write(
             .map(|c| (c.type_.clone(), c.status.clone()))
             .collect()
     };
-    let acted_on = written.phase != next.phase
+    let on_its_way_up = written.phase == Phase::Pending && next.phase == Phase::Pending;
+    let acted_on = !on_its_way_up
         || written.observed_generation != next.observed_generation
         || (written.primary.is_some() && written.primary != next.primary)
         || turns(written) != turns(next);

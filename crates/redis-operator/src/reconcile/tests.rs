@@ -504,7 +504,10 @@ impl RedisAccess for FakeRedis {
                 }
                 self.answer(&pod.name, demoted);
             }
-            Command::HandOver { .. } | Command::Configure(_) | Command::SetConfig { .. } => {}
+            Command::HandOver { .. }
+            | Command::Configure(_)
+            | Command::SetConfig { .. }
+            | Command::Disconnect => {}
         }
         Box::pin(async { Ok(()) })
     }
@@ -706,16 +709,16 @@ async fn a_running_cluster_that_loses_a_pod_says_so_once() {
 
 #[tokio::test]
 async fn a_status_that_only_moves_a_count_waits_for_the_detail_hold() {
-    // Scaling up: 1 of 3 pods ready, then 2 of 3, moments apart.
+    // On its way up: 1 pod of 3 made, none ready, then 2 made, moments apart.
     let cluster = cluster(3, "redis:7.0");
     let harness =
-        Harness::new(healthy).with_children(&cluster, statefulset(&cluster, sts_status(3, 1)));
+        Harness::new(healthy).with_children(&cluster, statefulset(&cluster, sts_status(1, 0)));
     let (_, sent) = harness.reconcile(&cluster).await;
     let first = written_status(&sent).expect("the first look writes its status");
-    assert_eq!((first.phase, first.ready_replicas), (Phase::Scaling, 1));
+    assert_eq!((first.phase, first.replicas), (Phase::Pending, 1));
 
     let cluster = with_status(cluster, first.clone());
-    let harness = harness.with_children(&cluster, statefulset(&cluster, sts_status(3, 2)));
+    let harness = harness.with_children(&cluster, statefulset(&cluster, sts_status(2, 0)));
     let (result, sent) = harness.reconcile(&cluster).await;
     assert_eq!(written_status(&sent), None, "{sent:#?}");
     // Looked at again when the hold is over, to write what is true then.

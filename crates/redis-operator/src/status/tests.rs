@@ -804,7 +804,7 @@ fn primary_available_says_how_the_primary_came_and_why_none_serves() {
 }
 
 #[test]
-fn a_status_that_only_refines_the_last_one_waits_for_the_detail_hold() {
+fn a_pending_status_that_only_refines_the_last_one_waits_for_the_detail_hold() {
     let pending = RedisClusterStatus {
         phase: Phase::Pending,
         observed_generation: Some(1),
@@ -843,7 +843,19 @@ fn a_status_that_only_refines_the_last_one_waits_for_the_detail_hold() {
         Option<Duration>,
         Write,
     );
-    let cases: [Case; 12] = [
+    let scaling = with(&|s| s.phase = Phase::Scaling);
+    let scaling_reworded = with(&|s| {
+        s.phase = Phase::Scaling;
+        s.conditions[0].message = "not ready: a-2 (container redis restarted)".to_owned();
+    });
+    let cases: [Case; 13] = [
+        (
+            "a Scaling cluster's message: every step shows",
+            Some(&scaling),
+            &scaling_reworded,
+            Some(second),
+            Write::Now,
+        ),
         ("no status yet", None, &pending, Some(second), Write::Now),
         (
             "nothing new",
