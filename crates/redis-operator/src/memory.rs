@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::sync::lock;
-use crate::topology::{Change, HANDOVER_RETRY, Outage};
+use crate::topology::{Change, Demoted, HANDOVER_RETRY, Outage};
 
 /// Every cluster's memory, by cluster uid.
 #[derive(Default)]
@@ -31,6 +31,12 @@ const REMEMBER_CHANGE: Duration = Duration::from_secs(60);
 /// endpoints and each node's proxy rules take a moment to follow the label, and until they do,
 /// new connections for the primary still reach the old pod.
 pub const ROUTING_SETTLE: Duration = Duration::from_secs(2);
+
+/// How long after a pod lost the primary role its clients are disconnected at each look
+/// (`redis::Command::Disconnect`): a loaded node's proxy can take seconds to follow the
+/// label, and a client that reconnected through the primary Service meanwhile reached the old
+/// pod, a replica now.
+pub const ROUTING_FOLLOW: Duration = Duration::from_secs(15);
 
 /// How long a status that only refines the one last written (counts, messages, a first
 /// primary) may wait before it is written: a cluster on its way up moves a count at each pod
@@ -71,7 +77,7 @@ impl ClusterMemory {
             && self
                 .demoted
                 .values()
-                .all(|at| at.elapsed() >= ROUTING_SETTLE)
+                .all(|at| at.elapsed() >= ROUTING_FOLLOW)
             && self.refusals.is_empty()
             && self
                 .status_written
@@ -148,18 +154,24 @@ impl ClusterMemory {
         }
     }
 
-    /// The uids of pods that lost the primary role less than [`ROUTING_SETTLE`] ago.
-    pub fn settling(&self) -> HashSet<String> {
-        self.demoted
-            .iter()
-            .filter(|(_, at)| at.elapsed() < ROUTING_SETTLE)
-            .map(|(uid, _)| uid.clone())
-            .collect()
+    /// The pods that lost the primary role lately.
+    pub fn demoted(&self) -> Demoted {
+        let within = |limit: Duration| -> HashSet<String> {
+            self.demoted
+                .iter()
+                .filter(|(_, at)| at.elapsed() < limit)
+                .map(|(uid, _)| uid.clone())
+                .collect()
+        };
+        Demoted {
+            settling: within(ROUTING_SETTLE),
+            lately: within(ROUTING_FOLLOW),
+        }
     }
 
     /// Remembers the pods (by uid) that just lost the primary role.
     pub fn note_demoted(&mut self, uids: impl IntoIterator<Item = String>) {
-        self.demoted.retain(|_, at| at.elapsed() < ROUTING_SETTLE);
+        self.demoted.retain(|_, at| at.elapsed() < ROUTING_FOLLOW);
         let now = Instant::now();
         self.demoted.extend(uids.into_iter().map(|uid| (uid, now)));
     }

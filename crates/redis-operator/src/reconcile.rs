@@ -170,9 +170,9 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
         .statefulsets
         .get(&ObjectRef::new(&name).within(&namespace));
     let statefulset_uid = controlled(statefulset.as_deref(), &uid).and_then(|sts| sts.uid());
-    let (settling, handover_held) = ctx
+    let (demoted, handover_held) = ctx
         .memory
-        .recall(&uid, |m| (m.settling(), m.handover_failed_lately()));
+        .recall(&uid, |m| (m.demoted(), m.handover_failed_lately()));
     // Roles are given only to the pods of our own StatefulSet: pods that another controller
     // owns are not ours to label or to tell whom to follow. Pods without a controller are
     // the StatefulSet's while it is recreated (orphaned by us, soon adopted by the new one):
@@ -185,7 +185,7 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
             Some(owner) => Some(owner) == statefulset_uid.as_deref(),
             None => true,
         })
-        .filter_map(|pod| PodView::of(pod, &settling, now, &credentials))
+        .filter_map(|pod| PodView::of(pod, &demoted, now, &credentials))
         .collect();
     Ok(Observed {
         budget: ctx

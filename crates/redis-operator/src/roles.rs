@@ -3,7 +3,7 @@
 //! new labels, retired labels, a delete (I/O), and return what happened ([`Outcome`]). The plan
 //! is never edited; what the status says comes from the plan and its outcome.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -21,8 +21,8 @@ use crate::names::{LIVE_CONFIG_ANNOTATION, ROLE_LABEL};
 use crate::redis::client::{PodAddress, Unanswered};
 use crate::redis::{Command, HANDOVER_PAUSE_MS};
 use crate::topology::{
-    self, Change, Member, Outcome, Plan, Policy, Relabel, Role, RoleReport, STOP_GRACE_SECONDS,
-    Seen,
+    self, Change, Demoted, Member, Outcome, Plan, Policy, Relabel, Role, RoleReport,
+    STOP_GRACE_SECONDS, Seen,
 };
 
 /// What the Redis side of one reconcile found and did.
@@ -56,11 +56,11 @@ impl PodView {
     /// with the cluster's `credentials`.
     pub fn of(
         pod: &Pod,
-        settling: &HashSet<String>,
+        demoted: &Demoted,
         now: Timestamp,
         credentials: &ClusterCredentials,
     ) -> Option<PodView> {
-        let member = Member::of(pod, settling, now)?;
+        let member = Member::of(pod, demoted, now)?;
         let uid = pod.uid().unwrap_or_default();
         let target = member
             .address
@@ -494,13 +494,16 @@ mod tests {
         evicted.status.as_mut().unwrap().phase = Some("Failed".to_owned());
         let replica = redis_pod(2, true, Some(Role::Replica));
         let pods = [primary, evicted, replica].map(Arc::new);
-        let settling = HashSet::from(["pod-uid-2".to_owned()]);
+        let demoted = Demoted {
+            settling: std::collections::HashSet::from(["pod-uid-2".to_owned()]),
+            lately: std::collections::HashSet::from(["pod-uid-2".to_owned()]),
+        };
         let views: Vec<PodView> = pods
             .iter()
             .filter_map(|pod| {
                 PodView::of(
                     pod,
-                    &settling,
+                    &demoted,
                     Timestamp::now(),
                     &crate::fixtures::credentials(),
                 )
@@ -516,6 +519,7 @@ mod tests {
         // asked.
         assert!(finished.member.terminating && finished.target.is_none());
         assert!(settled.member.settling && settled.target.is_some());
+        assert!(settled.member.lately_demoted && !leaving.member.lately_demoted);
         assert_eq!(settled.uid, "pod-uid-2");
     }
 }

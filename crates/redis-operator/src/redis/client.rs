@@ -516,18 +516,13 @@ impl RedisAccess for Connections {
                     "replicaof"
                 }
                 Command::Demote { host } => {
-                    request
-                        .cmd("REPLICAOF")
-                        .arg(host)
-                        .arg(REDIS_PORT)
-                        .ignore()
-                        // The operator's own connection is spared (SKIPME yes by default).
-                        .cmd("CLIENT")
-                        .arg("KILL")
-                        .arg("TYPE")
-                        .arg("normal")
-                        .ignore();
+                    request.cmd("REPLICAOF").arg(host).arg(REDIS_PORT).ignore();
+                    kill_normal_clients(&mut request);
                     "demote"
+                }
+                Command::Disconnect => {
+                    kill_normal_clients(&mut request);
+                    "disconnect"
                 }
                 Command::Configure(settings) => {
                     configure(&mut request, pod, settings);
@@ -565,6 +560,17 @@ impl RedisAccess for Connections {
                 .map_err(|unanswered| unanswered.why)
         })
     }
+}
+
+/// `CLIENT KILL TYPE normal`, its reply ignored: the operator's own connection is spared
+/// (`SKIPME yes` by default), replicas' links too.
+fn kill_normal_clients(request: &mut redis::Pipeline) {
+    request
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .ignore();
 }
 
 #[cfg(test)]

@@ -84,6 +84,10 @@ pub enum Command {
     /// so that pooled connections, which would otherwise get `READONLY` until they happen to
     /// reconnect, reconnect at once and reach the new primary through the Service.
     Demote { host: String },
+    /// `CLIENT KILL TYPE normal` alone, to a replica that was the primary moments ago: a
+    /// client that reconnected through the primary Service before its routing followed the
+    /// label reached it again, and would get `READONLY` for as long as that connection lasts.
+    Disconnect,
     /// `CONFIG SET` of the [`Settings`].
     Configure(Settings),
     /// `CONFIG SET` of each of the spec's live directives (name, value), then the pod's
@@ -110,6 +114,7 @@ impl fmt::Display for Command {
             Command::Demote { host } => {
                 write!(f, "REPLICAOF {host} {REDIS_PORT} + CLIENT KILL TYPE normal")
             }
+            Command::Disconnect => f.write_str("CLIENT KILL TYPE normal"),
             Command::Configure(s) => write!(
                 f,
                 "CONFIG SET min-replicas-to-write {} min-replicas-max-lag {} \

@@ -289,6 +289,13 @@ fn follow(plan: &mut Plan, member: &Member, primary_address: &str, reasons: &mut
         link_up, syncing, ..
     } = &replication.role
     {
+        // Someone besides the operator is connected to a pod that was the primary moments
+        // ago: most likely a writer that came through the primary Service before its routing
+        // followed the label, and gets READONLY on that connection until it is dropped.
+        if member.lately_demoted && replication.stats.connected_clients > 1 {
+            plan.commands
+                .push((member.name.clone(), Command::Disconnect));
+        }
         if *syncing {
             reasons.push(format!("pod {} is syncing with the primary", member.name));
         } else if !link_up {

@@ -77,6 +77,9 @@ pub struct Member {
     /// It lost the primary role moments ago: until the Service's routing has followed the
     /// label, new connections for the primary still reach it, so its pod is not removed.
     pub settling: bool,
+    /// It lost the primary role lately (`memory::ROUTING_FOLLOW`): connections made through
+    /// the primary Service before its routing followed the label may still reach it.
+    pub lately_demoted: bool,
     /// Its Redis container is not running, as the kubelet reports: whatever Redis did, it
     /// acknowledges nothing more.
     pub stopped: bool,
@@ -86,6 +89,15 @@ pub struct Member {
     /// What its Redis was given of the spec's live config.
     pub live: PodLiveConfig,
     pub seen: Seen,
+}
+
+/// Pods (by uid) that lost the primary role lately, as the operator remembers them.
+#[derive(Clone, Debug, Default)]
+pub struct Demoted {
+    /// Less than `memory::ROUTING_SETTLE` ago: their pods are not removed yet.
+    pub settling: HashSet<String>,
+    /// Less than `memory::ROUTING_FOLLOW` ago: their clients are disconnected at each look.
+    pub lately: HashSet<String>,
 }
 
 impl Member {
@@ -108,10 +120,11 @@ impl Member {
 
 impl Member {
     /// One pod as the decision sees it, not yet asked (`Seen::NoAddress`, or
-    /// `Seen::NeverStarted` for a Redis container stuck before it ever ran). `settling`: the
-    /// uids of pods that lost the primary role moments ago. None for a pod whose name has no
-    /// ordinal (not one of a StatefulSet's).
-    pub fn of(pod: &Pod, settling: &HashSet<String>, now: Timestamp) -> Option<Member> {
+    /// `Seen::NeverStarted` for a Redis container stuck before it ever ran), given the pods
+    /// that lost the primary role lately. None for a pod whose name has no ordinal (not one of
+    /// a StatefulSet's).
+    pub fn of(pod: &Pod, demoted: &Demoted, now: Timestamp) -> Option<Member> {
+        let uid = pod.uid().unwrap_or_default();
         let name = pod.name_any();
         Some(Member {
             ordinal: pod::ordinal(&name)?,
@@ -121,7 +134,8 @@ impl Member {
             terminating: pod::is_leaving(pod),
             label: pod::role(pod),
             config: pod_config::pod_config_of(pod),
-            settling: pod.uid().is_some_and(|uid| settling.contains(&uid)),
+            settling: demoted.settling.contains(&uid),
+            lately_demoted: demoted.lately.contains(&uid),
             stopped: pod::redis_stopped(pod),
             stopping: stopping_for(pod, now),
             live: PodLiveConfig::of(pod),

@@ -190,6 +190,7 @@ pub(crate) fn member(ordinal: i32, label: Option<Role>, ready: bool, seen: Seen)
         label,
         config: None,
         settling: false,
+        lately_demoted: false,
         stopped: false,
         stopping: None,
         live: Default::default(),
@@ -1365,4 +1366,38 @@ fn a_redis_that_restarted_with_data_loses_its_clients_when_it_is_pointed_at_the_
             ("r-2", Command::Follow { host: ip(0) }),
         ]
     );
+}
+
+#[test]
+fn a_replica_that_was_the_primary_moments_ago_loses_its_clients_while_routing_follows() {
+    let with_clients = |clients: u64| {
+        let mut seen = replica_of(0, 100, true);
+        if let Seen::Answered(redis) = &mut seen {
+            // The operator's own connection is one of them.
+            redis.stats.connected_clients = clients;
+        }
+        seen
+    };
+    let cases = [
+        // (lost the role lately, connected clients, disconnected, why)
+        (true, 2, true, "a client besides the operator"),
+        (true, 1, false, "the operator alone"),
+        (
+            false,
+            2,
+            false,
+            "its role went long ago: readers of the replicas Service",
+        ),
+    ];
+    for (lately_demoted, clients, disconnected, why) in cases {
+        let mut former = member(1, Some(Role::Replica), true, with_clients(clients));
+        former.lately_demoted = lately_demoted;
+        let members = [member(0, P, true, primary(100)), former];
+        let plan = decide_for(&members, 2);
+        let sent = commands(&plan)
+            .into_iter()
+            .any(|(pod, c)| pod == "r-1" && c == Command::Disconnect);
+        assert_eq!(sent, disconnected, "{why}");
+        assert_eq!(plan.in_role, 2, "{why}: it counts in its role all the same");
+    }
 }

@@ -239,8 +239,6 @@ fn clusters_lose_only_kubectls_copy_of_themselves() {
 
 #[test]
 fn trimming_pods_never_changes_what_the_role_decision_sees() {
-    use std::collections::HashSet;
-
     use k8s_openapi::jiff::Timestamp;
 
     use crate::topology::Member;
@@ -258,7 +256,7 @@ fn trimming_pods_never_changes_what_the_role_decision_sees() {
     ];
     let now = Timestamp::from_second(at(3).as_second()).unwrap();
     let seen = |pod: &Pod| {
-        let m = Member::of(pod, &HashSet::new(), now).unwrap();
+        let m = Member::of(pod, &Default::default(), now).unwrap();
         (m.stopped, m.stopping, m.terminating, m.address, m.ready)
     };
     for pod in pods {
