@@ -200,8 +200,10 @@ fn assign(
     if let Some(missing) = (0..policy.kept).find(|o| !present.contains(o)) {
         reasons.push(format!("pod with ordinal {missing} does not exist yet"));
     }
+    // Disconnecting a former primary's clients changes nothing the next step depends on: a
+    // roll goes on meanwhile.
     let settled = reasons.is_empty()
-        && plan.commands.is_empty()
+        && plan.commands.iter().all(|(_, c)| *c == Command::Disconnect)
         && plan.relabel.is_empty()
         && plan.demote.is_empty()
         && plan.retire.is_empty();

@@ -743,6 +743,14 @@ fn a_roll_replaces_replicas_one_at_a_time_then_hands_over_then_the_old_primary()
     members[0].settling = false;
     let plan = decide(&members, &roll_policy());
     assert_eq!(plan.delete.as_deref(), Some("r-0"));
+    // Its clients being disconnected (it was the primary moments ago) holds nothing up.
+    members[0].lately_demoted = true;
+    if let Seen::Answered(redis) = &mut members[0].seen {
+        redis.stats.connected_clients = 3;
+    }
+    let plan = decide(&members, &roll_policy());
+    assert_eq!(commands(&plan), [("r-0", Command::Disconnect)]);
+    assert_eq!(plan.delete.as_deref(), Some("r-0"));
 
     // One deletion at a time.
     let mut members = rolling(["old", "old", "new"], 0);
