@@ -20,7 +20,7 @@ pub mod setup;
 pub mod waits;
 
 pub use metrics::{
-    http_get, metric, reconciles_total, redis_command_counts, request_counts,
+    http_get, metric, quantile, reconciles_total, redis_command_counts, request_counts,
     request_counts_by_resource,
 };
 pub use namespace::{TestNamespace, client, has_real_node, real_node_or_skip};

@@ -108,16 +108,7 @@ pub async fn run(count: usize, replicas: i32, window: Duration) -> TestResult<Ma
             .create(&PostParams::default(), &cluster)
             .await?;
     }
-    for i in 0..count {
-        crate::wait_for_within(
-            Duration::from_secs(900),
-            &setup.clusters,
-            &cluster_name(i),
-            "Running",
-            reports(Phase::Running, replicas),
-        )
-        .await?;
-    }
+    all_running(&setup, count, replicas, "Running").await?;
     let to_running = created.elapsed().as_secs_f64();
     println!("{count} clusters of {replicas} Running after {to_running:.1} s");
     let pods = count * usize::try_from(replicas)?;
@@ -315,12 +306,9 @@ async fn kill_every_primary(
     })
 }
 
-/// The `q` quantile of `values` (the nearest rank).
+/// The `q` quantile of `values`; infinite when there are none (JSON shows it as null).
 fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
-    sorted.get(rank - 1).copied().unwrap_or(f64::INFINITY)
+    crate::quantile(values, q).unwrap_or(f64::INFINITY)
 }
 
 /// Waits until each of the `count` clusters reports Running with every pod ready, for its
@@ -328,7 +316,7 @@ fn quantile(values: &[f64], q: f64) -> f64 {
 async fn all_running(setup: &Setup, count: usize, replicas: i32, what: &str) -> TestResult {
     for i in 0..count {
         crate::wait_for_within(
-            Duration::from_secs(600),
+            Duration::from_secs(900),
             &setup.clusters,
             &cluster_name(i),
             what,

@@ -121,6 +121,14 @@ pub fn request_counts_by_resource(port: u16) -> TestResult<BTreeMap<String, f64>
     .collect())
 }
 
+/// The `q` quantile of `values` by the nearest rank (1.0 is the maximum); None when empty.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
 /// The operator's Redis commands so far, by `command/result` (from its /metrics).
 pub fn redis_command_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
     let text = http_get(port, "/metrics")?;
@@ -134,6 +142,16 @@ pub fn redis_command_counts(port: u16) -> TestResult<BTreeMap<String, f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_ranks() {
+        let values = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(quantile(&values, 0.5), Some(3.0));
+        assert_eq!(quantile(&values, 0.99), Some(5.0));
+        assert_eq!(quantile(&values, 1.0), Some(5.0));
+        assert_eq!(quantile(&values, 0.0), Some(1.0));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
 
     #[test]
     fn prometheus_text_parses_into_samples() {

@@ -3,12 +3,12 @@
 //! which only delays a measurement, a retry or a deletion. What a decision may read of it goes
 //! through `topology::Policy` (a handover held back, pods still settling).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::sync::lock;
-use crate::topology::{Change, Demoted, HANDOVER_RETRY, Outage};
+use crate::topology::{Change, HANDOVER_RETRY, Outage, ROUTING_FOLLOW};
 
 /// Every cluster's memory, by cluster uid.
 #[derive(Default)]
@@ -26,17 +26,6 @@ impl Memory {
 
 /// How long a change of primary is remembered: the cached status shows it well before.
 const REMEMBER_CHANGE: Duration = Duration::from_secs(60);
-
-/// How long after a pod lost the primary role it is kept from deletion: the Service's
-/// endpoints and each node's proxy rules take a moment to follow the label, and until they do,
-/// new connections for the primary still reach the old pod.
-pub const ROUTING_SETTLE: Duration = Duration::from_secs(2);
-
-/// How long after a pod lost the primary role its clients are disconnected at each look
-/// (`redis::Command::Disconnect`): a loaded node's proxy can take seconds to follow the
-/// label, and a client that reconnected through the primary Service meanwhile reached the old
-/// pod, a replica now.
-pub const ROUTING_FOLLOW: Duration = Duration::from_secs(15);
 
 /// How long a status that only refines the one last written (counts, messages, a first
 /// primary) may wait before it is written: a cluster on its way up moves a count at each pod
@@ -154,19 +143,14 @@ impl ClusterMemory {
         }
     }
 
-    /// The pods that lost the primary role lately.
-    pub fn demoted(&self) -> Demoted {
-        let within = |limit: Duration| -> HashSet<String> {
-            self.demoted
-                .iter()
-                .filter(|(_, at)| at.elapsed() < limit)
-                .map(|(uid, _)| uid.clone())
-                .collect()
-        };
-        Demoted {
-            settling: within(ROUTING_SETTLE),
-            lately: within(ROUTING_FOLLOW),
-        }
+    /// The pods (by uid) that lost the primary role less than [`ROUTING_FOLLOW`] ago, and how
+    /// long ago.
+    pub fn demoted(&self) -> HashMap<String, Duration> {
+        self.demoted
+            .iter()
+            .map(|(uid, at)| (uid.clone(), at.elapsed()))
+            .filter(|(_, ago)| *ago < ROUTING_FOLLOW)
+            .collect()
     }
 
     /// Remembers the pods (by uid) that just lost the primary role.

@@ -115,9 +115,9 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let facts = applied.facts(&observed, &desired, &pods, &ctx.settings);
     let assessment = status::assess(cluster, &facts);
     let events = applied.events(cluster, &observed, &assessment.status);
-    let held = report(ctx, cluster, &assessment.status, events).await?;
+    let held = report(ctx, cluster, &observed, &assessment.status, events).await?;
     let after = requeue_after(&assessment, &applied, &ctx.settings);
-    let action = Action::requeue(held.map_or(after, |held| after.min(held)));
+    let action = Action::requeue(sooner(after, held));
     Ok((action, assessment.status.phase))
 }
 
@@ -134,6 +134,8 @@ struct Observed {
     members: Vec<PodView>,
     /// A handover failed lately (`memory`): none is started again yet.
     handover_held: bool,
+    /// How long ago this process last wrote the cluster's status (`memory`).
+    since_status_written: Option<Duration>,
     /// Now, to the second (the status's times are whole seconds).
     now: Timestamp,
     /// The cluster's operator-held passwords.
@@ -170,9 +172,14 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
         .statefulsets
         .get(&ObjectRef::new(&name).within(&namespace));
     let statefulset_uid = controlled(statefulset.as_deref(), &uid).and_then(|sts| sts.uid());
-    let (demoted, handover_held) = ctx
-        .memory
-        .recall(&uid, |m| (m.demoted(), m.handover_failed_lately()));
+    let (demoted, handover_held, since_status_written) = ctx.memory.recall(&uid, |m| {
+        let since_status_written = m.status_written.map(|at| at.elapsed());
+        (
+            m.demoted(),
+            m.handover_failed_lately(),
+            since_status_written,
+        )
+    });
     // Roles are given only to the pods of our own StatefulSet: pods that another controller
     // owns are not ours to label or to tell whom to follow. Pods without a controller are
     // the StatefulSet's while it is recreated (orphaned by us, soon adopted by the new one):
@@ -198,6 +205,7 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
         statefulset,
         members,
         handover_held,
+        since_status_written,
         now,
         credentials,
     })
@@ -562,11 +570,14 @@ async fn report_blocked(
         progress_deadline: ctx.settings.progress_deadline,
     };
     let status = status::assess(cluster, &facts).status;
-    let held = report(ctx, cluster, &status, Vec::new()).await?;
-    let after = held.map_or(ctx.settings.resync_interval, |held| {
-        held.min(ctx.settings.resync_interval)
-    });
+    let held = report(ctx, cluster, observed, &status, Vec::new()).await?;
+    let after = sooner(ctx.settings.resync_interval, held);
     Ok((Action::requeue(after), status.phase))
+}
+
+/// `after`, or a held status's look if that comes sooner.
+fn sooner(after: Duration, held: Option<Duration>) -> Duration {
+    held.map_or(after, |held| held.min(after))
 }
 
 /// When to look again: at the resync, or sooner when time alone changes the status, a child
@@ -627,6 +638,7 @@ fn cluster_pods(ctx: &Context, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
 async fn report(
     ctx: &Context,
     cluster: &RedisCluster,
+    observed: &Observed,
     status: &RedisClusterStatus,
     mut events: Vec<Event>,
 ) -> Result<Option<Duration>> {
@@ -634,16 +646,16 @@ async fn report(
     if status.phase == Phase::Failed && previous_phase != Some(Phase::Failed) {
         events.push(failure_event(status));
     }
-    let uid = cluster.uid().unwrap_or_default();
-    let since_last_write = ctx
-        .memory
-        .recall(&uid, |m| m.status_written.map(|at| at.elapsed()));
-    let when = status::when_to_write(cluster.status.as_ref(), status, since_last_write);
+    let when = status::when_to_write(
+        cluster.status.as_ref(),
+        status,
+        observed.since_status_written,
+    );
     let write = async {
         if when == status::Write::Now {
             write_status(ctx, cluster, status).await?;
             ctx.memory
-                .recall(&uid, |m| m.status_written = Some(Instant::now()));
+                .recall(&observed.uid, |m| m.status_written = Some(Instant::now()));
         }
         Ok(())
     };

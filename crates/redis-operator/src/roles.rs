@@ -21,8 +21,8 @@ use crate::names::{LIVE_CONFIG_ANNOTATION, ROLE_LABEL};
 use crate::redis::client::{PodAddress, Unanswered};
 use crate::redis::{Command, HANDOVER_PAUSE_MS};
 use crate::topology::{
-    self, Change, Demoted, Member, Outcome, Plan, Policy, Relabel, Role, RoleReport,
-    STOP_GRACE_SECONDS, Seen,
+    self, Change, Member, Outcome, Plan, Policy, Relabel, Role, RoleReport, STOP_GRACE_SECONDS,
+    Seen,
 };
 
 /// What the Redis side of one reconcile found and did.
@@ -56,12 +56,12 @@ impl PodView {
     /// with the cluster's `credentials`.
     pub fn of(
         pod: &Pod,
-        demoted: &Demoted,
+        demoted: &HashMap<String, Duration>,
         now: Timestamp,
         credentials: &ClusterCredentials,
     ) -> Option<PodView> {
-        let member = Member::of(pod, demoted, now)?;
         let uid = pod.uid().unwrap_or_default();
+        let member = Member::of(pod, demoted.get(&uid).copied(), now)?;
         let target = member
             .address
             .clone()
@@ -494,10 +494,7 @@ mod tests {
         evicted.status.as_mut().unwrap().phase = Some("Failed".to_owned());
         let replica = redis_pod(2, true, Some(Role::Replica));
         let pods = [primary, evicted, replica].map(Arc::new);
-        let demoted = Demoted {
-            settling: std::collections::HashSet::from(["pod-uid-2".to_owned()]),
-            lately: std::collections::HashSet::from(["pod-uid-2".to_owned()]),
-        };
+        let demoted = HashMap::from([("pod-uid-2".to_owned(), Duration::from_secs(1))]);
         let views: Vec<PodView> = pods
             .iter()
             .filter_map(|pod| {

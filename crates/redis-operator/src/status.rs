@@ -660,18 +660,14 @@ pub fn when_to_write(
     if written == next {
         return Write::Not;
     }
-    let turns = |status: &RedisClusterStatus| -> Vec<(String, String)> {
-        status
-            .conditions
-            .iter()
-            .map(|c| (c.type_.clone(), c.status.clone()))
-            .collect()
-    };
+    fn turns(status: &RedisClusterStatus) -> impl Iterator<Item = (&String, &String)> {
+        status.conditions.iter().map(|c| (&c.type_, &c.status))
+    }
     let on_its_way_up = written.phase == Phase::Pending && next.phase == Phase::Pending;
     let acted_on = !on_its_way_up
         || written.observed_generation != next.observed_generation
         || (written.primary.is_some() && written.primary != next.primary)
-        || turns(written) != turns(next);
+        || turns(written).ne(turns(next));
     match since_last_write {
         Some(since) if !acted_on && since < DETAIL_HOLD => Write::After(DETAIL_HOLD - since),
         _ => Write::Now,

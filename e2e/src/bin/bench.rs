@@ -345,12 +345,7 @@ async fn converge(
         .iter()
         .map(|(key, n)| (key.clone(), per_cluster(*n)))
         .collect();
-    let mut writes_per_cluster = BTreeMap::new();
-    for (key, n) in &writes {
-        let verb = key.split(' ').next().unwrap_or_default().to_owned();
-        *writes_per_cluster.entry(verb).or_insert(0.0) += n;
-    }
-    let writes_per_cluster: BTreeMap<String, f64> = writes_per_cluster
+    let writes_per_cluster: BTreeMap<String, f64> = by_verb(&writes, |_| true)
         .into_iter()
         .map(|(verb, n)| (verb, per_cluster(n)))
         .collect();
@@ -385,19 +380,19 @@ async fn idle(args: &Args, measured: &Measured) -> TestResult<Idle> {
     let port = measured.port;
     let redis_before = e2e::redis_command_counts(port)?;
     let before = e2e::request_counts_by_resource(port)?;
-    let cpu_before = cpu_seconds(&measured.operator)?;
+    let cpu_seconds = || -> TestResult<f64> {
+        let text = http_get(port, "/metrics")?;
+        Ok(e2e::metric(&text, "process_cpu_seconds").ok_or("no process_cpu_seconds")?)
+    };
+    let cpu_before = cpu_seconds()?;
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     let cpu_percent = rounded(
-        (cpu_seconds(&measured.operator)? - cpu_before) / args.idle_seconds as f64 * 100.0,
+        (cpu_seconds()? - cpu_before) / args.idle_seconds as f64 * 100.0,
         2,
     );
-    let mut requests = BTreeMap::new();
-    for (key, n) in requests_since(port, &before)? {
-        let (verb, resource) = key.split_once(' ').unwrap_or((&key, ""));
-        if resource != "leases" {
-            *requests.entry(verb.to_owned()).or_insert(0.0) += n;
-        }
-    }
+    let requests = by_verb(&requests_since(port, &before)?, |resource| {
+        resource != "leases"
+    });
     println!("idle requests in {} s: {requests:?}", args.idle_seconds);
     let per_cluster_minute = args.count as f64 * args.idle_seconds as f64 / 60.0;
     let redis_deltas: BTreeMap<String, f64> = e2e::redis_command_counts(port)?
@@ -515,22 +510,6 @@ async fn wait_ready(port: u16, limit: Duration) -> TestResult {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Err(format!("operator not ready within {limit:?}").into())
-}
-
-/// The CPU time (user and system) the operator process has used, in seconds.
-fn cpu_seconds(operator: &Operator) -> TestResult<f64> {
-    let pid = operator.pid().ok_or("no operator process")?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .ok_or("no command name in stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // The kernel's USER_HZ is 100 on Linux.
-    Ok(ticks / 100.0)
 }
 
 /// VmRSS and VmHWM of the operator process, in KiB.
@@ -773,6 +752,18 @@ where
     Err("watch ended".into())
 }
 
+/// `counts` by `verb resource` added up by verb, over the resources `keep` takes.
+fn by_verb(counts: &BTreeMap<String, f64>, keep: impl Fn(&str) -> bool) -> BTreeMap<String, f64> {
+    let mut totals = BTreeMap::new();
+    for (key, n) in counts {
+        let (verb, resource) = key.split_once(' ').unwrap_or((key, ""));
+        if keep(resource) {
+            *totals.entry(verb.to_owned()).or_insert(0.0) += n;
+        }
+    }
+    totals
+}
+
 /// The writes among the requests since `before`, by `verb resource`.
 fn writes_since(port: u16, before: &BTreeMap<String, f64>) -> TestResult<BTreeMap<String, f64>> {
     Ok(requests_since(port, before)?
@@ -918,12 +909,8 @@ fn is_running(cluster: Option<&RedisCluster>, replicas: i32) -> bool {
 }
 
 fn percentiles(latencies: &[Duration]) -> Percentiles {
-    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    let at = |p: f64| {
-        let index = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
-        ms.get(index).map_or(0.0, |v| rounded(*v, 1))
-    };
+    let ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let at = |p: f64| e2e::quantile(&ms, p).map_or(0.0, |v| rounded(v, 1));
     Percentiles {
         samples: ms.len(),
         p50: at(0.5),

@@ -7,7 +7,6 @@
 //! `role=primary`, `<name>-replicas` selects `role=replica`. How a pod's Redis starts without a
 //! role is the protocol's (`crate::redis`).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -28,6 +27,17 @@ pub use decide::decide;
 /// How long after a handover failed another is tried: one that did not complete (the replica
 /// did not catch up in time) paused writes for nothing, and must not be repeated at every look.
 pub const HANDOVER_RETRY: Duration = Duration::from_secs(30);
+
+/// How long after a pod lost the primary role it is kept from deletion: the Service's
+/// endpoints and each node's proxy rules take a moment to follow the label, and until they do,
+/// new connections for the primary still reach the old pod.
+pub const ROUTING_SETTLE: Duration = Duration::from_secs(2);
+
+/// How long after a pod lost the primary role its clients are disconnected at each look
+/// (`redis::Command::Disconnect`): a loaded node's proxy can take seconds to follow the
+/// label, and a client that reconnected through the primary Service meanwhile reached the old
+/// pod, a replica now.
+pub const ROUTING_FOLLOW: Duration = Duration::from_secs(15);
 
 /// The grace period of the delete that stops a primary that does not answer before a replica
 /// replaces it: the kubelet kills its Redis (SIGKILL ends a process that hangs, or that was
@@ -74,11 +84,12 @@ pub struct Member {
     pub label: Option<Role>,
     /// What the pod was made for (`pod_config::pod_config_of`).
     pub config: Option<String>,
-    /// It lost the primary role moments ago: until the Service's routing has followed the
-    /// label, new connections for the primary still reach it, so its pod is not removed.
+    /// It lost the primary role less than [`ROUTING_SETTLE`] ago: until the Service's routing
+    /// has followed the label, new connections for the primary still reach it, so its pod is
+    /// not removed.
     pub settling: bool,
-    /// It lost the primary role lately (`memory::ROUTING_FOLLOW`): connections made through
-    /// the primary Service before its routing followed the label may still reach it.
+    /// It lost the primary role less than [`ROUTING_FOLLOW`] ago: connections made through the
+    /// primary Service before its routing followed the label may still reach it.
     pub lately_demoted: bool,
     /// Its Redis container is not running, as the kubelet reports: whatever Redis did, it
     /// acknowledges nothing more.
@@ -89,15 +100,6 @@ pub struct Member {
     /// What its Redis was given of the spec's live config.
     pub live: PodLiveConfig,
     pub seen: Seen,
-}
-
-/// Pods (by uid) that lost the primary role lately, as the operator remembers them.
-#[derive(Clone, Debug, Default)]
-pub struct Demoted {
-    /// Less than `memory::ROUTING_SETTLE` ago: their pods are not removed yet.
-    pub settling: HashSet<String>,
-    /// Less than `memory::ROUTING_FOLLOW` ago: their clients are disconnected at each look.
-    pub lately: HashSet<String>,
 }
 
 impl Member {
@@ -120,11 +122,11 @@ impl Member {
 
 impl Member {
     /// One pod as the decision sees it, not yet asked (`Seen::NoAddress`, or
-    /// `Seen::NeverStarted` for a Redis container stuck before it ever ran), given the pods
-    /// that lost the primary role lately. None for a pod whose name has no ordinal (not one of
-    /// a StatefulSet's).
-    pub fn of(pod: &Pod, demoted: &Demoted, now: Timestamp) -> Option<Member> {
-        let uid = pod.uid().unwrap_or_default();
+    /// `Seen::NeverStarted` for a Redis container stuck before it ever ran), given how long
+    /// ago it lost the primary role, if it did lately. None for a pod whose name has no
+    /// ordinal (not one of a StatefulSet's).
+    pub fn of(pod: &Pod, demoted_ago: Option<Duration>, now: Timestamp) -> Option<Member> {
+        let demoted_within = |limit: Duration| demoted_ago.is_some_and(|ago| ago < limit);
         let name = pod.name_any();
         Some(Member {
             ordinal: pod::ordinal(&name)?,
@@ -134,8 +136,8 @@ impl Member {
             terminating: pod::is_leaving(pod),
             label: pod::role(pod),
             config: pod_config::pod_config_of(pod),
-            settling: demoted.settling.contains(&uid),
-            lately_demoted: demoted.lately.contains(&uid),
+            settling: demoted_within(ROUTING_SETTLE),
+            lately_demoted: demoted_within(ROUTING_FOLLOW),
             stopped: pod::redis_stopped(pod),
             stopping: stopping_for(pod, now),
             live: PodLiveConfig::of(pod),

@@ -256,7 +256,7 @@ fn trimming_pods_never_changes_what_the_role_decision_sees() {
     ];
     let now = Timestamp::from_second(at(3).as_second()).unwrap();
     let seen = |pod: &Pod| {
-        let m = Member::of(pod, &Default::default(), now).unwrap();
+        let m = Member::of(pod, None, now).unwrap();
         (m.stopped, m.stopping, m.terminating, m.address, m.ready)
     };
     for pod in pods {
