@@ -7,16 +7,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ::redis::AsyncConnectionConfig;
-use ::redis::aio::MultiplexedConnection;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Portforwarder;
 use kube::{Api, Client};
 use tokio::sync::Semaphore;
-use tracing::debug;
 
 use super::info::{Replication, acl_passwords};
+use super::serial::{SerialConnection, Stream};
 use super::{Command, REDIS_PORT, Settings};
 use crate::auth::{ClusterCredentials, OPERATOR_USER, REPLICA_COMMANDS, REPLICA_USER};
 use crate::metrics::Metrics;
@@ -99,7 +97,7 @@ pub struct Connections {
 /// What is kept per pod (by uid).
 #[derive(Default)]
 struct PodState {
-    connection: Option<(String, MultiplexedConnection)>,
+    connection: Option<(String, SerialConnection)>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -136,7 +134,7 @@ impl Connections {
 
     /// The pod's connection: the cached one if it is for the same IP, else a new one. Fails at
     /// once (`Backoff`) while the pod is backing off.
-    async fn connection(&self, pod: &PodAddress) -> Result<MultiplexedConnection, Failure> {
+    async fn connection(&self, pod: &PodAddress) -> Result<SerialConnection, Failure> {
         {
             let mut state = lock(&self.state);
             let now = Instant::now();
@@ -165,42 +163,19 @@ impl Connections {
         Ok(connection)
     }
 
-    async fn connect(&self, pod: &PodAddress) -> Result<MultiplexedConnection, String> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
+    async fn connect(&self, pod: &PodAddress) -> Result<SerialConnection, String> {
+        let (stream, forwarder) = self.byte_stream(pod).await?;
+        let stream = match &pod.tls_name {
+            Some(name) => self.secure(name, stream).await?,
+            None => stream,
+        };
         // No `CLIENT SETINFO` on connecting: Redis before 7.2 does not know it, and the
         // operator's user may not send it.
-        let plain = ::redis::RedisConnectionInfo::default().set_skip_set_lib_name();
-        let login = if pod.login {
-            plain
-                .set_username(OPERATOR_USER)
-                .set_password(pod.credentials.operator.expose())
-        } else {
-            plain
-        };
-        if let Some(name) = &pod.tls_name {
-            let stream = self.byte_stream(pod).await?;
-            let secured = self.secure(name, stream.0).await?;
-            return multiplex(secured, stream.1, &login, config, &pod.name).await;
-        }
-        match self.route {
-            Route::Direct => {
-                let address = ::redis::ConnectionAddr::Tcp(pod.ip.clone(), REDIS_PORT);
-                let info = ::redis::IntoConnectionInfo::into_connection_info(address)
-                    .map_err(|e| e.to_string())?
-                    .set_redis_settings(login);
-                let client = ::redis::Client::open(info).map_err(|e| e.to_string())?;
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Route::PortForward => {
-                let (stream, forwarder) = self.byte_stream(pod).await?;
-                multiplex(stream, forwarder, &login, config, &pod.name).await
-            }
-        }
+        let password = pod.credentials.operator.expose();
+        let user = pod.login.then_some((OPERATOR_USER, password));
+        SerialConnection::open(stream, forwarder, user)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// A byte stream to the pod's Redis: TCP to its IP, or the API server's port-forward (with
@@ -214,6 +189,8 @@ impl Connections {
                 let tcp = tokio::net::TcpStream::connect((pod.ip.as_str(), REDIS_PORT))
                     .await
                     .map_err(|e| e.to_string())?;
+                // Requests are small and each waits for its reply.
+                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
                 Ok((Box::new(tcp), None))
             }
             Route::PortForward => {
@@ -334,33 +311,6 @@ impl From<String> for Failure {
         Failure::Error(error)
     }
 }
-
-/// A Redis connection over `stream`, its driver running until the connection is dropped or
-/// fails, and then the port-forward (if any) closed with it.
-async fn multiplex(
-    stream: Box<dyn Stream>,
-    forwarder: Option<Portforwarder>,
-    login: &::redis::RedisConnectionInfo,
-    config: AsyncConnectionConfig,
-    pod: &str,
-) -> Result<MultiplexedConnection, String> {
-    let (connection, driver) = MultiplexedConnection::new_with_config(login, stream, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pod = pod.to_owned();
-    tokio::spawn(async move {
-        driver.await;
-        if let Some(forwarder) = forwarder {
-            forwarder.abort();
-            debug!(%pod, "port-forward closed");
-        }
-    });
-    Ok(connection)
-}
-
-/// A byte stream to a pod's Redis: TCP or a port-forward, maybe with TLS.
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 /// The operator's TLS client: the CAs in `path` (PEM), nothing else trusted.
 pub fn tls_client(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {

@@ -1,6 +1,7 @@
 //! The Redis side of the role protocol, in one place: the port, the unassigned start, the
 //! commands the operator sends ([`Command`]), what it reads back ([`info`]), how it reaches a
-//! pod ([`client`]) and the scripts the pods run on their own ([`scripts`]).
+//! pod ([`client`], over a [`serial`] connection) and the scripts the pods run on their own
+//! ([`scripts`]).
 //!
 //! The operator is the only one that gives roles. A pod's Redis starts as a replica of
 //! [`UNASSIGNED_HOST`]:[`UNASSIGNED_PORT`], where nothing listens: it refuses writes, and it
@@ -14,6 +15,7 @@ use std::fmt;
 pub mod client;
 pub mod info;
 pub mod scripts;
+mod serial;
 
 pub const REDIS_PORT: u16 = 6379;
 /// The name of the container port, which Services and probes refer to.
