@@ -245,9 +245,12 @@ async fn kill_every_primary(
     // One kill(1) for all: the signals go out microseconds apart, not a process spawn apart.
     let mut args = vec!["-KILL".to_owned()];
     args.extend(pids.iter().map(i32::to_string));
+    let status = std::process::Command::new("kill").args(&args).status()?;
+    // Counted from when kill(1) returned: every signal is delivered by then, while starting
+    // it can take longer than a writer's 100 ms on a loaded node, and writes sent before the
+    // signals landed were acknowledged by Redis that were still running.
     let killed = clock()?;
     let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let status = std::process::Command::new("kill").args(&args).status()?;
     if !status.success() {
         return Err(format!("kill {args:?} failed").into());
     }
