@@ -151,16 +151,20 @@ fn reply_length(bytes: &[u8]) -> Option<usize> {
     else {
         return Some(line);
     };
+    // A negative size is a null: nothing follows the header.
+    let Ok(size) = usize::try_from(size) else {
+        return Some(line);
+    };
     let elements = match bytes[0] {
-        // Blob string, verbatim string, blob error: `size` bytes and CRLF, or a null.
+        // Blob string, verbatim string, blob error: `size` bytes and CRLF.
         b'$' | b'=' | b'!' => {
-            let end = line + usize::try_from(size).map_or(0, |size| size + 2);
+            let end = line + size + 2;
             return (bytes.len() >= end).then_some(end);
         }
-        b'*' | b'~' | b'>' => usize::try_from(size).unwrap_or(0),
+        b'*' | b'~' | b'>' => size,
         // Maps and attributes: keys and values. An attribute comes before the reply it is about.
-        b'%' => usize::try_from(size).unwrap_or(0) * 2,
-        b'|' => usize::try_from(size).unwrap_or(0) * 2 + 1,
+        b'%' => size * 2,
+        b'|' => size * 2 + 1,
         _ => return Some(line),
     };
     (0..elements).try_fold(line, |end, _| {
