@@ -19,6 +19,7 @@ use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::redis::client::RedisAccess;
 use crate::rolls::RollTurns;
+use crate::trim::Packed;
 
 /// Tunables of the reconcile loop, from the command line.
 #[derive(Clone, Debug)]
@@ -55,9 +56,9 @@ impl Default for Settings {
 /// Read-only caches of the children, filled by the controller's watches.
 #[derive(Clone)]
 pub struct Stores {
-    pub statefulsets: Store<StatefulSet>,
-    pub services: Store<Service>,
-    pub pods: Store<Pod>,
+    pub statefulsets: Store<Packed<StatefulSet>>,
+    pub services: Store<Packed<Service>>,
+    pub pods: Store<Packed<Pod>>,
     pub disruption_budgets: Store<PodDisruptionBudget>,
     /// The claims of clusters with storage (made by their StatefulSets from our template).
     pub claims: Store<PersistentVolumeClaim>,

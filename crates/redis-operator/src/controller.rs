@@ -1,5 +1,6 @@
 //! Wiring: the client, the watches and their caches, and the kube-runtime Controller.
 
+use std::convert::identity;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::names;
 use crate::reconcile::{error_policy, reconcile};
 use crate::redis::client::{Connections, Route, tls_client};
-use crate::trim::{self, WithoutManagedFields};
+use crate::trim::{self, Packed};
 
 /// Where the operator runs and how hard it works.
 #[derive(Clone, Debug)]
@@ -166,31 +167,31 @@ where
     }
 }
 
-/// A cache of `K` objects matching `config`, and the stream of changes that feeds it (which the
-/// controller polls). `trim` drops what we never read, before it is cached; `on_synced` runs
-/// each time the cache holds a complete list.
-fn cached_watch<K>(
-    api: Api<WithoutManagedFields<K>>,
+/// A cache of what `keep` makes of each object matching `config`, decoded as a `W` (dropping
+/// what we never read before it is cached), and the stream of changes that feeds it (which the
+/// controller polls). `on_synced` runs each time the cache holds a complete list.
+fn cached_watch<W, C>(
+    api: Api<W>,
     config: watcher::Config,
-    trim: fn(&mut K),
+    keep: fn(W) -> C,
     on_synced: impl Fn() + Send + 'static,
 ) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<C>,
+    impl Stream<Item = Result<C, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    W: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + 'static,
+    C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let kind = K::kind(&()).into_owned();
+    let kind = W::kind(&()).into_owned();
     let cached = reader.clone();
     let started = Instant::now();
     let stream = reflector(
         writer,
         watcher(api, config)
             .default_backoff()
-            .map_ok(WithoutManagedFields::unwrap_event)
-            .modify(trim),
+            .map_ok(move |event| trim::map_event(event, keep)),
     )
     .inspect(move |event| {
         if let Ok(watcher::Event::InitDone) = event {
@@ -293,8 +294,9 @@ async fn lease_lost(lease: &Lease) -> String {
 }
 
 /// How children are listed and watched: only the operator's own, listed from etcd in small
-/// pages. Each page is decoded whole before it is trimmed, so the page size bounds the start-up
-/// peak in memory.
+/// pages. The whole response of a list is held as it is read; a list of every child from the
+/// watch cache at once (as for RedisClusters) left the operator at 1000 clusters with 58 MiB
+/// where pages of 100 leave 43 MiB, and was no faster on a busy API server.
 fn child_watch_config() -> watcher::Config {
     watcher::Config::default()
         .labels(&names::managed_by_selector())
@@ -333,7 +335,7 @@ async fn reconcile_until(
     let namespace = config.namespace.as_deref();
     let (stores, children) = watch_children(&client, namespace);
     let (clusters_listed, clusters_synced) = tokio::sync::watch::channel(false);
-    let (clusters, cluster_events) = cached_watch::<RedisCluster>(
+    let (clusters, cluster_events) = cached_watch(
         scoped(client.clone(), namespace),
         cluster_watch_config(),
         trim::cluster,
@@ -406,9 +408,9 @@ fn watch_children(
 ) -> (
     Stores,
     ChildEvents<
-        impl Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
-        impl Stream<Item = Result<Service, watcher::Error>> + Send + 'static,
-        impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<Packed<StatefulSet>, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<Packed<Service>, watcher::Error>> + Send + 'static,
+        impl Stream<Item = Result<Packed<Pod>, watcher::Error>> + Send + 'static,
         impl Stream<Item = Result<PodDisruptionBudget, watcher::Error>> + Send + 'static,
         impl Stream<Item = Result<PersistentVolumeClaim, watcher::Error>> + Send + 'static,
     >,
@@ -416,19 +418,19 @@ fn watch_children(
     let (statefulsets, statefulset_events) = cached_watch(
         scoped(client.clone(), namespace),
         child_watch_config(),
-        trim::keep,
+        identity,
         || {},
     );
     let (services, service_events) = cached_watch(
         scoped(client.clone(), namespace),
         child_watch_config(),
-        trim::keep,
+        identity,
         || {},
     );
     let (pods, pod_events) = cached_watch(
         scoped(client.clone(), namespace),
         child_watch_config(),
-        trim::pod,
+        identity,
         || {},
     );
     let (disruption_budgets, budget_events) = cached_watch(

@@ -17,6 +17,14 @@ pub enum Error {
     #[error("cannot make a password: {0}")]
     Randomness(String),
 
+    /// A cached object could not be read back (`trim::Packed`). The cache holds what the
+    /// operator wrote itself, so this is a bug; it waits for the object to change.
+    #[error("cannot read the cached {kind} back: {source}")]
+    Unpack {
+        kind: String,
+        source: serde_json::Error,
+    },
+
     /// A request to the API server failed.
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
@@ -27,7 +35,7 @@ impl Error {
     /// connections. Anything else waits for the object to change instead of retrying hot.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::MissingObjectKey(_) => false,
+            Error::MissingObjectKey(_) | Error::Unpack { .. } => false,
             Error::Randomness(_) => true,
             // Leadership comes back with the next renewal, or this instance exits.
             Error::NotLeading => true,
@@ -44,6 +52,7 @@ impl Error {
         match self {
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::Randomness(_) => "Randomness",
+            Error::Unpack { .. } => "Unpack",
             Error::NotLeading => "NotLeading",
             Error::Kube(kube::Error::Api(_)) => "ApiError",
             Error::Kube(_) => "ConnectionError",

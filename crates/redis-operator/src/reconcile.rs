@@ -25,6 +25,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use rediscluster_crd::conditions::{DEGRADED, READY};
 use rediscluster_crd::{Phase, RedisCluster, RedisClusterStatus};
+use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::MANAGER;
@@ -44,6 +45,7 @@ use crate::roles::{self, PodView, Roles};
 use crate::status::{self, Assessment, Blocker, Facts};
 use crate::storage::{self, Sizing};
 use crate::topology::{self, Policy, RoleReport};
+use crate::trim::Packed;
 
 /// Reconciles one RedisCluster and logs the outcome: one line per reconcile.
 pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -111,7 +113,7 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let rolling = topology::rolls(members, &desired.policy);
     desired.policy.roll_held = !ctx.rolls.admit(&observed.uid, rolling, Instant::now());
     let mut applied = apply(ctx, cluster, &observed, &desired).await?;
-    let pods: Vec<&Pod> = observed.pods.iter().map(Arc::as_ref).collect();
+    let pods: Vec<&Pod> = observed.pods.iter().collect();
     let facts = applied.facts(&observed, &desired, &pods, &ctx.settings);
     let assessment = status::assess(cluster, &facts);
     let events = applied.events(cluster, &observed, &assessment.status);
@@ -126,9 +128,9 @@ struct Observed {
     namespace: String,
     uid: String,
     /// Every pod with the cluster's instance label (the status names the unready ones).
-    pods: Vec<Arc<Pod>>,
+    pods: Vec<Pod>,
     /// The StatefulSet under the cluster's name, ours or not.
-    statefulset: Option<Arc<StatefulSet>>,
+    statefulset: Option<StatefulSet>,
     budget: Option<Arc<PodDisruptionBudget>>,
     /// The pods of our own StatefulSet, as members of the role decision.
     members: Vec<PodView>,
@@ -150,7 +152,7 @@ impl Observed {
 
     /// The observed StatefulSet, if this cluster controls it.
     fn ours(&self) -> Option<&StatefulSet> {
-        controlled(self.statefulset.as_deref(), &self.uid)
+        controlled(self.statefulset.as_ref(), &self.uid)
     }
 }
 
@@ -166,12 +168,14 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
         .ok_or(Error::MissingObjectKey("namespace"))?;
     let uid = cluster.uid().ok_or(Error::MissingObjectKey("uid"))?;
     let name = cluster.name_any();
-    let pods = cluster_pods(ctx, &namespace, &name);
+    let pods = cluster_pods(ctx, &namespace, &name)?;
     let statefulset = ctx
         .stores
         .statefulsets
-        .get(&ObjectRef::new(&name).within(&namespace));
-    let statefulset_uid = controlled(statefulset.as_deref(), &uid).and_then(|sts| sts.uid());
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .map(|cached| unpack(&cached))
+        .transpose()?;
+    let statefulset_uid = controlled(statefulset.as_ref(), &uid).and_then(|sts| sts.uid());
     let (demoted, handover_held, since_status_written) = ctx.memory.recall(&uid, |m| {
         let since_status_written = m.status_written.map(|at| at.elapsed());
         (
@@ -188,7 +192,7 @@ fn observe(cluster: &RedisCluster, ctx: &Context) -> Result<Observed> {
     let credentials = ctx.credentials.of_cluster(&uid);
     let members = pods
         .iter()
-        .filter(|pod| match controller_uid(pod.as_ref()) {
+        .filter(|pod| match controller_uid(*pod) {
             Some(owner) => Some(owner) == statefulset_uid.as_deref(),
             None => true,
         })
@@ -241,7 +245,7 @@ fn plan(
     let ours = observed.ours();
     let invalid_spec = rediscluster_crd::spec_problem(&cluster.spec).map(Blocker::InvalidSpec);
     let foreign = ours.and_then(|sts| foreign_template(sts, &name, cluster.spec.pod.as_ref()));
-    let auth = auth::auth(cluster, ours, observed.pods.iter().map(Arc::as_ref));
+    let auth = auth::auth(cluster, ours, observed.pods.iter());
     let pod_config = pod_config(&cluster.spec, foreign.as_deref(), auth.secret());
     let in_place = ours.is_some_and(|sts| sts.metadata.deletion_timestamp.is_none());
     // A scale-down waits for the primary to hand over to a pod that stays (and, in `apply`,
@@ -326,9 +330,14 @@ async fn apply(
     let statefulset = held.as_ref().unwrap_or(&desired.statefulset);
     let service_steps = desired.services.iter().map(|service| {
         let key = ObjectRef::new(&service.name_any()).within(namespace);
-        let cached = ctx.stores.services.get(&key);
+        let cached = ctx
+            .stores
+            .services
+            .get(&key)
+            .map(|c| unpack(&c))
+            .transpose();
         let api = Api::<Service>::namespaced(ctx.client.clone(), namespace);
-        async move { ensure_child(&api, cached.as_deref(), service, &observed.uid).await }
+        async move { ensure_child(&api, cached?.as_ref(), service, &observed.uid).await }
     });
     let roles = async {
         match roles_first {
@@ -447,7 +456,7 @@ async fn apply_statefulset(
         Some(sts) if !is_on_delete(sts) => Some(switch_to_on_delete(&api, sts).await?),
         _ => None,
     };
-    let current = migrated.as_ref().or(observed.statefulset.as_deref());
+    let current = migrated.as_ref().or(observed.statefulset.as_ref());
     let outcome = ensure_child(&api, current, desired, &observed.uid).await?;
     if let (ChildOutcome::Unchanged, Some(sts)) = (&outcome, ours)
         && children::nudge_due(cluster.status.as_ref(), sts, observed.exist(), observed.now)
@@ -497,7 +506,7 @@ impl Applied {
         settings: &Settings,
     ) -> Facts<'a> {
         let written = self.statefulset.written();
-        let statefulset = controlled(written.or(observed.statefulset.as_deref()), &observed.uid);
+        let statefulset = controlled(written.or(observed.statefulset.as_ref()), &observed.uid);
         Facts {
             statefulset,
             pods,
@@ -533,7 +542,7 @@ impl Applied {
             .collect();
         let mut events: Vec<Event> = children::creation_event(&created).into_iter().collect();
         events.append(&mut self.roles.events);
-        match (&self.statefulset, observed.statefulset.as_deref()) {
+        match (&self.statefulset, observed.statefulset.as_ref()) {
             // What was written, which a scale-down held back may make differ from the plan.
             (ChildOutcome::Updated(written), Some(before)) => {
                 events.extend(children::statefulset_changes(before, written));
@@ -618,16 +627,28 @@ fn recreating_event(name: &str, changes: &[&'static str]) -> Event {
 }
 
 /// The cluster's pods from the cache.
-fn cluster_pods(ctx: &Context, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
+fn cluster_pods(ctx: &Context, namespace: &str, name: &str) -> Result<Vec<Pod>> {
     ctx.stores
         .pods
         .state()
-        .into_iter()
+        .iter()
         .filter(|pod| {
             pod.namespace().as_deref() == Some(namespace)
                 && pod.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name)
         })
+        .map(|cached| unpack(cached))
         .collect()
+}
+
+/// A cached child as it was cached.
+fn unpack<K>(cached: &Packed<K>) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    cached.unpack().map_err(|source| Error::Unpack {
+        kind: K::kind(&()).into_owned(),
+        source,
+    })
 }
 
 /// Writes the status if it changed (or, when it only refines the last one written, once

@@ -2,43 +2,115 @@
 //! they arrive, before they are cached, so the operator's memory grows with what it uses
 //! rather than with everything the API server sends. The largest part of most objects, their
 //! managedFields, is never even decoded (`WithoutManagedFields`): the operator decides drift
-//! from the fields themselves.
+//! from the fields themselves. The children that every cluster has (its StatefulSet, Services
+//! and pods) are then kept as JSON text (`Packed`).
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodSpec, PodStatus,
-    Volume,
+    Service, Volume,
 };
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
+use kube::runtime::watcher;
 use rediscluster_crd::RedisCluster;
 
 use crate::names;
 
+/// `impl Resource` for a wrapper of `K` that is the same API resource as `K` (requests for it
+/// are requests for `K`), given where the wrapper keeps its metadata.
+macro_rules! same_resource {
+    ($wrapper:ident, |$s:ident| $meta:expr, |$m:ident| $meta_mut:expr) => {
+        impl<K: kube::Resource> kube::Resource for $wrapper<K> {
+            type DynamicType = K::DynamicType;
+            type Scope = K::Scope;
+
+            fn kind(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+                K::kind(dt)
+            }
+            fn group(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+                K::group(dt)
+            }
+            fn version(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+                K::version(dt)
+            }
+            fn api_version(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+                K::api_version(dt)
+            }
+            fn plural(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+                K::plural(dt)
+            }
+            fn url_path(dt: &Self::DynamicType, namespace: Option<&str>) -> String {
+                K::url_path(dt, namespace)
+            }
+            fn meta(&self) -> &kube::api::ObjectMeta {
+                let $s = self;
+                $meta
+            }
+            /// For a packed object, changes made here are not in its JSON: nothing changes a
+            /// cached object.
+            fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+                let $m = self;
+                $meta_mut
+            }
+        }
+    };
+}
+use same_resource;
+
 mod decode;
+mod packed;
 pub use decode::WithoutManagedFields;
+pub use packed::Packed;
 
 /// `kubectl apply` keeps a full copy of the object in this annotation; nothing here reads it.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-pub fn cluster(cluster: &mut RedisCluster) {
-    cluster.annotations_mut().remove(LAST_APPLIED);
+/// `event` with each of its objects turned into what a cache keeps of it.
+pub fn map_event<K, C>(event: watcher::Event<K>, keep: impl Fn(K) -> C) -> watcher::Event<C> {
+    use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+    match event {
+        Apply(object) => Apply(keep(object)),
+        Delete(object) => Delete(keep(object)),
+        InitApply(object) => InitApply(keep(object)),
+        Init => Init,
+        InitDone => InitDone,
+    }
 }
 
-/// StatefulSets and Services are compared field by field with what the operator would apply,
-/// so they are kept whole.
-pub fn keep<K>(_: &mut K) {}
+/// A RedisCluster loses only kubectl's copy of itself: reconciles read all the rest.
+pub fn cluster(cluster: WithoutManagedFields<RedisCluster>) -> RedisCluster {
+    let mut cluster = cluster.0;
+    cluster.annotations_mut().remove(LAST_APPLIED);
+    cluster
+}
 
-/// Pods are cached to find which cluster they belong to, where their Redis is, which role it
-/// has, whether one is stuck and why one is not ready, and what it was made for: keep the name,
-/// namespace, uid, controller reference, instance and role labels, the pod-config and
-/// live-config annotations (or, on a pod of an earlier release that has none, the Redis container's image and
-/// arguments), whether its data volume is a claim, whether it has an auth or TLS volume, creation and deletion time, the pod IP, a
-/// phase that means it will never run again (Failed, Succeeded: an evicted primary is
-/// replaced at once), the ContainersReady and PodScheduled conditions, the deletion's grace
-/// period, and, of each container that waits, has stopped or has restarted, its waiting or
-/// terminated state, restart count and last termination (with its message).
+/// Disruption budgets and claims are few (clusters with several pods, clusters with storage)
+/// and kept typed. Like StatefulSets and Services, they are compared field by field with what
+/// the operator would apply, so nothing is dropped.
+pub fn keep<K>(object: WithoutManagedFields<K>) -> K {
+    object.0
+}
+
+/// What a cache drops of a child before packing it (`Packed`).
+pub trait Trim {
+    fn trim(&mut self) {}
+}
+
+/// Compared field by field with what the operator would apply: kept whole.
+impl Trim for StatefulSet {}
+
+/// Compared field by field with what the operator would apply: kept whole.
+impl Trim for Service {}
+
+impl Trim for Pod {
+    fn trim(&mut self) {
+        trim_pod(self);
+    }
+}
+
 /// The annotations that say what a pod was made for and what its Redis was given.
 fn what_it_was_made_for(annotations: Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
     annotations
@@ -55,7 +127,17 @@ fn what_it_was_made_for(annotations: Option<BTreeMap<String, String>>) -> BTreeM
         .collect()
 }
 
-pub fn pod(pod: &mut Pod) {
+/// Pods are cached to find which cluster they belong to, where their Redis is, which role it
+/// has, whether one is stuck and why one is not ready, and what it was made for: keep the name,
+/// namespace, uid, controller reference, instance and role labels, the pod-config and
+/// live-config annotations (or, on a pod of an earlier release that has none, the Redis
+/// container's image and arguments), whether its data volume is a claim, whether it has an
+/// auth or TLS volume, creation and deletion time, the pod IP, a phase that means it will never
+/// run again (Failed, Succeeded: an evicted primary is replaced at once), the ContainersReady
+/// and PodScheduled conditions, the deletion's grace period, and, of each container that
+/// waits, has stopped or has restarted, its waiting or terminated state, restart count and
+/// last termination (with its message).
+fn trim_pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     let annotations = what_it_was_made_for(metadata.annotations);
     let made_before_annotation = !annotations.contains_key(names::POD_CONFIG_ANNOTATION);

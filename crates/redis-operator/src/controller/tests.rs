@@ -9,22 +9,24 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::fixtures::{NAMESPACE, cluster, managed_fields, statefulset, sts_status};
+use crate::fixtures::{NAMESPACE, cluster, managed_fields, redis_pod, statefulset, sts_status};
+use crate::names::Role;
 
 /// Runs `cached_watch` until its first list is answered with `items`; returns that list's
 /// query parameters and what the cache then holds.
-async fn first_list<K>(
+async fn first_list<W, C>(
     config: watcher::Config,
-    trim: fn(&mut K),
+    keep: fn(W) -> C,
     items: Vec<Value>,
-) -> (HashMap<String, String>, Vec<Arc<K>>)
+) -> (HashMap<String, String>, Vec<Arc<C>>)
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-    K: Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    W: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    W: Clone + Debug + DeserializeOwned + Send + 'static,
+    C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NAMESPACE);
-    let (store, events) = cached_watch(Api::namespaced(client, NAMESPACE), config, trim, || {});
+    let (store, events) = cached_watch(Api::namespaced(client, NAMESPACE), config, keep, || {});
     let watch = tokio::spawn(events.for_each(|_| future::ready(())));
 
     let (request, reply) = handle.next_request().await.expect("a list request");
@@ -78,11 +80,11 @@ async fn redisclusters_are_listed_from_the_watch_cache_in_one_response() {
 }
 
 #[tokio::test]
-async fn children_are_listed_in_pages_of_the_operators_own() {
+async fn children_are_listed_in_pages_and_cached_packed_without_managed_fields() {
     let sts = statefulset(&cluster(2, "redis:7.0"), sts_status(2, 2));
-    let (query, cached) = first_list::<StatefulSet>(
+    let (query, cached) = first_list(
         child_watch_config(),
-        trim::keep,
+        identity::<Packed<StatefulSet>>,
         vec![with_managed_fields(sts.clone())],
     )
     .await;
@@ -93,6 +95,26 @@ async fn children_are_listed_in_pages_of_the_operators_own() {
     );
     // A consistent read from etcd: pages cannot come from the watch cache.
     assert!(!query.contains_key("resourceVersion"), "{query:?}");
-    let cached: Vec<StatefulSet> = cached.iter().map(|s| (**s).clone()).collect();
+    let cached: Vec<StatefulSet> = cached.iter().map(|s| s.unpack().unwrap()).collect();
     assert_eq!(cached, vec![sts]);
+}
+
+#[tokio::test]
+async fn pods_are_cached_trimmed() {
+    let mut pod = redis_pod(0, true, Some(Role::Primary));
+    pod.annotations_mut()
+        .insert("team".to_owned(), "cache".to_owned());
+    let (_, cached) = first_list(
+        child_watch_config(),
+        identity::<Packed<Pod>>,
+        vec![with_managed_fields(pod.clone())],
+    )
+    .await;
+    let cached = cached[0].unpack().unwrap();
+    assert_eq!(cached.annotations().get("team"), None);
+    assert_eq!(
+        cached.labels().get(names::INSTANCE_LABEL),
+        pod.labels().get(names::INSTANCE_LABEL)
+    );
+    assert_eq!(cached.status.unwrap().pod_ip, pod.status.unwrap().pod_ip);
 }

@@ -29,6 +29,7 @@ use crate::fixtures::{
 use crate::redis::Command;
 use crate::redis::client::{PodAddress, RedisAccess, Unanswered};
 use crate::topology::{RedisRole, Replication, Role};
+use crate::trim::Packed;
 
 /// One request the reconcile sent.
 #[derive(Debug, Clone)]
@@ -172,9 +173,9 @@ fn status_body(code: u16, reason: &str, message: &str) -> Value {
 }
 
 struct Harness {
-    statefulsets: reflector::store::Writer<StatefulSet>,
-    services: reflector::store::Writer<Service>,
-    pods: reflector::store::Writer<Pod>,
+    statefulsets: reflector::store::Writer<Packed<StatefulSet>>,
+    services: reflector::store::Writer<Packed<Service>>,
+    pods: reflector::store::Writer<Packed<Pod>>,
     disruption_budgets: reflector::store::Writer<PodDisruptionBudget>,
     claims: reflector::store::Writer<PersistentVolumeClaim>,
     redis: Arc<FakeRedis>,
@@ -277,7 +278,7 @@ impl Harness {
             for svc in crate::desired::services(cluster).unwrap() {
                 stored.put(&svc);
                 self.services
-                    .apply_watcher_event(&watcher::Event::Apply(svc));
+                    .apply_watcher_event(&watcher::Event::Apply(Packed::new(svc)));
             }
             if let Some(budget) = crate::desired::disruption_budget(cluster).unwrap() {
                 stored.put(&budget);
@@ -286,7 +287,7 @@ impl Harness {
             }
         }
         self.statefulsets
-            .apply_watcher_event(&watcher::Event::Apply(sts));
+            .apply_watcher_event(&watcher::Event::Apply(Packed::new(sts)));
         let ready = status.ready_replicas.unwrap_or(0);
         for index in 0..status.replicas {
             let role = if index == 0 {
@@ -312,7 +313,9 @@ impl Harness {
     fn with_pod(mut self, pod: Pod, redis: Result<Replication, String>) -> Self {
         self.stored.lock().unwrap().put(&pod);
         self.redis.answer(&pod.name_any(), redis);
-        self.pods.apply_watcher_event(&watcher::Event::Apply(pod));
+        // Trimmed and packed as the operator's own cache does.
+        self.pods
+            .apply_watcher_event(&watcher::Event::Apply(Packed::new(pod)));
         self
     }
 

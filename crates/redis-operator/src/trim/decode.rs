@@ -3,66 +3,22 @@
 //! `serde_json::Value` tree as large as the fields its manager owns; decoding those trees only
 //! to drop them was a third of the operator's CPU at start-up and most of its peak memory.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use kube::Resource;
-use kube::api::ObjectMeta;
-use kube::runtime::watcher;
 use serde::Deserialize;
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserializer, MapAccess};
 use serde::de::{Error, Visitor};
 
 /// A `K` decoded without `metadata.managedFields`, and otherwise exactly as `K` decodes itself.
-/// Watch this type and unwrap its events (`unwrap_event`) to cache `K`s that never held
+/// Watch this type and map its events (`trim::map_event`) to cache `K`s that never held
 /// managed fields.
 #[derive(Clone, Debug)]
 pub struct WithoutManagedFields<K>(pub K);
 
-impl<K> WithoutManagedFields<K> {
-    pub fn unwrap_event(event: watcher::Event<Self>) -> watcher::Event<K> {
-        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
-        match event {
-            Apply(object) => Apply(object.0),
-            Delete(object) => Delete(object.0),
-            InitApply(object) => InitApply(object.0),
-            Init => Init,
-            InitDone => InitDone,
-        }
-    }
-}
-
-/// The same API resource as `K`: requests for it are requests for `K`.
-impl<K: Resource> Resource for WithoutManagedFields<K> {
-    type DynamicType = K::DynamicType;
-    type Scope = K::Scope;
-
-    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::version(dt)
-    }
-    fn api_version(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::api_version(dt)
-    }
-    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
-        K::plural(dt)
-    }
-    fn url_path(dt: &Self::DynamicType, namespace: Option<&str>) -> String {
-        K::url_path(dt, namespace)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        self.0.meta()
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        self.0.meta_mut()
-    }
-}
+super::same_resource!(WithoutManagedFields, |object| object.0.meta(), |object| {
+    object.0.meta_mut()
+});
 
 impl<'de, K: Deserialize<'de>> Deserialize<'de> for WithoutManagedFields<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

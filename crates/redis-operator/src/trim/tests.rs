@@ -4,7 +4,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Container, ContainerStateRunning, PodCondition, PodIP, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use rediscluster_crd::Phase;
 
 use super::*;
@@ -81,9 +81,9 @@ fn restarted_running(pod: Pod) -> Pod {
     pod
 }
 
-fn trimmed(mut full: Pod) -> Pod {
-    pod(&mut full);
-    full
+/// A pod as a reconcile reads it from the cache.
+fn trimmed(full: Pod) -> Pod {
+    Packed::new(full).unpack().unwrap()
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn clusters_lose_only_kubectls_copy_of_themselves() {
     cluster
         .annotations_mut()
         .insert("team".to_owned(), "cache".to_owned());
-    super::cluster(&mut cluster);
+    let cluster = super::cluster(WithoutManagedFields(cluster));
     assert_eq!(
         cluster.annotations(),
         &BTreeMap::from([("team".to_owned(), "cache".to_owned())])
@@ -270,4 +270,38 @@ fn trimming_pods_never_changes_what_the_role_decision_sees() {
     // The table exercises a stop at all: killed, deleted 4 s ago with a grace period of 1 s.
     let stopped = seen(&trimmed(stopped_primary(full_pod(2, "ContainerCreating"))));
     assert_eq!((stopped.0, stopped.1), (true, Some(Duration::from_secs(4))));
+}
+
+#[test]
+fn a_packed_child_keeps_what_finds_it_and_reads_back_whole() {
+    let mut sts = statefulset(&cluster(3, "redis:7.0"), sts_status(3, 3));
+    sts.metadata.uid = Some("sts-uid".to_owned());
+    sts.metadata.resource_version = Some("7".to_owned());
+    sts.annotations_mut()
+        .insert("team".to_owned(), "cache".to_owned());
+    let mut not_controller = sts.owner_references()[0].clone();
+    not_controller.controller = None;
+    not_controller.name = "someone-else".to_owned();
+    sts.owner_references_mut().push(not_controller);
+
+    let packed = Packed::new(sts.clone());
+
+    let meta = packed.meta();
+    assert_eq!(meta.name, sts.metadata.name);
+    assert_eq!(meta.namespace, sts.metadata.namespace);
+    assert_eq!(meta.uid.as_deref(), Some("sts-uid"));
+    assert_eq!(meta.resource_version.as_deref(), Some("7"));
+    assert_eq!(
+        meta.owner_references,
+        Some(vec![sts.owner_references()[0].clone()])
+    );
+    assert_eq!(
+        meta.labels,
+        Some(BTreeMap::from([(
+            names::INSTANCE_LABEL.to_owned(),
+            NAME.to_owned()
+        )]))
+    );
+    assert_eq!(meta.annotations, None);
+    assert_eq!(packed.unpack().unwrap(), sts);
 }
