@@ -30,7 +30,20 @@ where
     let watch = tokio::spawn(events.for_each(|_| future::ready(())));
 
     let (request, reply) = handle.next_request().await.expect("a list request");
-    let query = request
+    let query = query_of(&request);
+    let list = json!({"apiVersion": "v1", "kind": "List",
+                      "metadata": {"resourceVersion": "500"}, "items": items});
+    reply.send_response(Response::new(Body::from(
+        serde_json::to_vec(&list).unwrap(),
+    )));
+    store.wait_until_ready().await.expect("the cache fills");
+    let cached = store.state();
+    watch.abort();
+    (query, cached)
+}
+
+fn query_of<B>(request: &Request<B>) -> HashMap<String, String> {
+    request
         .uri()
         .query()
         .map(|query| {
@@ -43,16 +56,7 @@ where
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let list = json!({"apiVersion": "v1", "kind": "List",
-                      "metadata": {"resourceVersion": "500"}, "items": items});
-    reply.send_response(Response::new(Body::from(
-        serde_json::to_vec(&list).unwrap(),
-    )));
-    store.wait_until_ready().await.expect("the cache fills");
-    let cached = store.state();
-    watch.abort();
-    (query, cached)
+        .unwrap_or_default()
 }
 
 fn with_managed_fields<K: Resource + serde::Serialize>(mut object: K) -> Value {
@@ -104,12 +108,15 @@ async fn pods_are_cached_trimmed() {
     let mut pod = redis_pod(0, true, Some(Role::Primary));
     pod.annotations_mut()
         .insert("team".to_owned(), "cache".to_owned());
+    pod.metadata.resource_version = Some("41".to_owned());
     let (_, cached) = first_list(
         child_watch_config(),
         identity::<Packed<Pod>>,
         vec![with_managed_fields(pod.clone())],
     )
     .await;
+    // The watch that follows the list resumes from the version of the last object.
+    assert_eq!(cached[0].resource_version().as_deref(), Some("41"));
     let cached = cached[0].unpack().unwrap();
     assert_eq!(cached.annotations().get("team"), None);
     assert_eq!(
@@ -117,4 +124,45 @@ async fn pods_are_cached_trimmed() {
         pod.labels().get(names::INSTANCE_LABEL)
     );
     assert_eq!(cached.status.unwrap().pod_ip, pod.status.unwrap().pod_ip);
+}
+
+#[tokio::test]
+async fn a_watch_of_trimmed_pods_resumes_from_the_last_pods_version() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NAMESPACE);
+    let (_store, events) = cached_watch(
+        Api::namespaced(client, NAMESPACE),
+        child_watch_config(),
+        identity::<Packed<Pod>>,
+        || {},
+    );
+    let watch = tokio::spawn(events.for_each(|_| future::ready(())));
+    let (_, reply) = handle.next_request().await.expect("a list request");
+    let list = json!({"apiVersion": "v1", "kind": "List",
+                      "metadata": {"resourceVersion": "500"}, "items": []});
+    reply.send_response(Response::new(Body::from(list.to_string().into_bytes())));
+
+    let (request, reply) = handle.next_request().await.expect("a watch request");
+    assert_eq!(
+        query_of(&request).get("watch").map(String::as_str),
+        Some("true")
+    );
+    let mut pod = redis_pod(0, true, Some(Role::Primary));
+    pod.metadata.resource_version = Some("501".to_owned());
+    let added = json!({"type": "ADDED", "object": pod});
+    reply.send_response(Response::new(Body::from(format!("{added}\n").into_bytes())));
+
+    // The first watch ended; the next one starts where it left off, with no list between.
+    let (request, _reply) = handle.next_request().await.expect("the next watch");
+    let query = query_of(&request);
+    assert_eq!(
+        query.get("watch").map(String::as_str),
+        Some("true"),
+        "{query:?}"
+    );
+    assert_eq!(
+        query.get("resourceVersion").map(String::as_str),
+        Some("501")
+    );
+    watch.abort();
 }

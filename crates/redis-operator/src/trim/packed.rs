@@ -40,7 +40,11 @@ impl<K> std::fmt::Debug for Packed<K> {
 impl<K: Trim + Resource + Serialize + DeserializeOwned> Packed<K> {
     /// What a cache keeps of `object`.
     pub fn new(mut object: K) -> Self {
+        // A watch resumes from the version of the last object it decoded: whatever trimming
+        // drops, the version stays.
+        let version = object.meta().resource_version.clone();
         object.trim();
+        object.meta_mut().resource_version = version;
         Self::pack(&object)
     }
 
