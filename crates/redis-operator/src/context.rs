@@ -17,6 +17,7 @@ use crate::backoff::Backoff;
 use crate::leader::Tenure;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
+use crate::pacing::Pacing;
 use crate::redis::client::RedisAccess;
 use crate::rolls::RollTurns;
 use crate::trim::Packed;
@@ -82,6 +83,8 @@ pub struct Context {
     pub credentials: Credentials,
     /// Which clusters may replace their pods now.
     pub rolls: RollTurns,
+    /// How often each cluster's Redis is probed, given how many there are.
+    pub pacing: Pacing,
 }
 
 impl Context {
@@ -109,7 +112,12 @@ impl Context {
             memory: Memory::default(),
             tenure: Arc::new(Tenure::unbounded()),
             credentials,
+            pacing: Pacing::default(),
         }
+    }
+
+    pub fn with_pacing(self, pacing: Pacing) -> Self {
+        Self { pacing, ..self }
     }
 
     pub fn with_tenure(self, tenure: Arc<Tenure>) -> Self {

@@ -29,6 +29,7 @@ use crate::http::{self, Health};
 use crate::leader::{Election, Lease, Tenure};
 use crate::metrics::Metrics;
 use crate::names;
+use crate::pacing::Pacing;
 use crate::reconcile::{error_policy, reconcile};
 use crate::redis::client::{Connections, Route, tls_client};
 use crate::trim::{self, Packed};
@@ -365,7 +366,8 @@ async fn reconcile_until(
             reconcile(cluster, ctx).await
         }
     };
-    let context = Arc::new(context(client, stores, config, health, shared));
+    let pacing = Pacing::new(clusters.clone(), config.concurrency);
+    let context = Arc::new(context(client, stores, config, health, shared).with_pacing(pacing));
     info!(
         namespace = namespace.unwrap_or("(all)"),
         concurrency = config.concurrency,

@@ -6,7 +6,8 @@
 //! Where everything lives:
 //! - `controller`: the wiring (client, watches and their caches, the kube-runtime Controller,
 //!   leader election in `leader`, whose `Tenure` says whether this instance may still write);
-//!   `context`: what every reconcile shares, with `memory`, what is remembered of each cluster.
+//!   `context`: what every reconcile shares, with `memory`, what is remembered of each cluster,
+//!   and `pacing`, how often the loop can probe every cluster.
 //! - `reconcile`: one reconcile, a driver of a screenful: observe, plan, apply, assess,
 //!   report. `children` writes one child; `storage` grows claims.
 //! - `desired`: the children a cluster should have (pure builders); `pod_config`: what a pod is
@@ -51,6 +52,7 @@ mod memory;
 mod metrics;
 pub mod names;
 mod observed;
+mod pacing;
 #[cfg(test)]
 mod permissions;
 mod pod;

@@ -60,6 +60,7 @@ pub struct Metrics {
     errors: Family<KindLabels, Counter>,
     clusters: Family<PhaseLabels, Gauge>,
     leader: Gauge,
+    probe_interval: FloatGauge,
     requests: Family<RequestLabels, Counter>,
     redis_requests: Family<RedisLabels, Counter>,
     failovers: Family<ReasonLabels, Counter>,
@@ -78,78 +79,88 @@ struct ProcessMetrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        let errors = Family::<KindLabels, Counter>::default();
-        let clusters = Family::<PhaseLabels, Gauge>::default();
-        let leader = Gauge::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let redis_requests = Family::<RedisLabels, Counter>::default();
-        let failovers = Family::<ReasonLabels, Counter>::default();
-        // 50 ms to about 100 s.
-        let failover_duration = Histogram::new(exponential_buckets(0.05, 2.0, 12));
-        // 1 ms to about 16 s.
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        {
-            let operator = registry.sub_registry_with_prefix("redis_operator");
-            operator.register("reconciles", "Reconciles by result", reconciles.clone());
-            operator.register_with_unit(
-                "reconcile_duration",
-                "Time one reconcile took",
-                Unit::Seconds,
-                reconcile_duration.clone(),
-            );
-            operator.register(
-                "reconcile_errors",
-                "Failed reconciles by error kind",
-                errors.clone(),
-            );
-            operator.register("clusters", "RedisClusters by phase", clusters.clone());
-            operator.register(
-                "leader",
-                "1 while this instance is the leader and reconciles",
-                leader.clone(),
-            );
-            operator.register(
-                "kube_requests",
-                "Requests this process sent to the Kubernetes API server, by verb and resource",
-                requests.clone(),
-            );
-            operator.register(
-                "redis_requests",
-                "Commands sent to the pods' Redis (info, replicaof, client_pause) by result: ok, error, or \
-                 backoff (not sent: the pod failed recently)",
-                redis_requests.clone(),
-            );
-            operator.register(
-                "failovers",
-                "Changes of a cluster's primary by reason: primary_deleted, \
-                 primary_not_answering, primary_restarted_empty (failovers) and switchover \
-                 (planned handovers for a roll or a scale-down)",
-                failovers.clone(),
-            );
-            operator.register_with_unit(
-                "failover_duration",
-                "From the first sign of a failed primary (its first unanswered probe, or its \
-                 pod seen deleted) to the new primary labelled",
-                Unit::Seconds,
-                failover_duration.clone(),
-            );
-        }
         let process = ProcessMetrics::registered(&mut registry);
-        Metrics {
+        let mut metrics = Metrics {
             registry,
-            reconciles,
-            reconcile_duration,
-            errors,
-            clusters,
-            leader,
-            requests,
-            redis_requests,
-            failovers,
-            failover_duration,
+            reconciles: Family::default(),
+            // 1 ms to about 16 s.
+            reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            errors: Family::default(),
+            clusters: Family::default(),
+            leader: Gauge::default(),
+            probe_interval: FloatGauge::default(),
+            requests: Family::default(),
+            redis_requests: Family::default(),
+            failovers: Family::default(),
+            // 50 ms to about 100 s.
+            failover_duration: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
             process,
             redis: Mutex::default(),
-        }
+        };
+        metrics.register_operator();
+        metrics
+    }
+}
+
+impl Metrics {
+    /// Registers the `redis_operator_*` metrics.
+    fn register_operator(&mut self) {
+        let operator = self.registry.sub_registry_with_prefix("redis_operator");
+        operator.register(
+            "reconciles",
+            "Reconciles by result",
+            self.reconciles.clone(),
+        );
+        operator.register_with_unit(
+            "reconcile_duration",
+            "Time one reconcile took",
+            Unit::Seconds,
+            self.reconcile_duration.clone(),
+        );
+        operator.register(
+            "reconcile_errors",
+            "Failed reconciles by error kind",
+            self.errors.clone(),
+        );
+        operator.register("clusters", "RedisClusters by phase", self.clusters.clone());
+        operator.register(
+            "leader",
+            "1 while this instance is the leader and reconciles",
+            self.leader.clone(),
+        );
+        operator.register_with_unit(
+            "redis_probe_interval",
+            "How often each cluster's Redis is probed now: --redis-probe-interval, or longer \
+             while probing every cluster that often would take more than 80% of the \
+             reconcile loop (--concurrency)",
+            Unit::Seconds,
+            self.probe_interval.clone(),
+        );
+        operator.register(
+            "kube_requests",
+            "Requests this process sent to the Kubernetes API server, by verb and resource",
+            self.requests.clone(),
+        );
+        operator.register(
+            "redis_requests",
+            "Commands sent to the pods' Redis (info, replicaof, client_pause) by result: ok, error, or \
+             backoff (not sent: the pod failed recently)",
+            self.redis_requests.clone(),
+        );
+        operator.register(
+            "failovers",
+            "Changes of a cluster's primary by reason: primary_deleted, \
+             primary_not_answering, primary_restarted_empty (failovers) and switchover \
+             (planned handovers for a roll or a scale-down)",
+            self.failovers.clone(),
+        );
+        operator.register_with_unit(
+            "failover_duration",
+            "From the first sign of a failed primary (its first unanswered probe, or its \
+             pod seen deleted) to the new primary labelled",
+            Unit::Seconds,
+            self.failover_duration.clone(),
+        );
     }
 }
 
@@ -231,6 +242,11 @@ impl Metrics {
         if let Some(duration) = duration {
             self.failover_duration.observe(duration.as_secs_f64());
         }
+    }
+
+    /// The probe interval the last reconcile used (`pacing`).
+    pub fn set_probe_interval(&self, interval: Duration) {
+        self.probe_interval.set(interval.as_secs_f64());
     }
 
     pub fn set_leader(&self, leader: bool) {

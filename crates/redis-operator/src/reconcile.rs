@@ -53,6 +53,7 @@ pub async fn reconcile(cluster: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<
     let key = ObjectRef::from_obj(&*cluster);
     let result = reconcile_cluster(&cluster, &ctx).await;
     let elapsed = started.elapsed();
+    ctx.pacing.record(elapsed);
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     ctx.metrics
         .reconciled(elapsed, result.as_ref().err().map(Error::kind));
@@ -118,7 +119,9 @@ async fn reconcile_cluster(cluster: &RedisCluster, ctx: &Context) -> Result<(Act
     let assessment = status::assess(cluster, &facts);
     let events = applied.events(cluster, &observed, &assessment.status);
     let held = report(ctx, cluster, &observed, &assessment.status, events).await?;
-    let after = requeue_after(&assessment, &applied, &ctx.settings);
+    let probe_interval = ctx.pacing.probe_interval(ctx.settings.redis_probe_interval);
+    ctx.metrics.set_probe_interval(probe_interval);
+    let after = requeue_after(&assessment, &applied, &ctx.settings, probe_interval);
     let action = Action::requeue(sooner(after, held));
     Ok((action, assessment.status.phase))
 }
@@ -590,8 +593,14 @@ fn sooner(after: Duration, held: Option<Duration>) -> Duration {
 }
 
 /// When to look again: at the resync, or sooner when time alone changes the status, a child
-/// is blocked, the pods' Redis is worth asking again, or the primary is in trouble.
-fn requeue_after(assessment: &Assessment, applied: &Applied, settings: &Settings) -> Duration {
+/// is blocked, the pods' Redis is worth asking again (`probe_interval`, from `pacing`), or the
+/// primary is in trouble.
+fn requeue_after(
+    assessment: &Assessment,
+    applied: &Applied,
+    settings: &Settings,
+    probe_interval: Duration,
+) -> Duration {
     let mut after = assessment
         .recheck_after
         .map_or(settings.resync_interval, |after| {
@@ -603,7 +612,7 @@ fn requeue_after(assessment: &Assessment, applied: &Applied, settings: &Settings
     }
     if applied.roles.reachable {
         // Replication breaks without a pod event (a link drops, a Redis hangs): look again.
-        after = after.min(settings.redis_probe_interval);
+        after = after.min(probe_interval);
     }
     if applied.roles.urgent {
         // A primary in trouble or changing hands: every moment counts toward writes failing.
