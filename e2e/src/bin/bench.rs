@@ -187,7 +187,9 @@ struct Results {
     operator_writes_per_cluster: BTreeMap<String, f64>,
     /// The same, by verb and resource: what each write was for.
     operator_writes_per_cluster_by_resource: BTreeMap<String, f64>,
-    scale_latency_ms: BTreeMap<&'static str, Percentiles>,
+    /// By series (`settled`, `back_to_back`, their floors), and each also by direction
+    /// (`settled_up`, `settled_down`...): a scale-down waits for the primary to answer first.
+    scale_latency_ms: BTreeMap<String, Percentiles>,
     idle_requests: BTreeMap<String, f64>,
     idle_redis_commands_per_cluster_minute: BTreeMap<String, f64>,
     idle_redis_commands_per_second: f64,
@@ -428,7 +430,7 @@ async fn scale(
     client: &Client,
     operator_ns: &str,
     floor_ns: &str,
-) -> TestResult<BTreeMap<&'static str, Percentiles>> {
+) -> TestResult<BTreeMap<String, Percentiles>> {
     let mut scale = BTreeMap::new();
     for (key, namespace, through, pace) in [
         ("settled", operator_ns, Through::Operator, Pace::Settled),
@@ -454,13 +456,22 @@ async fn scale(
         if pace == Pace::Settled && args.skip_running {
             continue;
         }
-        let latencies = scale_latency(client, namespace, args.scale_changes, through, pace).await?;
-        let figures = percentiles(&latencies);
-        println!(
-            "scale latency {key}: p50 {} p90 {} p99 {:?} max {} ms ({} samples)",
-            figures.p50, figures.p90, figures.p99, figures.max, figures.samples
-        );
-        scale.insert(key, figures);
+        let changes = scale_latency(client, namespace, args.scale_changes, through, pace).await?;
+        let all: Vec<Duration> = changes.iter().map(|c| c.latency).collect();
+        let (up, down): (Vec<&Change>, Vec<&Change>) = changes.iter().partition(|c| c.up);
+        let latencies = |changes: Vec<&Change>| changes.iter().map(|c| c.latency).collect();
+        for (series, latencies) in [
+            (key.to_owned(), all),
+            (format!("{key}_up"), latencies(up)),
+            (format!("{key}_down"), latencies(down)),
+        ] {
+            let figures = percentiles(&latencies);
+            println!(
+                "scale latency {series}: p50 {} p90 {} p99 {:?} max {} ms ({} samples)",
+                figures.p50, figures.p90, figures.p99, figures.max, figures.samples
+            );
+            scale.insert(series, figures);
+        }
     }
     Ok(scale)
 }
@@ -832,13 +843,20 @@ impl Drop for AbortOnDrop {
 
 /// Changes spec.replicas of one cluster `changes` times; for each, the time from the write to
 /// the StatefulSet's new spec.replicas arriving on a watch that was open all along.
+/// One `spec.replicas` change: how long until the StatefulSet showed it, and whether it
+/// scaled up.
+struct Change {
+    latency: Duration,
+    up: bool,
+}
+
 async fn scale_latency(
     client: &Client,
     namespace: &str,
     changes: usize,
     through: Through,
     pace: Pace,
-) -> TestResult<Vec<Duration>> {
+) -> TestResult<Vec<Change>> {
     let clusters: Api<RedisCluster> = Api::namespaced(client.clone(), namespace);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let name = "r0000";
@@ -872,7 +890,10 @@ async fn scale_latency(
         }
         tokio::time::timeout(limit, statefulset.wait_for(|s| replicas(s) == Some(target)))
             .await??;
-        latencies.push(written.elapsed());
+        latencies.push(Change {
+            latency: written.elapsed(),
+            up: target > current,
+        });
         current = target;
         if pace == Pace::Settled {
             tokio::time::timeout(
@@ -1019,6 +1040,13 @@ fn steady_rows(r: &Results) -> Vec<Row> {
             "scale latency, settled: p50/p90/p99/max (ms)",
             "settled",
             "settled_floor",
+        ),
+        scale_row(r, "  scale-ups only", "settled_up", "settled_floor_up"),
+        scale_row(
+            r,
+            "  scale-downs only (the primary answers first)",
+            "settled_down",
+            "settled_floor_down",
         ),
         scale_row(
             r,
