@@ -128,15 +128,23 @@ mod tests {
         assert_eq!(running_mean(32_000, 16_000), 31_875);
     }
 
-    #[test]
-    fn pacing_counts_the_cached_clusters() {
+    /// A listed cache of clusters `c0` to `c{clusters - 1}`.
+    fn store_of(clusters: usize) -> Store<RedisCluster> {
+        use kube::runtime::watcher::Event;
         let (store, mut writer) = reflector::store::<RedisCluster>();
-        for i in 0..1000 {
+        writer.apply_watcher_event(&Event::Init);
+        for i in 0..clusters {
             let mut cluster = crate::fixtures::cluster(1, "redis:7.2");
             cluster.metadata.name = Some(format!("c{i}"));
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(cluster));
+            writer.apply_watcher_event(&Event::InitApply(cluster));
         }
-        let pacing = Pacing::new(store, 4);
+        writer.apply_watcher_event(&Event::InitDone);
+        store
+    }
+
+    #[test]
+    fn pacing_counts_the_cached_clusters() {
+        let pacing = Pacing::new(store_of(1000), 4);
         pacing.record(ms(28));
         assert_eq!(pacing.probe_interval(FIVE), ms(8750));
     }
@@ -155,16 +163,8 @@ mod tests {
         use kube::ResourceExt;
         use kube::runtime::controller::{self, Action};
         use kube::runtime::reflector::ObjectRef;
-        use kube::runtime::watcher::Event;
 
-        let (store, mut writer) = reflector::store::<RedisCluster>();
-        writer.apply_watcher_event(&Event::Init);
-        for i in 0..clusters {
-            let mut cluster = crate::fixtures::cluster(1, "redis:7.2");
-            cluster.metadata.name = Some(format!("c{i}"));
-            writer.apply_watcher_event(&Event::InitApply(cluster));
-        }
-        writer.apply_watcher_event(&Event::InitDone);
+        let store = store_of(clusters);
         let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
         let pacing = Arc::new(Pacing::new(store.clone(), 1));
         let reconcile = {

@@ -457,14 +457,17 @@ async fn scale(
             continue;
         }
         let changes = scale_latency(client, namespace, args.scale_changes, through, pace).await?;
-        let all: Vec<Duration> = changes.iter().map(|c| c.latency).collect();
-        let (up, down): (Vec<&Change>, Vec<&Change>) = changes.iter().partition(|c| c.up);
-        let latencies = |changes: Vec<&Change>| changes.iter().map(|c| c.latency).collect();
-        for (series, latencies) in [
-            (key.to_owned(), all),
-            (format!("{key}_up"), latencies(up)),
-            (format!("{key}_down"), latencies(down)),
+        // Every change, then the scale-ups only, then the scale-downs only.
+        for (series, up) in [
+            (key.to_owned(), None),
+            (format!("{key}_up"), Some(true)),
+            (format!("{key}_down"), Some(false)),
         ] {
+            let latencies: Vec<Duration> = changes
+                .iter()
+                .filter(|change| up.is_none_or(|up| change.up == up))
+                .map(|change| change.latency)
+                .collect();
             let figures = percentiles(&latencies);
             println!(
                 "scale latency {series}: p50 {} p90 {} p99 {:?} max {} ms ({} samples)",
